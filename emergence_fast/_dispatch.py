@@ -1,0 +1,181 @@
+"""The one place that picks a backend for a native op.
+
+Backends: ``torch`` (pure-torch reference, always there), ``cpp`` (``emergence_fast._C``,
+CPU tensors, OpenMP), ``triton`` (``emergence_fast.kernels``; CUDA tensors, or CPU tensors
+under ``TRITON_INTERPRET=1``), ``cuda`` (``emergence_fast._C`` built with CUDA, CUDA tensors).
+``auto`` takes the first available of cuda > triton > cpp > torch for the tensor's device,
+except that the Triton interpreter is never chosen automatically (it is a correctness tool,
+hundreds of times slower than the torch path).
+
+The default comes from ``EMERGENCE_FAST_BACKEND`` (``auto`` when unset).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+BACKENDS = ("torch", "cpp", "triton", "cuda")
+BACKEND_CHOICES = ("auto",) + BACKENDS
+ENV_VAR = "EMERGENCE_FAST_BACKEND"
+_AUTO_ORDER = ("cuda", "triton", "cpp", "torch")
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    devices: tuple[str, ...]
+    reason: str
+
+
+@functools.lru_cache(maxsize=None)
+def _native():
+    """The compiled extension, or the reason it is missing (warned once)."""
+    try:
+        return importlib.import_module("emergence_fast._C"), ""
+    except Exception as exc:  # an ImportError or a broken .so: either way fall back
+        reason = f"emergence_fast._C could not be loaded ({type(exc).__name__}: {exc})"
+        warnings.warn(
+            f"{reason}; using the pure-torch reference path. "
+            "Build it with `pip install --no-build-isolation -e .`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None, reason
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_kernels():
+    try:
+        import triton  # noqa: F401
+
+        from emergence_fast.kernels import gram, softmax_entropy
+    except Exception as exc:
+        return None, f"triton could not be imported ({type(exc).__name__}: {exc})"
+    return {"gram": gram.gram, "softmax_entropy": softmax_entropy.softmax_entropy}, ""
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def backends() -> dict[str, BackendStatus]:
+    """What each backend can run on here, and why not where it cannot."""
+    native, native_reason = _native()
+    triton_ops, triton_reason = _triton_kernels()
+    has_gpu = torch.cuda.is_available()
+    status = {"torch": BackendStatus("torch", True, ("cpu", "cuda") if has_gpu else ("cpu",), "pure-torch reference")}
+
+    status["cpp"] = BackendStatus(
+        "cpp", native is not None, ("cpu",) if native is not None else (), native_reason or "C++ CPU ops (OpenMP)"
+    )
+
+    if native is None:
+        cuda_reason = native_reason
+    elif not getattr(native, "with_cuda", False):
+        cuda_reason = "emergence_fast._C was built without CUDA (needs a CUDA build of torch and nvcc)"
+    elif not has_gpu:
+        cuda_reason = "no CUDA device visible"
+    else:
+        cuda_reason = "CUDA C++ ops"
+    cuda_ok = cuda_reason == "CUDA C++ ops"
+    status["cuda"] = BackendStatus("cuda", cuda_ok, ("cuda",) if cuda_ok else (), cuda_reason)
+
+    if triton_ops is None:
+        status["triton"] = BackendStatus("triton", False, (), triton_reason)
+    elif _triton_interpreted():
+        status["triton"] = BackendStatus("triton", True, ("cpu",), "Triton interpreter (TRITON_INTERPRET=1): correct but slow")
+    elif has_gpu:
+        status["triton"] = BackendStatus("triton", True, ("cuda",), "Triton kernels on the GPU")
+    else:
+        status["triton"] = BackendStatus(
+            "triton", False, (), "no CUDA device, and TRITON_INTERPRET=1 was not set before triton was imported"
+        )
+    return status
+
+
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """Turn a user's ``backend=`` (or the env default) into a concrete backend for ``device``."""
+    requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
+    if requested not in BACKEND_CHOICES:
+        source = "backend" if backend is not None else ENV_VAR
+        raise ValueError(f"{source} must be one of {BACKEND_CHOICES}, got {requested!r}")
+    status = backends()
+    if requested == "auto":
+        for name in _AUTO_ORDER:
+            if name == "triton" and device.type == "cpu":
+                continue
+            if status[name].available and device.type in status[name].devices:
+                return name
+        return "torch"
+    chosen = status[requested]
+    if not chosen.available or device.type not in chosen.devices:
+        raise ValueError(
+            f"backend={requested!r} cannot run on a {device.type} tensor here: {chosen.reason}. "
+            f"Available: {[n for n, s in status.items() if s.available and device.type in s.devices]}"
+        )
+    return requested
+
+
+def _gram_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.dtype in (torch.float16, torch.bfloat16):
+        a, b = a.float(), b.float()
+    return torch.matmul(a.transpose(-1, -2), b)
+
+
+def _softmax_entropy_torch(logits: torch.Tensor) -> torch.Tensor:
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
+
+
+def _call_native(op: str, device: str, *tensors: torch.Tensor) -> torch.Tensor:
+    native, _ = _native()
+    if device == "cpu":
+        tensors = tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+    return getattr(native, f"{op}_{device}")(*(t.contiguous() for t in tensors))
+
+
+def gram(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Batched cross-product ``a^T b``: ``a [..., N, da]``, ``b [..., N, db]`` -> ``[..., da, db]``.
+
+    float64 in -> float64 out; float16 / bfloat16 / float32 in -> float32 accumulation and out.
+    """
+    name = resolve_backend(backend, a.device)
+    lead = a.shape[:-2]
+    a3 = a.reshape(-1, *a.shape[-2:])
+    b3 = b.reshape(-1, *b.shape[-2:])
+    if name == "torch":
+        out = _gram_torch(a3, b3)
+    elif name == "triton":
+        if a3.dtype == torch.float64:
+            out = _gram_torch(a3, b3)  # tl.dot has no float64 path: exactness beats speed here
+        else:
+            out = _triton_kernels()[0]["gram"](a3, b3)
+    else:
+        out = _call_native("gram", name, a3, b3)
+    return out.reshape(*lead, a.shape[-1], b.shape[-1])
+
+
+def softmax_entropy(logits: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Entropy (nats) of ``softmax(logits)`` over the last dim, ``[..., V] -> [...]``, in one pass."""
+    name = resolve_backend(backend, logits.device)
+    lead = logits.shape[:-1]
+    x2 = logits.reshape(-1, logits.shape[-1])
+    if name == "torch":
+        out = _softmax_entropy_torch(x2)
+    elif name == "triton":
+        if x2.dtype == torch.float64:
+            out = _softmax_entropy_torch(x2)
+        else:
+            out = _triton_kernels()[0]["softmax_entropy"](x2)
+    else:
+        out = _call_native("softmax_entropy", name, x2)
+    return out.reshape(lead)

@@ -1,0 +1,56 @@
+"""Argument checks shared by every public function: fail early, name the argument."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def as_samples(x, name: str, *, allow_integer: bool = False, min_samples: int = 2) -> torch.Tensor:
+    """Validate a sample tensor ``[..., N, d]`` (a 1-D ``[N]`` is read as ``[N, 1]``)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [..., N, d], got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have shape [..., N, d] (or [N]), got a 0-d tensor")
+    if x.ndim == 1:
+        x = x.unsqueeze(-1)
+    if x.dtype == torch.bool or not (x.is_floating_point() or allow_integer):
+        expected = "a floating dtype or an integer dtype" if allow_integer else f"a floating dtype {FLOAT_DTYPES}"
+        raise ValueError(f"{name} must have {expected}, got {x.dtype}")
+    if x.is_complex():
+        raise ValueError(f"{name} must be real, got {x.dtype}")
+    if x.shape[-2] < min_samples:
+        raise ValueError(f"{name} needs at least {min_samples} samples along dim -2 (N), got N={x.shape[-2]}")
+    if x.shape[-1] < 1:
+        raise ValueError(f"{name} needs at least one feature along dim -1 (d), got d=0")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return x
+
+
+def check_paired(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str] = ("x", "y")) -> None:
+    """x and y must share the sample axis and the leading batch dims."""
+    if x.shape[-2] != y.shape[-2]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same number of samples N (dim -2), "
+                         f"got {x.shape[-2]} and {y.shape[-2]}")
+    if x.shape[:-2] != y.shape[:-2]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same leading batch dims, "
+                         f"got {tuple(x.shape[:-2])} and {tuple(y.shape[:-2])}")
+    if x.device != y.device:
+        raise ValueError(f"{names[0]} and {names[1]} must be on the same device, got {x.device} and {y.device}")
+
+
+def log_base(base) -> float:
+    """The divisor that turns nats into units of ``base`` (None = nats)."""
+    if base is None:
+        return 1.0
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0 or base == 1:
+        raise ValueError(f"base must be a positive number other than 1 (e.g. 2 for bits), got {base!r}")
+    return math.log(base)
+
+
+def check_choice(value, name: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")

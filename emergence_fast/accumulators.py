@@ -1,0 +1,127 @@
+"""Streaming state for estimators: exact, mergeable, serialisable.
+
+:class:`GaussianMIAccumulator` keeps, per batch cell, the count, the float64 mean and the
+centred comoment of ``z = [x, y]`` and combines chunks with the pairwise update of
+Chan, Golub & LeVeque (1979, "Updating formulae and a pairwise algorithm for computing
+sample variances"):
+
+    n = n_a + n_b,  delta = mean_b - mean_a,
+    mean = mean_a + delta * n_b / n,
+    M = M_a + M_b + delta delta^T * n_a n_b / n.
+
+So chunks, shards and resumed runs combine to the one-shot result up to float64 rounding,
+and memory is O(batch x (dx + dy)^2), independent of N.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._validation import as_samples
+from .estimators import gaussian
+
+
+class GaussianMIAccumulator:
+    """Streaming sufficient statistics for Gaussian entropies and I(X;Y).
+
+    Parameters
+    ----------
+    dx, dy : feature widths of x and y.
+    batch_shape : leading dims of every update, e.g. ``(layers, positions)``.
+    device : where the state lives (the model's device).
+    backend : Gram backend for :func:`update` (see :func:`emergence_fast.backends`).
+    """
+
+    def __init__(self, dx: int, dy: int, batch_shape=(), *, device=None, backend=None):
+        for name, value in (("dx", dx), ("dy", dy)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        try:
+            batch_shape = tuple(int(b) for b in batch_shape)
+        except TypeError:
+            raise ValueError(f"batch_shape must be a sequence of ints, got {batch_shape!r}") from None
+        if any(b < 1 for b in batch_shape):
+            raise ValueError(f"batch_shape must hold positive ints, got {batch_shape}")
+        self.dx, self.dy, self.batch_shape, self.backend = dx, dy, batch_shape, backend
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        dim = dx + dy
+        self.count = torch.zeros(batch_shape, dtype=torch.int64, device=device)
+        self.mean = torch.zeros(*batch_shape, dim, dtype=torch.float64, device=device)
+        self.comoment = torch.zeros(*batch_shape, dim, dim, dtype=torch.float64, device=device)
+
+    def _check_update(self, x, y):
+        x = as_samples(x, "x", min_samples=1)
+        y = as_samples(y, "y", min_samples=1)
+        for name, t, width in (("x", x, self.dx), ("y", y, self.dy)):
+            if t.shape[-1] != width:
+                raise ValueError(f"{name} has {t.shape[-1]} features (dim -1) but this accumulator was built "
+                                 f"with d{name}={width}; its state is unchanged")
+            if tuple(t.shape[:-2]) != self.batch_shape:
+                raise ValueError(f"{name} has leading dims {tuple(t.shape[:-2])} but this accumulator expects "
+                                 f"batch_shape={self.batch_shape}; its state is unchanged")
+        if x.shape[-2] != y.shape[-2]:
+            raise ValueError(f"x and y must have the same number of samples N (dim -2), got {x.shape[-2]} and "
+                             f"{y.shape[-2]}; the state is unchanged")
+        return x, y
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> "GaussianMIAccumulator":
+        """Add paired samples ``x [*batch_shape, n, dx]``, ``y [*batch_shape, n, dy]``."""
+        x, y = self._check_update(x, y)
+        dtype = torch.promote_types(x.dtype, y.dtype)
+        z = torch.cat([x.to(device=self.mean.device, dtype=dtype), y.to(device=self.mean.device, dtype=dtype)], -1)
+        self._combine(*gaussian.moments(z, self.backend))
+        return self
+
+    def merge(self, other: "GaussianMIAccumulator") -> "GaussianMIAccumulator":
+        """Fold in another accumulator's state (another shard, process or resumed run)."""
+        if not isinstance(other, GaussianMIAccumulator):
+            raise TypeError(f"other must be a GaussianMIAccumulator, got {type(other).__name__}")
+        if (other.dx, other.dy, other.batch_shape) != (self.dx, self.dy, self.batch_shape):
+            raise ValueError(f"other has (dx, dy, batch_shape)={(other.dx, other.dy, other.batch_shape)}, "
+                             f"expected {(self.dx, self.dy, self.batch_shape)}")
+        device = self.mean.device
+        self._combine(other.count.to(device), other.mean.to(device), other.comoment.to(device))
+        return self
+
+    def _combine(self, count_b, mean_b, comoment_b):
+        total = self.count + count_b
+        safe_total = total.clamp_min(1).to(torch.float64)
+        delta = mean_b - self.mean
+        weight_b = (count_b / safe_total).unsqueeze(-1)
+        cross = (self.count.to(torch.float64) * count_b / safe_total)[..., None, None]
+        self.comoment = self.comoment + comoment_b + cross * delta.unsqueeze(-1) * delta.unsqueeze(-2)
+        self.mean = self.mean + delta * weight_b
+        self.count = total
+
+    def state_dict(self) -> dict:
+        return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape,
+                "count": self.count.clone(), "mean": self.mean.clone(), "comoment": self.comoment.clone()}
+
+    def load_state_dict(self, state: dict) -> "GaussianMIAccumulator":
+        missing = {"dx", "dy", "batch_shape", "count", "mean", "comoment"} - set(state)
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}")
+        if (state["dx"], state["dy"], tuple(state["batch_shape"])) != (self.dx, self.dy, self.batch_shape):
+            raise ValueError(f"state has (dx, dy, batch_shape)={(state['dx'], state['dy'], tuple(state['batch_shape']))}, "
+                             f"expected {(self.dx, self.dy, self.batch_shape)}")
+        device = self.mean.device
+        self.count = state["count"].to(device=device, dtype=torch.int64).clone()
+        self.mean = state["mean"].to(device=device, dtype=torch.float64).clone()
+        self.comoment = state["comoment"].to(device=device, dtype=torch.float64).clone()
+        return self
+
+    def _ready(self):
+        if int(self.count.min()) < 2:
+            raise ValueError(f"the accumulator needs at least 2 samples per cell, has {int(self.count.min())}")
+
+    def mutual_information(self, **options):
+        """I(X;Y) per cell; options as :func:`emergence_fast.estimators.gaussian.mutual_information_from_moments`."""
+        self._ready()
+        return gaussian.mutual_information_from_moments(self.count, self.comoment, self.dx, **options)
+
+    def entropy_x(self, **options):
+        self._ready()
+        return gaussian.entropy_from_moments(self.count, self.comoment[..., : self.dx, : self.dx], **options)
+
+    def entropy_y(self, **options):
+        self._ready()
+        return gaussian.entropy_from_moments(self.count, self.comoment[..., self.dx:, self.dx:], **options)

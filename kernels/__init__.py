@@ -1,0 +1,1 @@
+"""Triton kernels, one op per file; reached only through emergence_fast._dispatch."""

@@ -1,0 +1,39 @@
+"""Builds emergence_fast._C: the CPU ops always, the CUDA ops when torch has CUDA and nvcc exists.
+
+Set EMERGENCE_FAST_NO_EXT=1 to skip the native build (the pure-torch path still works).
+"""
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+PACKAGES = ["emergence_fast", "emergence_fast.estimators", "emergence_fast.kernels"]
+PACKAGE_DIR = {"emergence_fast.kernels": "kernels"}
+
+
+def _extensions():
+    if os.environ.get("EMERGENCE_FAST_NO_EXT") == "1":
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    with_cuda = torch.version.cuda is not None and shutil.which("nvcc") is not None
+    if with_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        ext = CUDAExtension(
+            "emergence_fast._C",
+            sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = CppExtension("emergence_fast._C", sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"])
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=ext_modules, cmdclass=cmdclass)
