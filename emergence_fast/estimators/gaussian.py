@@ -108,6 +108,23 @@ def logdet_psd(mat: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _pseudo_logdet(mat: torch.Tensor):
+    """Numerical rank and log pseudo-determinant (sum of log non-zero eigenvalues)."""
+    eig = torch.linalg.eigvalsh(mat)
+    tol = eig[..., -1:].clamp_min(0) * mat.shape[-1] * torch.finfo(mat.dtype).eps
+    live = eig > tol
+    return live.sum(-1), torch.where(live, eig.clamp_min(torch.finfo(eig.dtype).tiny).log(), 0.0).sum(-1)
+
+
+def _singular_mi(corr: torch.Tensor, dx: int) -> torch.Tensor:
+    """MI of a degenerate Gaussian on its support: +inf when the joint loses rank beyond its marginals."""
+    rank_x, pld_x = _pseudo_logdet(corr[..., :dx, :dx])
+    rank_y, pld_y = _pseudo_logdet(corr[..., dx:, dx:])
+    rank_xy, pld_xy = _pseudo_logdet(corr)
+    finite = 0.5 * (pld_x + pld_y - pld_xy)
+    return torch.where(rank_xy < rank_x + rank_y, torch.full_like(finite, math.inf), finite)
+
+
 def _ranks(corr: torch.Tensor):
     """Numerical rank and the Roy-Vetterli effective rank exp(H(lambda / sum lambda))."""
     eig = torch.linalg.eigvalsh(corr).clamp_min(0)
@@ -170,6 +187,9 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     dy = dim - dx
     _, corr = _standardise(comoment, shrinkage)
     value = 0.5 * (logdet_psd(corr[..., :dx, :dx]) + logdet_psd(corr[..., dx:, dx:]) - logdet_psd(corr))
+    singular = ~torch.isfinite(value)
+    if bool(singular.any()):
+        value[singular] = _singular_mi(corr[singular], dx)
     bias = 0.5 * (wishart_logdet_bias(dx, count) + wishart_logdet_bias(dy, count) - wishart_logdet_bias(dim, count))
     if bias_correction == "wishart":
         _check_wishart(dim, count)

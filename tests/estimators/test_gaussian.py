@@ -1,0 +1,150 @@
+"""Gaussian entropy and MI against closed forms."""
+import math
+
+import pytest
+import torch
+
+import emergence_fast as ef
+from emergence_fast.estimators import gaussian
+from tests.conftest import cpu_backends
+
+
+def random_joint_covariance(dx, dy, generator):
+    dim = dx + dy
+    w = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    return w @ w.T / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
+
+
+def true_mi(cov, dx):
+    ld = lambda m: torch.linalg.slogdet(m)[1]  # noqa: E731
+    return float(0.5 * (ld(cov[:dx, :dx]) + ld(cov[dx:, dx:]) - ld(cov)))
+
+
+def sample(cov, n, generator):
+    chol = torch.linalg.cholesky(cov)
+    return torch.randn(n, cov.shape[0], generator=generator, dtype=torch.float64) @ chol.T
+
+
+def test_bivariate_normal_rho_075(generator):
+    truth = -0.5 * math.log(1 - 0.75**2)
+    assert abs(truth - 0.4133) < 1e-4
+    cov = torch.tensor([[1.0, 0.75], [0.75, 1.0]], dtype=torch.float64)
+    z = sample(cov, 200_000, generator)
+    assert abs(float(ef.mutual_information(z[:, :1], z[:, 1:])) - truth) < 0.01
+
+
+@pytest.mark.parametrize("d,n", [(1, 20_000), (5, 20_000), (32, 20_000), (128, 40_000)])
+def test_mi_matches_covariance_closed_form(d, n, generator):
+    cov = random_joint_covariance(d, d, generator)
+    truth = true_mi(cov, d)
+    z = sample(cov, n, generator)
+    estimate = float(ef.mutual_information(z[:, :d], z[:, d:], bias_correction="wishart"))
+    # Delta method on the CCA form -1/2 sum log(1 - rho_i^2): sd <= sqrt(d / N); allow 5 sd.
+    assert abs(estimate - truth) < 0.01 + 5 * math.sqrt(d / n), (estimate, truth)
+
+
+def test_entropy_closed_form(generator):
+    cov = random_joint_covariance(3, 4, generator)
+    truth = 0.5 * math.log((2 * math.pi * math.e) ** 7 * float(torch.linalg.det(cov)))
+    z = sample(cov, 100_000, generator)
+    assert abs(float(ef.entropy(z, bias_correction="wishart")) - truth) < 0.03
+    assert abs(float(ef.entropy(z, base=2)) - float(ef.entropy(z)) / math.log(2)) < 1e-12
+
+
+def test_wishart_beats_plug_in_at_n2000_d32():
+    errors = {"none": [], "wishart": []}
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        cov = random_joint_covariance(32, 32, g)
+        truth = true_mi(cov, 32)
+        z = sample(cov, 2000, g)
+        for correction in errors:
+            est = float(ef.mutual_information(z[:, :32], z[:, 32:], bias_correction=correction))
+            errors[correction].append(abs(est - truth))
+    assert sum(errors["wishart"]) < 0.5 * sum(errors["none"]), errors
+
+
+def test_wishart_bias_is_the_exact_expectation_in_one_dimension():
+    # d = 1: E[log s^2] - log sigma^2 = psi(nu/2) + log(2/nu) (chi-square), checked by simulation at nu = 4.
+    n = torch.tensor(5)
+    closed = float(gaussian.wishart_logdet_bias(1, n))
+    assert abs(closed - (float(torch.special.digamma(torch.tensor(2.0, dtype=torch.float64))) + math.log(0.5))) < 1e-12
+    g = torch.Generator().manual_seed(0)
+    draws = torch.randn(400_000, 5, generator=g, dtype=torch.float64)
+    simulated = float(draws.var(dim=1).log().mean())
+    assert abs(simulated - closed) < 0.01
+
+
+def test_leading_batch_dims_equal_per_cell_results(generator):
+    x = torch.randn(2, 3, 500, 4, generator=generator)
+    y = x[..., :2] + torch.randn(2, 3, 500, 2, generator=generator)
+    batched = ef.mutual_information(x, y)
+    assert batched.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            assert abs(float(batched[i, j]) - float(ef.mutual_information(x[i, j], y[i, j]))) < 1e-6
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes_and_backends_agree(backend, dtype, generator):
+    x = torch.randn(2, 400, 6, generator=generator)
+    y = x[..., :3] * 0.8 + 0.6 * torch.randn(2, 400, 3, generator=generator)
+    x, y = x.to(dtype), y.to(dtype)
+    reference = gaussian.mutual_information(x.double(), y.double(), backend="torch")
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(ef.mutual_information(x, y, backend=backend), reference, rtol=tol, atol=tol)
+
+
+def test_massive_activation_offsets_do_not_cancel(generator):
+    # A 1e4 offset on one dim (a "massive activation") must not change the float32 estimate.
+    x = torch.randn(4000, 8, generator=generator)
+    y = x @ torch.randn(8, 8, generator=generator) + torch.randn(4000, 8, generator=generator)
+    shifted = x.clone()
+    shifted[:, 0] += 1e4
+    assert abs(float(ef.mutual_information(shifted, y)) - float(ef.mutual_information(x.double(), y.double()))) < 1e-3
+
+
+def test_rank_deficient_input_is_reported_and_shrinkage_fixes_it(generator):
+    x = torch.randn(300, 10, generator=generator, dtype=torch.float64)
+    y = x[:, :4] @ torch.randn(4, 6, generator=generator, dtype=torch.float64)  # deterministic, rank 4
+    value, diag = ef.mutual_information(x, y, details=True)
+    assert math.isinf(float(value))
+    assert int(diag.rank) == 10 and any("ill-posed" in note for note in diag.notes)
+    shrunk, diag = ef.mutual_information(x, y, shrinkage=0.1, details=True)
+    assert math.isfinite(float(shrunk)) and float(shrunk) > 0
+    assert 1 <= float(diag.effective_rank) <= 16
+
+
+def test_constant_variable_carries_no_information(generator):
+    x = torch.randn(500, 3, generator=generator, dtype=torch.float64)
+    y = torch.cat([x[:, :1] + torch.randn(500, 1, generator=generator, dtype=torch.float64),
+                   torch.zeros(500, 1, dtype=torch.float64)], dim=-1)
+    assert abs(float(ef.mutual_information(x, y)) - float(ef.mutual_information(x, y[:, :1]))) < 1e-12
+    assert float(ef.entropy(y)) == -math.inf
+
+
+def test_expected_bias_is_reported_when_large(generator):
+    x = torch.randn(200, 40, generator=generator)
+    y = torch.randn(200, 40, generator=generator)
+    value, diag = ef.mutual_information(x, y, details=True)
+    assert float(diag.expected_bias) > 1.0  # independent data: the plug-in reads pure bias
+    assert abs(float(value) - float(diag.expected_bias)) < 0.5 * float(diag.expected_bias)
+    assert any("biased" in note for note in diag.notes)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"bias_correction": "jackknife"}, "bias_correction"),
+    ({"shrinkage": 1.0}, "shrinkage"),
+    ({"base": 1}, "base"),
+])
+def test_bad_options_name_the_argument(kwargs, match, generator):
+    x = torch.randn(50, 2, generator=generator)
+    with pytest.raises(ValueError, match=match):
+        ef.mutual_information(x, x, **kwargs)
+
+
+def test_wishart_needs_more_samples_than_dimensions(generator):
+    x = torch.randn(20, 15, generator=generator)
+    with pytest.raises(ValueError, match="N > d"):
+        ef.mutual_information(x, x.flip(-1), bias_correction="wishart")
