@@ -32,7 +32,8 @@ def _table(rows, header) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def demo(seed: int = 0, out=sys.stdout) -> None:
+def demo(seed: int = 0, out=None) -> None:
+    out = out or sys.stdout
     generator = torch.Generator().manual_seed(seed)
     backend = resolve_backend(None, torch.device("cpu"))
     print(f"emergence_fast {ef.__version__} demo: synthetic data with known answers (nats); backend={backend}", file=out)
@@ -79,7 +80,8 @@ def demo(seed: int = 0, out=sys.stdout) -> None:
           "token-entropy truth is a float64 softmax reference.", file=out)
 
 
-def show_backends(out=sys.stdout) -> None:
+def show_backends(out=None) -> None:
+    out = out or sys.stdout
     for name, status in ef.backends().items():
         mark = "yes" if status.available else "no "
         print(f"{name:7s} {mark} devices={list(status.devices)}  {status.reason}", file=out)

@@ -1,0 +1,93 @@
+"""Streaming Gaussian state: chunked == one-shot, merge == concatenation, state round-trips."""
+import pytest
+import torch
+
+import emergence_fast as ef
+from emergence_fast import GaussianMIAccumulator
+from tests.conftest import cpu_backends
+
+
+def paired(generator, lead=(2, 3), n=600, dx=5, dy=4, offset=0.0):
+    x = torch.randn(*lead, n, dx, generator=generator, dtype=torch.float64) + offset
+    y = x[..., :dy] * 0.7 + torch.randn(*lead, n, dy, generator=generator, dtype=torch.float64)
+    return x, y
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_chunked_equals_one_shot_to_float64_rounding(backend, generator):
+    x, y = paired(generator, offset=50.0)
+    acc = GaussianMIAccumulator(5, 4, (2, 3), backend=backend)
+    for lo, hi in ((0, 1), (1, 77), (77, 400), (400, 600)):
+        acc.update(x[..., lo:hi, :], y[..., lo:hi, :])
+    one_shot = ef.mutual_information(x, y, backend="torch")
+    torch.testing.assert_close(acc.mutual_information(), one_shot, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(acc.entropy_x(), ef.entropy(x, backend="torch"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(acc.entropy_y(bias_correction="wishart"),
+                               ef.entropy(y, bias_correction="wishart", backend="torch"), rtol=1e-12, atol=1e-12)
+    assert torch.equal(acc.count, torch.full((2, 3), 600))
+
+
+def test_merge_of_shards_equals_one_pass(generator):
+    x, y = paired(generator)
+    left = GaussianMIAccumulator(5, 4, (2, 3)).update(x[..., :250, :], y[..., :250, :])
+    right = GaussianMIAccumulator(5, 4, (2, 3)).update(x[..., 250:, :], y[..., 250:, :])
+    whole = GaussianMIAccumulator(5, 4, (2, 3)).update(x, y)
+    left.merge(right)
+    torch.testing.assert_close(left.comoment, whole.comoment, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(left.mutual_information(), whole.mutual_information(), rtol=1e-12, atol=1e-12)
+
+
+def test_merge_into_empty_and_state_dict_round_trip(generator, tmp_path):
+    x, y = paired(generator)
+    full = GaussianMIAccumulator(5, 4, (2, 3)).update(x, y)
+    empty = GaussianMIAccumulator(5, 4, (2, 3)).merge(full)
+    torch.testing.assert_close(empty.mutual_information(), full.mutual_information(), rtol=0, atol=0)
+    path = tmp_path / "state.pt"
+    torch.save(full.state_dict(), path)
+    resumed = GaussianMIAccumulator(5, 4, (2, 3)).load_state_dict(torch.load(path))
+    resumed.update(x[..., :10, :], y[..., :10, :])
+    full.update(x[..., :10, :], y[..., :10, :])
+    torch.testing.assert_close(resumed.mutual_information(), full.mutual_information(), rtol=0, atol=0)
+
+
+def test_float32_streams_match_float64_one_shot(generator):
+    x, y = paired(generator, lead=(), n=5000, offset=1e3)
+    acc = GaussianMIAccumulator(5, 4)
+    for chunk in range(0, 5000, 512):
+        acc.update(x[chunk:chunk + 512].float(), y[chunk:chunk + 512].float())
+    assert abs(float(acc.mutual_information()) - float(ef.mutual_information(x, y))) < 1e-4
+
+
+def test_wrong_width_is_refused_and_state_kept(generator):
+    x, y = paired(generator, lead=(), n=100)
+    acc = GaussianMIAccumulator(5, 4).update(x, y)
+    before = acc.state_dict()
+    with pytest.raises(ValueError, match="x has 3 features.*dx=5"):
+        acc.update(x[:, :3], y)
+    with pytest.raises(ValueError, match="y has 5 features.*dy=4"):
+        acc.update(x, x)
+    with pytest.raises(ValueError, match="batch_shape"):
+        acc.update(x.unsqueeze(0), y.unsqueeze(0))
+    with pytest.raises(ValueError, match="NaN"):
+        acc.update(x * float("nan"), y)
+    after = acc.state_dict()
+    for key in ("count", "mean", "comoment"):
+        assert torch.equal(before[key], after[key])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"dx": 0, "dy": 2}, "dx"),
+    ({"dx": 2, "dy": 2.5}, "dy"),
+    ({"dx": 2, "dy": 2, "batch_shape": (3, 0)}, "batch_shape"),
+])
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GaussianMIAccumulator(**kwargs)
+
+
+def test_estimate_before_two_samples_is_refused(generator):
+    acc = GaussianMIAccumulator(2, 2)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        acc.mutual_information()
+    with pytest.raises(ValueError, match="dx, dy, batch_shape"):
+        acc.merge(GaussianMIAccumulator(2, 3))
