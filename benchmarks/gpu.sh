@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# On a GPU machine, in one command: build the CUDA extension, run the GPU tests, run the
+# benchmarks, and append the numbers to benchmarks/RESULTS.md.
+# Uses the machine's CUDA torch when one is installed (TORCH_SPEC=torch keeps it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
+python3 -m venv --system-site-packages .venv-gpu
+PY=.venv-gpu/bin/python
+$PY -m pip install -q numpy scipy pybind11 ninja pytest pytest-benchmark hypothesis
+$PY -c "import triton" 2>/dev/null || $PY -m pip install -q triton
+$PY -m pip install -q --no-build-isolation -e .
+$PY -m emergence_fast.cli backends
+TRITON_INTERPRET=0 $PY -m pytest tests -q -k "cuda or gpu or triton or gram or entropy" -p no:cacheprovider
+$PY -m pytest benchmarks --benchmark-enable --benchmark-only -q --benchmark-json="${OUT:-.}/bench.json"
+$PY -m benchmarks.roofline --write benchmarks/RESULTS.md
