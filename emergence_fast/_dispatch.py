@@ -136,11 +136,12 @@ def _softmax_entropy_torch(logits: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
 
 
-def _call_native(op: str, device: str, *tensors: torch.Tensor) -> torch.Tensor:
+def _call_native(op: str, backend: str, *tensors: torch.Tensor) -> torch.Tensor:
     native, _ = _native()
-    if device == "cpu":
+    if backend == "cpp":
         tensors = tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
-    return getattr(native, f"{op}_{device}")(*(t.contiguous() for t in tensors))
+    suffix = {"cpp": "cpu", "cuda": "cuda"}[backend]
+    return getattr(native, f"{op}_{suffix}")(*(t.contiguous() for t in tensors))
 
 
 def gram(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.Tensor:
