@@ -8,7 +8,7 @@ import shutil
 
 from setuptools import setup
 
-PACKAGES = ["emergence_fast", "emergence_fast.estimators", "emergence_fast.kernels"]
+PACKAGES = ["emergence_fast", "emergence_fast.capture", "emergence_fast.estimators", "emergence_fast.kernels"]
 PACKAGE_DIR = {"emergence_fast.kernels": "kernels"}
 
 
@@ -36,4 +36,10 @@ def _extensions():
 
 
 ext_modules, cmdclass = _extensions()
-setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=ext_modules, cmdclass=cmdclass)
+setup(
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={"emergence_fast": ["data/*.txt"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

@@ -55,6 +55,7 @@ class GaussianDiagnostics:
     expected_bias: torch.Tensor
     bias_correction: str
     shrinkage: float
+    stderr: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -147,17 +148,19 @@ def _check_wishart(dim: int, n: torch.Tensor) -> None:
                          "use more samples or shrinkage with bias_correction='none'")
 
 
-def _diagnostics(corr, n, dim, bias, bias_correction, shrinkage, quantity):
+def _diagnostics(corr, n, dim, bias_nats, unit, bias_correction, shrinkage, quantity, stderr=None):
     rank, effective = _ranks(corr)
     notes = []
     if int(rank.min()) < dim and not shrinkage:
         notes.append(f"{quantity} is ill-posed: the covariance is singular (rank {int(rank.min())} < d={dim}); "
-                     "the estimate is infinite. Use shrinkage > 0 or more samples than dimensions.")
-    if float(bias.abs().max()) > 0.1:
-        notes.append(f"the plug-in estimate is biased by about {float(bias.abs().max()):.3g} nats at N={int(n.min())}, "
-                     f"d={dim} (Wishart expectation); "
-                     + ("it was subtracted." if bias_correction == "wishart" else "pass bias_correction='wishart' to remove it."))
-    return GaussianDiagnostics(n, dim, rank, effective, bias, bias_correction, float(shrinkage), notes)
+                     "the estimate is infinite. Use shrinkage > 0, a smaller pca, or more samples than dimensions.")
+    worst = float(bias_nats.abs().max())
+    if worst > 0.1:
+        remedy = "it was subtracted." if bias_correction == "wishart" else "pass bias_correction='wishart' to remove it."
+        notes.append(f"the plug-in estimate is biased by about {worst:.3g} nats at N={int(n.min())}, d={dim} "
+                     f"(Wishart expectation); {remedy}")
+    return GaussianDiagnostics(n, dim, rank, effective, bias_nats / unit, bias_correction, float(shrinkage),
+                               None if stderr is None else stderr / unit, notes)
 
 
 def entropy_from_moments(count, comoment, *, bias_correction="none", shrinkage=0.0, base=None, details=False):
@@ -175,17 +178,50 @@ def entropy_from_moments(count, comoment, *, bias_correction="none", shrinkage=0
     value = 0.5 * (dim * math.log(2 * math.pi * math.e) + logdet) / unit
     if not details:
         return value
-    return value, _diagnostics(corr, count, dim, bias / unit, bias_correction, shrinkage, "the entropy")
+    return value, _diagnostics(corr, count, dim, bias, unit, bias_correction, shrinkage, "the entropy")
 
 
-def mutual_information_from_moments(count, comoment, dx, *, bias_correction="none", shrinkage=0.0, base=None,
-                                    details=False):
-    """I(X;Y) from the joint comoment of ``[x, y]`` whose first ``dx`` columns are x."""
+def principal_subspace(corr: torch.Tensor, dx: int, k: int) -> torch.Tensor:
+    """Joint covariance of the top-``k`` principal components of x and, separately, of y."""
+    dim = corr.shape[-1]
+    kx, ky = min(k, dx), min(k, dim - dx)
+    basis = corr.new_zeros(*corr.shape[:-2], dim, kx + ky)
+    basis[..., :dx, :kx] = torch.linalg.eigh(corr[..., :dx, :dx])[1][..., -kx:]
+    basis[..., dx:, kx:] = torch.linalg.eigh(corr[..., dx:, dx:])[1][..., -ky:]
+    return basis.transpose(-1, -2) @ corr @ basis, kx
+
+
+def canonical_correlations(cov: torch.Tensor, dx: int) -> torch.Tensor:
+    """Canonical correlations rho_i: singular values of L_x^{-1} S_xy L_y^{-T}; NaN where a marginal is singular."""
+    lx, info_x = torch.linalg.cholesky_ex(cov[..., :dx, :dx])
+    ly, info_y = torch.linalg.cholesky_ex(cov[..., dx:, dx:])
+    whitened = torch.linalg.solve_triangular(lx, cov[..., :dx, dx:], upper=False)
+    whitened = torch.linalg.solve_triangular(ly, whitened.transpose(-1, -2), upper=False).transpose(-1, -2)
+    rho = torch.linalg.svdvals(whitened).clamp(0, 1)
+    bad = ((info_x != 0) | (info_y != 0)).unsqueeze(-1)
+    return torch.where(bad, torch.full_like(rho, math.nan), rho)
+
+
+def mutual_information_from_moments(count, comoment, dx, *, bias_correction="none", shrinkage=0.0, pca=None,
+                                    base=None, details=False):
+    r"""I(X;Y) from the joint comoment of ``[x, y]`` whose first ``dx`` columns are x.
+
+    ``pca=k`` measures I between the top-``k`` principal components of each side (of the
+    correlation matrix, so massive-activation dims do not take every component); by the
+    data-processing inequality that is a lower bound on I(X;Y), and it stays well posed when
+    N or the number of distinct states is far below the width. ``details=True`` adds the
+    delta-method standard error :math:`\sqrt{\sum_i \rho_i^2 / N}` over canonical correlations
+    :math:`\rho_i` (Kullback 1959), valid when the :math:`\rho_i` are away from 0.
+    """
     _check_options(bias_correction, shrinkage)
+    if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
+        raise ValueError(f"pca must be a positive integer or None, got {pca!r}")
     unit = log_base(base)
-    dim = comoment.shape[-1]
-    dy = dim - dx
     _, corr = _standardise(comoment, shrinkage)
+    if pca is not None:
+        corr, dx = principal_subspace(corr, dx, pca)
+    dim = corr.shape[-1]
+    dy = dim - dx
     value = 0.5 * (logdet_psd(corr[..., :dx, :dx]) + logdet_psd(corr[..., dx:, dx:]) - logdet_psd(corr))
     singular = ~torch.isfinite(value)
     if bool(singular.any()):
@@ -197,7 +233,9 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     value = value / unit
     if not details:
         return value
-    return value, _diagnostics(corr, count, dim, bias / unit, bias_correction, shrinkage, "the mutual information")
+    stderr = (canonical_correlations(corr, dx).square().sum(-1) / count.to(torch.float64)).sqrt()
+    return value, _diagnostics(corr, count, dim, bias, unit, bias_correction, shrinkage, "the mutual information",
+                               stderr)
 
 
 def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None, details=False):
@@ -211,7 +249,8 @@ def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None
                                 details=details)
 
 
-def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, base=None, backend=None, details=False):
+def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, pca=None, base=None, backend=None,
+                       details=False):
     """Gaussian mutual information between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell."""
     x = as_samples(x, "x")
     y = as_samples(y, "y")
@@ -220,4 +259,4 @@ def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, base=None
     z = torch.cat([x.to(dtype), y.to(dtype)], dim=-1)
     count, _, comoment = moments(z, backend)
     return mutual_information_from_moments(count, comoment, x.shape[-1], bias_correction=bias_correction,
-                                           shrinkage=shrinkage, base=base, details=details)
+                                           shrinkage=shrinkage, pca=pca, base=base, details=details)

@@ -148,3 +148,29 @@ def test_wishart_needs_more_samples_than_dimensions(generator):
     x = torch.randn(20, 15, generator=generator)
     with pytest.raises(ValueError, match="N > d"):
         ef.mutual_information(x, x.flip(-1), bias_correction="wishart")
+
+
+def test_pca_at_full_width_is_exact_and_narrower_is_a_lower_bound(generator):
+    latent = torch.randn(3000, 2, generator=generator, dtype=torch.float64)
+    x = latent @ torch.randn(2, 10, generator=generator, dtype=torch.float64) + 0.3 * torch.randn(
+        3000, 10, generator=generator, dtype=torch.float64)
+    y = latent @ torch.randn(2, 7, generator=generator, dtype=torch.float64) + 0.3 * torch.randn(
+        3000, 7, generator=generator, dtype=torch.float64)
+    full = float(ef.mutual_information(x, y))
+    assert abs(float(ef.mutual_information(x, y, pca=10)) - full) < 1e-9
+    two = float(ef.mutual_information(x, y, pca=2))
+    assert 0.6 * full < two <= full  # the shared signal lives in two components, the rest averages noise
+
+
+def test_delta_method_stderr_matches_the_spread_over_repeats():
+    cov = torch.tensor([[1.0, 0.75], [0.75, 1.0]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(7)
+    estimates, stderrs = [], []
+    for _ in range(300):
+        z = sample(cov, 500, g)
+        value, diag = ef.mutual_information(z[:, :1], z[:, 1:], details=True)
+        estimates.append(float(value))
+        stderrs.append(float(diag.stderr))
+    spread = torch.tensor(estimates).std().item()
+    assert abs(sum(stderrs) / len(stderrs) - spread) < 0.15 * spread, (spread, sum(stderrs) / len(stderrs))
+    assert abs(sum(stderrs) / len(stderrs) - 0.75 / math.sqrt(500)) < 0.005

@@ -1,0 +1,97 @@
+"""Streaming capture of block inputs and outputs with forward hooks.
+
+One forward pass hands back, for the chosen blocks and token positions only, the residual
+stream entering and leaving each block: ``[layers, batch, positions, d]`` each. Positions
+count real tokens of each sequence (left or right padding is skipped per row), and the pass
+stops after the last hooked block when ``stop_early`` is set. Nothing is kept between
+batches: the caller folds each batch into estimator state.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import find_blocks, hidden_of, hidden_of_call
+
+
+class _StopForward(Exception):
+    """Raised by the last hook to skip the blocks nobody listens to."""
+
+
+def real_positions(attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Column of the ``positions[p]``-th real token of each row: ``[B, P]``.
+
+    Works for left and right padding alike: real tokens are the mask's ones, in order.
+    """
+    lengths = attention_mask.sum(-1)
+    if bool((positions.max() >= lengths).any()):
+        raise ValueError(f"positions up to {int(positions.max())} were asked for, but a sequence in this batch has "
+                         f"only {int(lengths.min())} real tokens")
+    order = torch.cumsum(attention_mask.long(), -1) - 1  # rank of each real token in its row
+    order = torch.where(attention_mask.bool(), order, torch.full_like(order, -1))
+    hits = order.unsqueeze(1) == positions.view(1, -1, 1).to(order.device)  # [B, P, T]
+    return hits.float().argmax(-1)
+
+
+class BlockCapture:
+    """Hooks on ``layers`` of ``model``'s blocks; :meth:`run` returns their gathered inputs and outputs."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[int] | None = None, *, blocks=None, stop_early=True):
+        self.model = model
+        self.blocks = find_blocks(model, blocks)
+        n = len(self.blocks)
+        layers = list(range(n)) if layers is None else [int(layer) for layer in layers]
+        bad = [layer for layer in layers if not 0 <= layer < n]
+        if bad or not layers:
+            raise ValueError(f"layers must be a non-empty list of block indices in 0..{n - 1}, got {layers}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers must not repeat, got {layers}")
+        self.layers = layers
+        self.stop_early = stop_early
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+            positions: Sequence[int] | torch.Tensor | None = None):
+        """Forward ``input_ids [B, T]``; returns ``(inputs, outputs)`` each ``[layers, B, P, d]``."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if positions is None:
+            positions = torch.arange(int(attention_mask.sum(-1).min()))
+        positions = torch.as_tensor(positions, dtype=torch.long)
+        index = real_positions(attention_mask, positions).to(input_ids.device)  # [B, P]
+        inputs: dict[int, torch.Tensor] = {}
+        outputs: dict[int, torch.Tensor] = {}
+        last = max(self.layers)
+
+        def gather(hidden: torch.Tensor) -> torch.Tensor:
+            return hidden.gather(1, index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+        def make_hook(layer: int):
+            def hook(module, args, kwargs, output):
+                inputs[layer] = gather(hidden_of_call(args, kwargs)).detach()
+                outputs[layer] = gather(hidden_of(output)).detach()
+                if self.stop_early and layer == last:
+                    raise _StopForward
+
+            return hook
+
+        model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if not bool(attention_mask.all()):
+            # Absolute-position models (GPT-2, OPT) must number real tokens from 0 under left padding.
+            model_inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        handles = [self.blocks[layer].register_forward_hook(make_hook(layer), with_kwargs=True) for layer in self.layers]
+        try:
+            with torch.no_grad():
+                self.model(**model_inputs)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return (torch.stack([inputs[layer] for layer in self.layers]),
+                torch.stack([outputs[layer] for layer in self.layers]))

@@ -1,0 +1,293 @@
+r"""Token sequences for Information Emergence (IE; Chen, Yang, Zhu, Wang, "Quantifying (Semantic)
+Emergence in Language Models", arXiv 2405.12617).
+
+IE runs a causal LM on ``N`` sample sequences of one fixed length ``T`` and compares the mutual
+information of hidden states at the sequence level with that at the token level. This module
+makes those ``[N, T]`` token tensors, without padding, BOS or EOS (the metric adds a BOS when
+the model needs one):
+
+* ``icl-country``, ``icl-animal``, ``icl-color``: in-context-learning style lists, the paper's
+  synthetic entity tasks. A sample is ``k`` shots of "entity," -- tokens
+  ``[e_1, sep, e_2, sep, ..., e_k, sep]``, ``T = 2k`` -- where the entities are an ordered draw
+  without repetition from the shipped list (``emergence_fast/data/*.txt``), kept only where the
+  tokenizer writes ``" " + entity`` as exactly one token. Every entity carries the leading space,
+  so one entity has one token id wherever it stands and a sample decodes to " dog, cat, ...".
+* ``text:PATH``: spans of natural text, taken as the paper does: a span begins a sentence (right
+  after a token ending in ".", skipping whitespace-only tokens) and holds no token containing
+  ``. : ? -`` or a line break, so each span lies inside one sentence.
+
+:func:`prefix_entropy` is the exact plug-in entropy of the prefixes ``s_0..t`` over the samples:
+for any injective map from prefixes to hidden states it equals the true MI between consecutive
+hidden states, so it is the ceiling that an IE estimate can reach on a given data set.
+:func:`icl_ceiling_bits` is its population value for the ICL data, ``log2 n!/(n-k)!``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._validation import log_base
+
+ICL_ENTITY_FILES = {"icl-country": "countries", "icl-animal": "animals", "icl-color": "colors"}
+SEPARATOR = ","
+TEXT_SUFFIXES = (".txt", ".jsonl")
+# A span must stay inside one sentence: these mark sentence, clause or line boundaries.
+REJECTED_SPAN_CHARS = (".", ":", "?", "-", "\n", "\r")
+
+
+@dataclass
+class TokenDataset:
+    """``input_ids [N, T]`` (int64, no padding), the positions holding entities (``[]`` for text),
+    and ``info``: how the data was made (entities kept and dropped, separator, seed, source...)."""
+
+    input_ids: torch.LongTensor
+    name: str
+    entity_positions: list[int] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _tokenizer_name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
+
+def _entity_resource(stem: str):
+    return resources.files("emergence_fast") / "data" / f"{stem}.txt"
+
+
+def entity_list(name: str) -> list[str]:
+    """The shipped entities for ``name`` (``"icl-animal"`` or just ``"animals"``), file order."""
+    stem = ICL_ENTITY_FILES.get(name, name)
+    if stem not in ICL_ENTITY_FILES.values():
+        valid = tuple(ICL_ENTITY_FILES) + tuple(ICL_ENTITY_FILES.values())
+        raise ValueError(f"name must be one of {valid}, got {name!r}")
+    text = _entity_resource(stem).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _special_tokens_added(tokenizer) -> dict:
+    """What ``tokenizer(text)`` adds around the text by default, so the metric can decide on BOS."""
+    plain = _encode(tokenizer, "x")
+    full = list(tokenizer("x").input_ids)
+    start = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
+    prefix, suffix = full[:start], full[start + len(plain):]
+    return {"adds_bos": bool(prefix), "special_prefix_ids": prefix, "special_suffix_ids": suffix}
+
+
+def _single_token(tokenizer, text: str) -> int | None:
+    """The id when ``text`` is exactly one real token; an unknown-token fallback is not one."""
+    ids = _encode(tokenizer, text)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if len(ids) != 1 or (unk is not None and ids[0] == unk):
+        return None
+    return ids[0]
+
+
+def icl_dataset(name: str, tokenizer, n_samples: int, k_shots: int, seed: int = 0) -> TokenDataset:
+    """``n_samples`` sequences ``[e_1, ",", ..., e_k, ","]`` (``T = 2 k_shots``), each an ordered
+    draw of ``k_shots`` distinct one-token entities, uniform over all such draws, seeded."""
+    if name not in ICL_ENTITY_FILES:
+        raise ValueError(f"name must be one of {tuple(ICL_ENTITY_FILES)}, got {name!r}")
+    n_samples = _positive_int(n_samples, "n_samples")
+    k_shots = _positive_int(k_shots, "k_shots")
+
+    sep_id = _single_token(tokenizer, SEPARATOR)
+    if sep_id is None:
+        raise ValueError(f"the separator {SEPARATOR!r} is not exactly one token for tokenizer "
+                         f"{_tokenizer_name(tokenizer)!r}: it encodes as {_encode(tokenizer, SEPARATOR)}")
+
+    kept, kept_ids, dropped = [], [], {}
+    for entity in entity_list(name):
+        token_id = _single_token(tokenizer, " " + entity)
+        if token_id is None:
+            dropped[entity] = "not one token"
+        elif token_id == sep_id or token_id in kept_ids:
+            # A normalising tokenizer can merge two entries; one id per entity keeps draws distinct.
+            dropped[entity] = "same token as another entry"
+        else:
+            kept.append(entity)
+            kept_ids.append(token_id)
+    if k_shots > len(kept):
+        raise ValueError(f"k_shots={k_shots} exceeds the {len(kept)} entities of {name!r} that tokenizer "
+                         f"{_tokenizer_name(tokenizer)!r} writes as one token; draws are without repetition")
+
+    generator = torch.Generator().manual_seed(seed)
+    # argsort of iid uniforms is a uniform random permutation per row; its first k columns are a
+    # uniform ordered draw without repetition, for all rows in one call.
+    order = torch.rand(n_samples, len(kept), generator=generator, dtype=torch.float64).argsort(dim=1)[:, :k_shots]
+    input_ids = torch.full((n_samples, 2 * k_shots), sep_id, dtype=torch.long)
+    input_ids[:, 0::2] = torch.tensor(kept_ids, dtype=torch.long)[order]
+
+    source = _entity_resource(ICL_ENTITY_FILES[name])
+    info = {
+        "entities_kept": kept,
+        "entity_token_ids": kept_ids,
+        "entities_dropped": dropped,
+        "separator": SEPARATOR,
+        "separator_id": sep_id,
+        "entity_prefix": " ",
+        "k_shots": k_shots,
+        "n_samples": n_samples,
+        "seed": seed,
+        "source": str(source),
+        "tokenizer": _tokenizer_name(tokenizer),
+        # False means the model would read the sample differently from its own tokenization of the
+        # decoded text (a merge across entity and separator), worth knowing before comparing models.
+        "retokenizes_identically": _encode(tokenizer, tokenizer.decode(input_ids[0].tolist())) == input_ids[0].tolist(),
+        **_special_tokens_added(tokenizer),
+    }
+    return TokenDataset(input_ids, name, list(range(0, 2 * k_shots, 2)), info)
+
+
+def _read_documents(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"text data set not found: {path}")
+    if path.suffix not in TEXT_SUFFIXES:
+        raise ValueError(f"text data set must end with one of {TEXT_SUFFIXES}, got {path}")
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix == ".txt":
+        documents = [raw]
+    else:
+        documents = []
+        for line_no, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"{path}:{line_no}: each line must be a JSON object with a string field 'text'")
+            documents.append(record["text"])
+    documents = [doc for doc in documents if doc.strip()]
+    if not documents:
+        raise ValueError(f"text data set is empty: {path}")
+    return documents
+
+
+def _valid_span_starts(ids: np.ndarray, texts: dict[int, str], seq_len: int) -> np.ndarray:
+    """Offsets where a sentence begins and the next ``seq_len`` tokens hold no rejected character."""
+    ends_sentence = np.array([texts[i].rstrip().endswith(".") for i in ids.tolist()], dtype=bool)
+    blank = np.array([not texts[i].strip() for i in ids.tolist()], dtype=bool)
+    rejected = np.array([any(c in texts[i] for c in REJECTED_SPAN_CHARS) for i in ids.tolist()], dtype=bool)
+
+    content = np.flatnonzero(~blank)
+    after_period = np.flatnonzero(ends_sentence) + 1
+    # Skip whitespace-only tokens (e.g. a paragraph break) so a span opens on the sentence's first word.
+    next_content = np.searchsorted(content, after_period)
+    starts = content[next_content[next_content < len(content)]]
+    starts = np.unique(starts[starts + seq_len <= len(ids)])
+    rejected_before = np.concatenate([[0], np.cumsum(rejected)])
+    return starts[rejected_before[starts + seq_len] == rejected_before[starts]]
+
+
+def text_dataset(path, tokenizer, n_samples: int, seq_len: int, seed: int = 0) -> TokenDataset:
+    """``n_samples`` distinct spans of ``seq_len`` tokens from a ``.txt`` file (one document) or a
+    ``.jsonl`` file (field ``"text"``, one document a line), each opening a sentence and holding
+    none of ``. : ? -`` nor a line break; drawn without replacement, seeded."""
+    path = Path(path)
+    n_samples = _positive_int(n_samples, "n_samples")
+    seq_len = _positive_int(seq_len, "seq_len")
+    documents = _read_documents(path)
+
+    token_docs = [np.asarray(tokenizer(doc, add_special_tokens=False, verbose=False).input_ids, dtype=np.int64)
+                  for doc in documents]
+    longest = max(len(ids) for ids in token_docs)
+    if longest < seq_len:
+        raise ValueError(f"seq_len={seq_len} is longer than every document of {path} (longest: {longest} tokens)")
+
+    vocab_used = np.unique(np.concatenate(token_docs)).tolist()
+    texts = dict(zip(vocab_used, (tokenizer.decode([i]) for i in vocab_used)))
+    candidates = [(d, int(s)) for d, ids in enumerate(token_docs) for s in _valid_span_starts(ids, texts, seq_len)]
+    if len(candidates) < n_samples:
+        raise ValueError(f"n_samples={n_samples} spans requested but {path} has only {len(candidates)} valid spans "
+                         f"of seq_len={seq_len} tokens (a sentence start, no . : ? - or line break)")
+
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [candidates[i] for i in torch.randperm(len(candidates), generator=generator)[:n_samples].tolist()]
+    input_ids = torch.from_numpy(np.stack([token_docs[d][s:s + seq_len] for d, s in chosen]))
+    info = {
+        "source": str(path),
+        "n_documents": len(documents),
+        "n_valid_spans": len(candidates),
+        "starts": chosen,
+        "rejected_chars": REJECTED_SPAN_CHARS,
+        "seq_len": seq_len,
+        "n_samples": n_samples,
+        "seed": seed,
+        "tokenizer": _tokenizer_name(tokenizer),
+        **_special_tokens_added(tokenizer),
+    }
+    return TokenDataset(input_ids, f"text:{path}", [], info)
+
+
+def load_dataset(spec: str, tokenizer, n_samples: int, *, k_shots: int = 8, seq_len: int = 8,
+                 seed: int = 0) -> TokenDataset:
+    """``spec`` is one of ``icl-country``, ``icl-animal``, ``icl-color`` (``k_shots`` shots) or
+    ``text:PATH`` (``seq_len`` tokens)."""
+    if spec in ICL_ENTITY_FILES:
+        return icl_dataset(spec, tokenizer, n_samples, k_shots, seed=seed)
+    if isinstance(spec, str) and spec.startswith("text:") and len(spec) > len("text:"):
+        return text_dataset(spec[len("text:"):], tokenizer, n_samples, seq_len, seed=seed)
+    raise ValueError(f"spec must be one of {tuple(ICL_ENTITY_FILES)} or 'text:PATH' (a .txt or .jsonl file), "
+                     f"got {spec!r}")
+
+
+def _check_ids(input_ids) -> torch.Tensor:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point() \
+            or input_ids.is_complex() or input_ids.dtype == torch.bool or 0 in input_ids.shape:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a non-empty integer tensor of shape [N, T], got {shape}")
+    return input_ids
+
+
+def _plug_in_entropy(counts: torch.Tensor, n: int) -> float:
+    # log N - sum c log c / N: exact for uniform counts, no per-term rounding of p = c/N.
+    counts = counts.to(torch.float64)
+    return math.log(n) - float((counts * counts.log()).sum()) / n
+
+
+def prefix_entropy(input_ids, base=None) -> torch.Tensor:
+    """``[T]`` float64: plug-in entropy of the empirical distribution of prefixes ``s_0..t`` over the
+    ``N`` rows of ``input_ids [N, T]``, in nats (or units of ``base``)."""
+    input_ids = _check_ids(input_ids)
+    n, length = input_ids.shape
+    # Prefix t+1 is distinct exactly when (code of prefix t, token t+1) is: two columns per unique.
+    codes = torch.zeros(n, dtype=torch.long, device=input_ids.device)
+    out = torch.empty(length, dtype=torch.float64)
+    for t in range(length):
+        pairs = torch.stack([codes, input_ids[:, t].long()], dim=1)
+        _, codes, counts = torch.unique(pairs, dim=0, return_inverse=True, return_counts=True)
+        out[t] = _plug_in_entropy(counts, n)
+    return out / log_base(base)
+
+
+def token_entropy_per_position(input_ids, base=None) -> torch.Tensor:
+    """``[T]`` float64: plug-in entropy of the token ``s_t`` alone at each position."""
+    input_ids = _check_ids(input_ids)
+    n, length = input_ids.shape
+    out = torch.tensor([_plug_in_entropy(torch.unique(input_ids[:, t], return_counts=True)[1], n)
+                        for t in range(length)], dtype=torch.float64)
+    return out / log_base(base)
+
+
+def icl_ceiling_bits(n_entities: int, k: int) -> float:
+    """``log2(n!/(n-k)!)``: the entropy in bits of an ordered draw of ``k`` of ``n`` without repetition."""
+    for value, name in ((n_entities, "n_entities"), (k, "k")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if k > n_entities:
+        raise ValueError(f"k={k} exceeds n_entities={n_entities}: a draw without repetition needs k <= n")
+    return (math.lgamma(n_entities + 1) - math.lgamma(n_entities - k + 1)) / math.log(2)
