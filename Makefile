@@ -13,7 +13,7 @@ $(DEPS_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q numpy scipy triton==3.8.0 pybind11 ninja pytest pytest-benchmark hypothesis
-	$(PY) -m pip install -q transformers gguf safetensors accelerate
+	$(PY) -m pip install -q transformers gguf safetensors accelerate matplotlib pandas
 	touch $@
 
 $(EXT_STAMP): $(DEPS_STAMP) $(NATIVE_SRC)
@@ -23,7 +23,7 @@ $(EXT_STAMP): $(DEPS_STAMP) $(NATIVE_SRC)
 build: $(EXT_STAMP)
 
 demo: $(EXT_STAMP)
-	$(PY) -m emergence_fast.cli demo
+	$(PY) -m emergence_fast.cli ie --dataset icl-animal --n-samples 1024 --k-shots 4 --out runs/demo
 
 test: $(EXT_STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest tests

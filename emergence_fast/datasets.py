@@ -13,8 +13,8 @@ the model needs one):
   tokenizer writes ``" " + entity`` as exactly one token. Every entity carries the leading space,
   so one entity has one token id wherever it stands and a sample decodes to " dog, cat, ...".
 * ``text:PATH``: spans of natural text, taken as the paper does: a span begins a sentence (right
-  after a token ending in ".", skipping whitespace-only tokens) and holds no token containing
-  ``. : ? -`` or a line break, so each span lies inside one sentence.
+  after a token ending in "." that whitespace follows, skipping whitespace-only tokens) and holds
+  no token containing ``. : ? -`` or a line break, so each span lies inside one sentence.
 
 :func:`prefix_entropy` is the exact plug-in entropy of the prefixes ``s_0..t`` over the samples:
 for any injective map from prefixes to hidden states it equals the true MI between consecutive
@@ -23,6 +23,7 @@ hidden states, so it is the ceiling that an IE estimate can reach on a given dat
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ def icl_dataset(name: str, tokenizer, n_samples: int, k_shots: int, seed: int = 
             dropped[entity] = "not one token"
         elif token_id == sep_id or token_id in kept_ids:
             # A normalising tokenizer can merge two entries; one id per entity keeps draws distinct.
-            dropped[entity] = "same token as another entry"
+            dropped[entity] = "same token as the separator or an earlier entry"
         else:
             kept.append(entity)
             kept_ids.append(token_id)
@@ -134,6 +135,7 @@ def icl_dataset(name: str, tokenizer, n_samples: int, k_shots: int, seed: int = 
     input_ids[:, 0::2] = torch.tensor(kept_ids, dtype=torch.long)[order]
 
     source = _entity_resource(ICL_ENTITY_FILES[name])
+    first = input_ids[0].tolist()
     info = {
         "entities_kept": kept,
         "entity_token_ids": kept_ids,
@@ -148,7 +150,7 @@ def icl_dataset(name: str, tokenizer, n_samples: int, k_shots: int, seed: int = 
         "tokenizer": _tokenizer_name(tokenizer),
         # False means the model would read the sample differently from its own tokenization of the
         # decoded text (a merge across entity and separator), worth knowing before comparing models.
-        "retokenizes_identically": _encode(tokenizer, tokenizer.decode(input_ids[0].tolist())) == input_ids[0].tolist(),
+        "retokenizes_identically": _encode(tokenizer, tokenizer.decode(first)) == first,
         **_special_tokens_added(tokenizer),
     }
     return TokenDataset(input_ids, name, list(range(0, 2 * k_shots, 2)), info)
@@ -167,7 +169,10 @@ def _read_documents(path: Path) -> list[str]:
         for line_no, line in enumerate(raw.splitlines(), 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise ValueError(f"{path}:{line_no}: each line must be a JSON object with a string field 'text'")
             documents.append(record["text"])
@@ -177,17 +182,28 @@ def _read_documents(path: Path) -> list[str]:
     return documents
 
 
-def _valid_span_starts(ids: np.ndarray, texts: dict[int, str], seq_len: int) -> np.ndarray:
-    """Offsets where a sentence begins and the next ``seq_len`` tokens hold no rejected character."""
-    ends_sentence = np.array([texts[i].rstrip().endswith(".") for i in ids.tolist()], dtype=bool)
-    blank = np.array([not texts[i].strip() for i in ids.tolist()], dtype=bool)
-    rejected = np.array([any(c in texts[i] for c in REJECTED_SPAN_CHARS) for i in ids.tolist()], dtype=bool)
+def _space_follows(tokenizer, period_id: int, next_id: int) -> bool:
+    """Whether the text between a period token and the next token holds whitespace (decoded as a
+    pair, since some decoders drop a token's leading space when it is decoded alone)."""
+    head = tokenizer.decode([period_id])
+    joint = tokenizer.decode([period_id, next_id])
+    return head[-1:].isspace() or (joint.startswith(head) and joint[len(head):len(head) + 1].isspace())
 
+
+def _valid_span_starts(ids: np.ndarray, ends_sentence: np.ndarray, blank: np.ndarray, rejected: np.ndarray,
+                       seq_len: int, space_follows) -> np.ndarray:
+    """Offsets in one document where a sentence begins and the next ``seq_len`` tokens hold no
+    rejected character. ``space_follows(period_id, next_id)`` is memoised by the caller."""
     content = np.flatnonzero(~blank)
-    after_period = np.flatnonzero(ends_sentence) + 1
+    periods = np.flatnonzero(ends_sentence)
     # Skip whitespace-only tokens (e.g. a paragraph break) so a span opens on the sentence's first word.
-    next_content = np.searchsorted(content, after_period)
-    starts = content[next_content[next_content < len(content)]]
+    next_content = np.searchsorted(content, periods + 1)
+    has_next = next_content < len(content)
+    periods, starts = periods[has_next], content[next_content[has_next]]
+    # A period glued to the next word ("3.5", "x.size", "e.g.the") ends no sentence.
+    spaced = np.array([bool(skipped) or space_follows(int(ids[p]), int(ids[s]))
+                       for p, s, skipped in zip(periods, starts, starts > periods + 1)], dtype=bool)
+    starts = starts[spaced]
     starts = np.unique(starts[starts + seq_len <= len(ids)])
     rejected_before = np.concatenate([[0], np.cumsum(rejected)])
     return starts[rejected_before[starts + seq_len] == rejected_before[starts]]
@@ -195,25 +211,37 @@ def _valid_span_starts(ids: np.ndarray, texts: dict[int, str], seq_len: int) -> 
 
 def text_dataset(path, tokenizer, n_samples: int, seq_len: int, seed: int = 0) -> TokenDataset:
     """``n_samples`` distinct spans of ``seq_len`` tokens from a ``.txt`` file (one document) or a
-    ``.jsonl`` file (field ``"text"``, one document a line), each opening a sentence and holding
-    none of ``. : ? -`` nor a line break; drawn without replacement, seeded."""
+    ``.jsonl`` file (field ``"text"``, one document a line), each opening a sentence (after a period
+    and whitespace) and holding none of ``. : ? -`` nor a line break; drawn without replacement,
+    seeded. ``info["starts"]`` gives each span's (document, token offset)."""
     path = Path(path)
     n_samples = _positive_int(n_samples, "n_samples")
     seq_len = _positive_int(seq_len, "seq_len")
     documents = _read_documents(path)
 
-    token_docs = [np.asarray(tokenizer(doc, add_special_tokens=False, verbose=False).input_ids, dtype=np.int64)
-                  for doc in documents]
+    # One batched call: a fast tokenizer encodes the documents in parallel.
+    token_docs = [np.asarray(ids, dtype=np.int64)
+                  for ids in tokenizer(documents, add_special_tokens=False, verbose=False).input_ids]
     longest = max(len(ids) for ids in token_docs)
     if longest < seq_len:
         raise ValueError(f"seq_len={seq_len} is longer than every document of {path} (longest: {longest} tokens)")
 
-    vocab_used = np.unique(np.concatenate(token_docs)).tolist()
-    texts = dict(zip(vocab_used, (tokenizer.decode([i]) for i in vocab_used)))
-    candidates = [(d, int(s)) for d, ids in enumerate(token_docs) for s in _valid_span_starts(ids, texts, seq_len)]
+    # Decode each distinct id once; per-token flags are then gathers, not a Python loop over tokens.
+    vocab_used, inverse = np.unique(np.concatenate(token_docs), return_inverse=True)
+    texts = [tokenizer.decode([i]) for i in vocab_used.tolist()]
+    ends_sentence = np.array([text.rstrip().endswith(".") for text in texts], dtype=bool)[inverse]
+    blank = np.array([not text.strip() for text in texts], dtype=bool)[inverse]
+    rejected = np.array([any(c in text for c in REJECTED_SPAN_CHARS) for text in texts], dtype=bool)[inverse]
+    space_follows = functools.lru_cache(maxsize=None)(functools.partial(_space_follows, tokenizer))
+    bounds = np.cumsum([0] + [len(ids) for ids in token_docs])
+    candidates = []
+    for d, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        starts = _valid_span_starts(token_docs[d], ends_sentence[lo:hi], blank[lo:hi], rejected[lo:hi], seq_len,
+                                    space_follows)
+        candidates += [(d, int(start)) for start in starts]
     if len(candidates) < n_samples:
         raise ValueError(f"n_samples={n_samples} spans requested but {path} has only {len(candidates)} valid spans "
-                         f"of seq_len={seq_len} tokens (a sentence start, no . : ? - or line break)")
+                         f"of seq_len={seq_len} tokens (opening a sentence, with no . : ? - or line break)")
 
     generator = torch.Generator().manual_seed(seed)
     chosen = [candidates[i] for i in torch.randperm(len(candidates), generator=generator)[:n_samples].tolist()]
@@ -246,10 +274,12 @@ def load_dataset(spec: str, tokenizer, n_samples: int, *, k_shots: int = 8, seq_
 
 
 def _check_ids(input_ids) -> torch.Tensor:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point() \
-            or input_ids.is_complex() or input_ids.dtype == torch.bool or 0 in input_ids.shape:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be a non-empty integer tensor of shape [N, T], got {shape}")
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"input_ids must be an integer torch.Tensor [N, T], got {type(input_ids).__name__}")
+    integer = not (input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool)
+    if not integer or input_ids.ndim != 2 or 0 in input_ids.shape:
+        raise ValueError(f"input_ids must be a non-empty integer tensor [N, T], "
+                         f"got shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}")
     return input_ids
 
 

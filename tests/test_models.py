@@ -101,6 +101,21 @@ def test_uncached_hub_id_fails_clearly():
     assert isinstance(info.value, OSError)
 
 
+def test_cached_hub_id_loads_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--someorg--tiny-llama"
+    original = save_tiny(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model, _ = load_model("someorg/tiny-llama")
+    ids = torch.tensor([[2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, original(ids).logits, rtol=0, atol=0)
+
+
 def test_argument_validation(tmp_path, llama_dir):
     with pytest.raises(ValueError, match="gguf_file"):
         load_model(None, gguf_file="x.gguf")
