@@ -36,8 +36,16 @@ def mutual_information(x, y, method: str = "gaussian", **options):
 __all__ = [
     "BACKEND_CHOICES",
     "GaussianMIAccumulator",
+    "information_emergence",
     "backends",
     "entropy",
     "mutual_information",
     "token_entropy",
 ]
+
+
+def information_emergence(model, tokenizer, dataset, **options):
+    """Information Emergence per (layer, position); see :func:`emergence_fast.emergence.information_emergence`."""
+    from .emergence import information_emergence as run
+
+    return run(model, tokenizer, dataset, **options)

@@ -68,7 +68,9 @@ class GaussianMIAccumulator:
         x, y = self._check_update(x, y)
         dtype = torch.promote_types(x.dtype, y.dtype)
         z = torch.cat([x.to(device=self.mean.device, dtype=dtype), y.to(device=self.mean.device, dtype=dtype)], -1)
-        self._combine(*gaussian.moments(z, self.backend))
+        z = z.reshape(-1, *z.shape[-2:])
+        for cells in self._cell_chunks():
+            self._combine(cells, *gaussian.moments(z[cells], self.backend))
         return self
 
     def merge(self, other: "GaussianMIAccumulator") -> "GaussianMIAccumulator":
@@ -79,18 +81,31 @@ class GaussianMIAccumulator:
             raise ValueError(f"other has (dx, dy, batch_shape)={(other.dx, other.dy, other.batch_shape)}, "
                              f"expected {(self.dx, self.dy, self.batch_shape)}")
         device = self.mean.device
-        self._combine(other.count.to(device), other.mean.to(device), other.comoment.to(device))
+        dim = self.dx + self.dy
+        count, mean, comoment = (other.count.reshape(-1).to(device), other.mean.reshape(-1, dim).to(device),
+                                 other.comoment.reshape(-1, dim, dim).to(device))
+        for cells in self._cell_chunks():
+            self._combine(cells, count[cells], mean[cells], comoment[cells])
         return self
 
-    def _combine(self, count_b, mean_b, comoment_b):
-        total = self.count + count_b
+    def _cell_chunks(self):
+        """Slices of the flattened batch cells that bound the float64 temporaries to about 256 MiB."""
+        cells = self.count.numel()
+        step = max(1, (1 << 25) // (self.dx + self.dy) ** 2)
+        return [slice(lo, min(lo + step, cells)) for lo in range(0, cells, step)]
+
+    def _combine(self, cells: slice, count_b, mean_b, comoment_b):
+        dim = self.dx + self.dy
+        count = self.count.view(-1)[cells]
+        mean = self.mean.view(-1, dim)[cells]
+        comoment = self.comoment.view(-1, dim, dim)[cells]
+        total = count + count_b
         safe_total = total.clamp_min(1).to(torch.float64)
-        delta = mean_b - self.mean
-        weight_b = (count_b / safe_total).unsqueeze(-1)
-        cross = (self.count.to(torch.float64) * count_b / safe_total)[..., None, None]
-        self.comoment = self.comoment + comoment_b + cross * delta.unsqueeze(-1) * delta.unsqueeze(-2)
-        self.mean = self.mean + delta * weight_b
-        self.count = total
+        delta = mean_b - mean
+        cross = (count.to(torch.float64) * count_b / safe_total).unsqueeze(-1)
+        comoment.add_(comoment_b).add_(delta.unsqueeze(-1) * (cross * delta).unsqueeze(-2))
+        mean.add_(delta * (count_b / safe_total).unsqueeze(-1))
+        count.copy_(total)
 
     def state_dict(self) -> dict:
         return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape,

@@ -1,7 +1,8 @@
-"""Command line: ``emergence-fast demo`` and ``emergence-fast backends``.
+"""Command line: ``emergence-fast ie``, ``emergence-fast estimators``, ``emergence-fast backends``.
 
-The demo runs every estimator of the library on synthetic data whose true values are known
-in closed form and prints them side by side, so a reader sees the estimators' bias at once.
+``ie`` runs Information Emergence on a model (the embedded SmolLM2-135M-Instruct by default)
+and writes ``ie.json``, ``ie.csv`` and plots. ``estimators`` runs every estimator on
+synthetic data whose true values are known in closed form, so a reader sees their bias at once.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,9 +38,8 @@ def demo(seed: int = 0, out=None) -> None:
     out = out or sys.stdout
     generator = torch.Generator().manual_seed(seed)
     backend = resolve_backend(None, torch.device("cpu"))
-    print(f"emergence_fast {ef.__version__} demo: synthetic data with known answers (nats); backend={backend}", file=out)
-    print("Native Information Emergence on the embedded model arrives with the IE metric; this is the estimator core.\n",
-          file=out)
+    print(f"emergence_fast {ef.__version__} estimators: synthetic data with known answers (nats); backend={backend}", file=out)
+    print(file=out)
 
     rows = []
     for n, d in ((2000, 1), (2000, 8), (2000, 32), (20000, 128)):
@@ -87,14 +88,64 @@ def show_backends(out=None) -> None:
         print(f"{name:7s} {mark} devices={list(status.devices)}  {status.reason}", file=out)
 
 
+def run_ie(args, out=None) -> None:
+    from . import datasets, models, report
+    from .emergence import information_emergence
+
+    out = out or sys.stdout
+    model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype)
+    data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots, seq_len=args.seq_len,
+                                 seed=args.seed)
+    options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
+    layers = [int(v) for v in args.layers.split(",")] if args.layers else None
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
+                                   estimator_options=options, batch_size=args.batch_size,
+                                   base=None if args.nats else 2, checkpoint_dir=out_dir, resume=args.resume,
+                                   checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                                   backend=args.backend)
+    result.config["model_source"] = args.model or models.DEFAULT_MODEL
+    written = [report.write_json(result, out_dir / "ie.json"), report.write_csv(result, out_dir / "ie.csv")]
+    written += result.plot(out_dir)
+    print(report.summary_table(result), file=out)
+    print("wrote " + ", ".join(str(p) for p in written), file=out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="emergence-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo_parser = sub.add_parser("demo", help="run the estimators on synthetic data with known answers")
-    demo_parser.add_argument("--seed", type=int, default=0)
+
+    ie = sub.add_parser("ie", help="Information Emergence of a model on a dataset")
+    ie.add_argument("--model", help="local folder or cached Hugging Face id (default: embedded SmolLM2-135M-Instruct)")
+    ie.add_argument("--gguf-file", help="GGUF file name inside --model")
+    ie.add_argument("--device", default=None)
+    ie.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    ie.add_argument("--dataset", default="icl-animal", help="icl-animal | icl-country | icl-color | text:PATH")
+    ie.add_argument("--n-samples", type=int, default=1024)
+    ie.add_argument("--k-shots", type=int, default=4, help="entities per ICL sample (T = 2k tokens)")
+    ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span")
+    ie.add_argument("--seed", type=int, default=0)
+    ie.add_argument("--layers", help="comma-separated block indices (default: all)")
+    ie.add_argument("--estimator", default="gaussian")
+    ie.add_argument("--pca", type=int, default=8, help="principal components per side (0 = full width)")
+    ie.add_argument("--bias-correction", default="wishart", choices=("none", "wishart"))
+    ie.add_argument("--shrinkage", type=float, default=0.0)
+    ie.add_argument("--batch-size", type=int, default=32)
+    ie.add_argument("--nats", action="store_true", help="report nats instead of bits")
+    ie.add_argument("--backend", default=None)
+    ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs)")
+    ie.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    ie.add_argument("--checkpoint-every", type=int, default=8, help="batches between checkpoints")
+    ie.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    estimators = sub.add_parser("estimators", help="run the estimators on synthetic data with known answers")
+    estimators.add_argument("--seed", type=int, default=0)
     sub.add_parser("backends", help="list the backends and why any is unavailable")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "ie":
+        run_ie(args)
+    elif args.command == "estimators":
         demo(seed=args.seed)
     else:
         show_backends()

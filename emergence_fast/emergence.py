@@ -1,0 +1,353 @@
+r"""Information Emergence (Chen, Yang, Zhu, Wang 2024, arXiv 2405.12617).
+
+For block :math:`l` and position :math:`t` of samples :math:`s_0..s_{T-1}`:
+
+.. math::
+
+    E(l, t) = I\big(h_{l+1}^{(t)}; h_l^{(t)}\big)
+              - \frac{1}{t+1}\sum_{i \le t} I\big(h_{l+1}^{mi_i}; h_l^{mi_i}\big)
+
+:math:`h_l^{(t)}` is the residual stream entering block :math:`l` at position :math:`t` of the
+whole sequence (macro); :math:`h_l^{mi_i}` the same state when token :math:`s_i` is fed alone
+(micro). Each MI is over the :math:`N` samples.
+
+One streaming pass: block inputs and outputs are captured by hooks at every position and
+folded into a :class:`~emergence_fast.GaussianMIAccumulator` per (layer, position); nothing
+goes to disk. Micro states depend on the token only, so each *distinct* token is run once and
+the micro moments are the count-weighted moments of those states, exactly what feeding each
+sample's token alone would accumulate.
+
+The ceiling. Tokens are discrete and blocks deterministic, so for an injective block the true
+:math:`I(h_{l+1}^{(t)}; h_l^{(t)})` is the entropy of the prefix :math:`s_0..s_t`, whatever
+:math:`l`, and the micro MI is the entropy of :math:`s_i`. Those are computed exactly from the
+data and reported beside every estimate: a differential-entropy estimator of a deterministic
+map between continuous vectors is ill-posed (the true MI of the continuous variables is infinite),
+so the estimate measures the estimator as much as the model.
+
+Default estimator: Gaussian MI between the top-8 principal components of each side
+(``pca=8``), Wishart bias-corrected. Full-width Gaussian MI needs more distinct states than
+dimensions (576+ here), which an ICL set with ~100 entities never has; 8 components stay well
+posed with 17 or more distinct states and the Wishart correction removes the known finite-N
+bias, which is still reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from ._dispatch import gram
+from .accumulators import GaussianMIAccumulator
+from .capture import BlockCapture
+from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
+from .estimators import gaussian
+
+DEFAULT_ESTIMATOR_OPTIONS = {"pca": 8, "bias_correction": "wishart"}
+ESTIMATORS = ("gaussian",)
+CHECKPOINT_NAME = "ie_checkpoint.pt"
+
+
+@dataclass
+class IEResult:
+    """Per (layer, position) estimates in ``unit``; ceilings per position. Tensors are float64."""
+
+    layers: list[int]
+    positions: list[int]
+    unit: str
+    macro: torch.Tensor
+    micro: torch.Tensor
+    emergence: torch.Tensor
+    macro_stderr: torch.Tensor
+    micro_stderr: torch.Tensor
+    emergence_stderr: torch.Tensor
+    macro_expected_bias: torch.Tensor
+    micro_expected_bias: torch.Tensor
+    ceiling_macro: torch.Tensor
+    ceiling_micro: torch.Tensor
+    ceiling_emergence: torch.Tensor
+    config: dict
+    provenance: dict
+    notes: list[str] = field(default_factory=list)
+
+    def layer_summary(self) -> dict:
+        """Mean over positions per layer, and the layer where emergence peaks."""
+        mean_e = self.emergence.mean(-1)
+        return {"layer": self.layers, "mean_emergence": mean_e.tolist(),
+                "mean_macro": self.macro.mean(-1).tolist(), "mean_micro": self.micro.mean(-1).tolist(),
+                "peak_layer": self.layers[int(mean_e.argmax())]}
+
+    def shape_agreement(self) -> dict:
+        """How well the layer-mean macro estimate follows the ceiling's shape over positions."""
+        estimate = self.macro.mean(0)
+        return {"pearson_with_ceiling": _pearson(estimate, self.ceiling_macro),
+                "steps_where_ceiling_steps": _step_agreement(estimate, self.ceiling_macro)}
+
+    def to_dict(self) -> dict:
+        tensors = {name: getattr(self, name).tolist() for name in (
+            "macro", "micro", "emergence", "macro_stderr", "micro_stderr", "emergence_stderr", "macro_expected_bias",
+            "micro_expected_bias", "ceiling_macro", "ceiling_micro", "ceiling_emergence")}
+        return {"layers": self.layers, "positions": self.positions, "unit": self.unit, **tensors,
+                "layer_summary": self.layer_summary(), "shape_agreement": self.shape_agreement(),
+                "config": self.config, "provenance": self.provenance, "notes": self.notes}
+
+    def to_rows(self) -> list[dict]:
+        """One row per (layer, position): the long format of :meth:`to_dataframe`."""
+        rows = []
+        for i, layer in enumerate(self.layers):
+            for j, position in enumerate(self.positions):
+                rows.append({"layer": layer, "position": position, "unit": self.unit,
+                             "macro": float(self.macro[i, j]), "micro": float(self.micro[i, j]),
+                             "emergence": float(self.emergence[i, j]),
+                             "macro_stderr": float(self.macro_stderr[i, j]),
+                             "micro_stderr": float(self.micro_stderr[i, j]),
+                             "emergence_stderr": float(self.emergence_stderr[i, j]),
+                             "macro_expected_bias": float(self.macro_expected_bias[i, j]),
+                             "micro_expected_bias": float(self.micro_expected_bias[i, j]),
+                             "ceiling_macro": float(self.ceiling_macro[j]),
+                             "ceiling_micro": float(self.ceiling_micro[j]),
+                             "ceiling_emergence": float(self.ceiling_emergence[j])})
+        return rows
+
+    def to_dataframe(self):
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("to_dataframe needs pandas: pip install pandas (or use to_rows())") from exc
+        return pd.DataFrame(self.to_rows())
+
+    def plot(self, out_dir, layers=None) -> list[Path]:
+        from .report import plot_result
+
+        return plot_result(self, out_dir, layers=layers)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    a, b = a[finite] - a[finite].mean(), b[finite] - b[finite].mean()
+    denominator = float(a.norm() * b.norm())
+    return float((a * b).sum()) / denominator if denominator > 0 else None
+
+
+def _step_agreement(estimate: torch.Tensor, ceiling: torch.Tensor) -> float | None:
+    """Fraction of positions where the estimate rises exactly where the ceiling rises (and not elsewhere)."""
+    if ceiling.numel() < 2:
+        return None
+    ceiling_steps = ceiling.diff() > 1e-9
+    rises = estimate.diff()
+    threshold = rises.abs().max() * 0.1
+    return float(((rises > threshold) == ceiling_steps).double().mean())
+
+
+def _cumulative_mean(x: torch.Tensor) -> torch.Tensor:
+    return x.cumsum(-1) / torch.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device)
+
+
+def _uses_bos(tokenizer, add_bos) -> int | None:
+    if add_bos == "auto":
+        bos = getattr(tokenizer, "bos_token_id", None)
+        encoded = tokenizer("a").input_ids if tokenizer is not None else []
+        return bos if bos is not None and len(encoded) > 0 and encoded[0] == bos else None
+    if add_bos is True:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        if bos is None:
+            raise ValueError("add_bos=True but the tokenizer has no bos_token_id")
+        return bos
+    if add_bos is False or add_bos is None:
+        return None
+    if isinstance(add_bos, int):
+        return add_bos
+    raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
+
+
+def _fingerprint(input_ids: torch.Tensor) -> str:
+    return hashlib.sha256(input_ids.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, config: dict):
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); it was left in "
+                         "place: delete it or run without resume") from exc
+    if payload.get("config") != config:
+        raise ValueError(f"checkpoint {path} was written by a different run configuration; it was left in place. "
+                         f"Checkpoint config: {payload.get('config')}; this run: {config}")
+    return payload
+
+
+def _prepend(ids: torch.Tensor, bos: int | None) -> torch.Tensor:
+    if bos is None:
+        return ids
+    return torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids], dim=1)
+
+
+def _micro_states(capture: BlockCapture, tokens: torch.Tensor, bos, batch_size, device):
+    """Block inputs and outputs for each token fed alone: ``[layers, V, d]`` each."""
+    ins, outs = [], []
+    offset = 0 if bos is None else 1
+    for lo in range(0, tokens.numel(), batch_size):
+        ids = _prepend(tokens[lo:lo + batch_size].unsqueeze(-1), bos).to(device)
+        block_in, block_out = capture.run(ids, positions=[offset])
+        ins.append(block_in[:, :, 0])
+        outs.append(block_out[:, :, 0])
+    return torch.cat(ins, 1), torch.cat(outs, 1)
+
+
+def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
+    """Count, mean and comoment per (layer, position) of the micro pairs, weighted by token counts.
+
+    ``states_* [L, V, d]`` belong to ``tokens [V]``; ``input_ids [N, T]`` gives the weights.
+    """
+    n = input_ids.shape[0]
+    weights = (input_ids.T.unsqueeze(-1) == tokens.view(1, 1, -1)).sum(1).to(torch.float64)  # [T, V]
+    weights = weights.to(states_in.device)
+    z = torch.cat([states_in, states_out], -1).to(torch.float64)  # [L, V, 2d]
+    mean = torch.einsum("tv,lvd->ltd", weights, z) / n  # [L, T, 2d]
+    centred = (z.unsqueeze(1) - mean.unsqueeze(2)) * weights.sqrt().unsqueeze(-1)  # [L, T, V, 2d]
+    comoment = gram(centred, centred, backend=backend)
+    count = torch.full(mean.shape[:2], n, dtype=torch.int64, device=mean.device)
+    return count, mean, comoment
+
+
+def _estimate(count, comoment, dx, options, base):
+    value, diag = gaussian.mutual_information_from_moments(count, comoment, dx, base=base, details=True, **options)
+    return value, diag.stderr, diag.expected_bias
+
+
+def _notes(macro, micro, macro_bias, micro_bias, input_ids, options, unit):
+    notes = []
+    for name, value in (("macro", macro), ("micro", micro)):
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            notes.append(f"{name}: {bad} of {value.numel()} cells are infinite: the Gaussian MI is ill-posed there "
+                         "(a singular covariance: fewer distinct states than dimensions); lower pca or add shrinkage.")
+    dims = 2 * options["pca"] if options.get("pca") else None
+    distinct = [int(torch.unique(input_ids[:, : t + 1], dim=0).shape[0]) for t in range(input_ids.shape[1])]
+    if dims is not None and min(distinct) <= dims:
+        notes.append(f"macro: position {distinct.index(min(distinct))} has {min(distinct)} distinct prefixes, not more "
+                     f"than the {dims} joint dimensions: its covariance is singular.")
+    worst = max(float(macro_bias.abs().max()), float(micro_bias.abs().max()))
+    done = "subtracted" if options.get("bias_correction") == "wishart" else "not subtracted"
+    notes.append(f"expected plug-in bias (Wishart) up to {worst:.3g} {unit} at N={input_ids.shape[0]}; {done}.")
+    return notes
+
+
+def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
+                          batch_size=32, base=2, add_bos="auto", blocks=None, checkpoint_dir=None, resume=False,
+                          checkpoint_every=8, progress=False, backend=None) -> IEResult:
+    """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).
+
+    ``layers``: block indices (default all). ``estimator``: ``"gaussian"`` with
+    ``estimator_options`` passed to it (default ``pca=8, bias_correction="wishart"``).
+    ``base=2`` reports bits (``None`` nats). ``add_bos``: ``"auto"`` prepends the tokenizer's BOS
+    when it adds one, or ``True``/``False``/a token id. ``checkpoint_dir`` + ``checkpoint_every``
+    write the streaming state every that many batches; ``resume=True`` continues from it.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r} (sample-based estimators "
+                         "arrive with the estimator-family issue)")
+    input_ids = dataset.input_ids if isinstance(dataset, TokenDataset) else dataset
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
+        raise ValueError("dataset must be a TokenDataset or an integer tensor input_ids [N, T]")
+    n_samples, seq_len = input_ids.shape
+    if n_samples < 2 or seq_len < 1:
+        raise ValueError(f"dataset must hold at least 2 samples of at least 1 token, got shape {tuple(input_ids.shape)}")
+    for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    options = dict(DEFAULT_ESTIMATOR_OPTIONS if estimator_options is None else estimator_options)
+    unit = "nats" if base is None else ("bits" if base == 2 else f"log{base}")
+    bos = _uses_bos(tokenizer, add_bos)
+    offset = 0 if bos is None else 1
+    device = next(model.parameters()).device
+    capture = BlockCapture(model, layers, blocks=blocks)
+    positions = list(range(seq_len))
+    model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    config = {"model": model_name, "dataset": getattr(dataset, "name", "tensor"), "fingerprint": _fingerprint(input_ids),
+              "n_samples": n_samples, "seq_len": seq_len, "layers": capture.layers, "batch_size": batch_size,
+              "bos": bos, "estimator": estimator, "estimator_options": options, "base": base}
+
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    accumulator, done = None, 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        payload = _load_checkpoint(checkpoint, config)
+        state = payload["state"]
+        accumulator = GaussianMIAccumulator(state["dx"], state["dy"], state["batch_shape"], device=device,
+                                            backend=backend).load_state_dict(state)
+        done = payload["batches_done"]
+
+    batches = [(lo, min(lo + batch_size, n_samples)) for lo in range(0, n_samples, batch_size)]
+    timings = {}
+    start = time.perf_counter()
+    iterator = range(done, len(batches))
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=len(batches), initial=done, desc="IE macro pass", unit="batch")
+    for b in iterator:
+        lo, hi = batches[b]
+        block_in, block_out = capture.run(_prepend(input_ids[lo:hi], bos).to(device),
+                                          positions=[offset + t for t in positions])
+        if accumulator is None:
+            width = block_in.shape[-1]
+            accumulator = GaussianMIAccumulator(width, width, (len(capture.layers), seq_len), device=device,
+                                                backend=backend)
+        accumulator.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
+        if checkpoint is not None and ((b + 1) % checkpoint_every == 0 or b + 1 == len(batches)):
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": accumulator.state_dict()})
+    timings["macro_pass_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tokens = torch.unique(input_ids)
+    micro_in, micro_out = _micro_states(capture, tokens, bos, batch_size, device)
+    timings["micro_pass_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    width = accumulator.dx
+    macro, micro = [], []
+    for layer in range(len(capture.layers)):  # per layer: bounds the float64 temporaries in memory
+        macro.append(_estimate(accumulator.count[layer], accumulator.comoment[layer], width, options, base))
+        count, _, comoment = micro_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1], tokens.to(device),
+                                           input_ids, backend)
+        micro.append(_estimate(count[0], comoment[0], width, options, base))
+    macro, macro_se, macro_bias = (torch.stack(column) for column in zip(*macro))
+    micro, micro_se, micro_bias = (torch.stack(column) for column in zip(*micro))
+    timings["estimate_s"] = time.perf_counter() - start
+
+    positions_count = torch.arange(1, seq_len + 1, dtype=torch.float64, device=micro.device)
+    emergence = macro - _cumulative_mean(micro)
+    emergence_se = (macro_se.square() + micro_se.square().cumsum(-1) / positions_count.square()).sqrt()
+    ceiling_macro = prefix_entropy(input_ids, base=base).to(torch.float64)
+    ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
+    notes = _notes(macro, micro, macro_bias, micro_bias, input_ids, options, unit)
+    notes.append("ceiling: for injective blocks the true MI between consecutive hidden states equals the prefix "
+                 "entropy (macro) or the token entropy (micro); estimates above it measure the estimator, not the data.")
+    timings["tokens_per_s_macro"] = n_samples * (seq_len + offset) / max(timings["macro_pass_s"], 1e-9)
+    provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(device),
+                  "timings": timings, "resumed_from_batch": done}
+    try:
+        import transformers
+
+        provenance["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return IEResult(
+        layers=capture.layers, positions=positions, unit=unit, macro=macro.cpu(), micro=micro.cpu(),
+        emergence=emergence.cpu(), macro_stderr=macro_se.cpu(), micro_stderr=micro_se.cpu(),
+        emergence_stderr=emergence_se.cpu(), macro_expected_bias=macro_bias.cpu(), micro_expected_bias=micro_bias.cpu(),
+        ceiling_macro=ceiling_macro, ceiling_micro=ceiling_micro,
+        ceiling_emergence=ceiling_macro - _cumulative_mean(ceiling_micro), config=config, provenance=provenance,
+        notes=notes)
+
