@@ -244,15 +244,18 @@ def _notes(macro, micro, macro_bias, micro_bias, input_ids, options, unit):
 
 
 def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
-                          batch_size=32, base=2, add_bos="auto", blocks=None, checkpoint_dir=None, resume=False,
-                          checkpoint_every=8, progress=False, backend=None) -> IEResult:
+                          batch_size=32, update_samples=256, base=2, add_bos="auto", blocks=None,
+                          checkpoint_dir=None, resume=False, checkpoint_every=8, progress=False,
+                          backend=None) -> IEResult:
     """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).
 
     ``layers``: block indices (default all). ``estimator``: ``"gaussian"`` with
     ``estimator_options`` passed to it (default ``pca=8, bias_correction="wishart"``).
     ``base=2`` reports bits (``None`` nats). ``add_bos``: ``"auto"`` prepends the tokenizer's BOS
-    when it adds one, or ``True``/``False``/a token id. ``checkpoint_dir`` + ``checkpoint_every``
-    write the streaming state every that many batches; ``resume=True`` continues from it.
+    when it adds one, or ``True``/``False``/a token id. Captured batches are buffered and folded
+    into the state once per ``update_samples`` samples. ``checkpoint_dir`` + ``checkpoint_every``
+    write the streaming state at the first fold after that many batches; ``resume=True``
+    continues from it and gives the result of an uninterrupted run.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r} (sample-based estimators "
@@ -263,7 +266,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     n_samples, seq_len = input_ids.shape
     if n_samples < 2 or seq_len < 1:
         raise ValueError(f"dataset must hold at least 2 samples of at least 1 token, got shape {tuple(input_ids.shape)}")
-    for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+    for name, value in (("batch_size", batch_size), ("update_samples", update_samples),
+                        ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     options = dict(DEFAULT_ESTIMATOR_OPTIONS if estimator_options is None else estimator_options)
@@ -276,6 +280,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     config = {"model": model_name, "dataset": getattr(dataset, "name", "tensor"), "fingerprint": _fingerprint(input_ids),
               "n_samples": n_samples, "seq_len": seq_len, "layers": capture.layers, "batch_size": batch_size,
+              "update_samples": update_samples,
               "bos": bos, "estimator": estimator, "estimator_options": options, "base": base}
 
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
@@ -288,26 +293,37 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
         done = payload["batches_done"]
 
     batches = [(lo, min(lo + batch_size, n_samples)) for lo in range(0, n_samples, batch_size)]
-    timings = {}
-    start = time.perf_counter()
+    timings = {"forward_s": 0.0, "accumulate_s": 0.0}
     iterator = range(done, len(batches))
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, total=len(batches), initial=done, desc="IE macro pass", unit="batch")
+    buffered, last_checkpoint = [], done
     for b in iterator:
         lo, hi = batches[b]
-        block_in, block_out = capture.run(_prepend(input_ids[lo:hi], bos).to(device),
-                                          positions=[offset + t for t in positions])
+        start = time.perf_counter()
+        buffered.append(capture.run(_prepend(input_ids[lo:hi], bos).to(device),
+                                    positions=[offset + t for t in positions]))
+        timings["forward_s"] += time.perf_counter() - start
+        if sum(block_in.shape[1] for block_in, _ in buffered) < update_samples and b + 1 < len(batches):
+            continue
+        # One update per ~update_samples samples: the state's d^2 memory traffic is paid once per flush.
+        start = time.perf_counter()
+        block_in = torch.cat([pair[0] for pair in buffered], dim=1)
+        block_out = torch.cat([pair[1] for pair in buffered], dim=1)
+        buffered = []
         if accumulator is None:
             width = block_in.shape[-1]
             accumulator = GaussianMIAccumulator(width, width, (len(capture.layers), seq_len), device=device,
                                                 backend=backend)
         accumulator.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
-        if checkpoint is not None and ((b + 1) % checkpoint_every == 0 or b + 1 == len(batches)):
+        timings["accumulate_s"] += time.perf_counter() - start
+        if checkpoint is not None and (b + 1 - last_checkpoint >= checkpoint_every or b + 1 == len(batches)):
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": accumulator.state_dict()})
-    timings["macro_pass_s"] = time.perf_counter() - start
+            last_checkpoint = b + 1
+    timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
 
     start = time.perf_counter()
     tokens = torch.unique(input_ids)
