@@ -138,10 +138,13 @@ def _softmax_entropy_torch(logits: torch.Tensor) -> torch.Tensor:
 
 def _call_native(op: str, backend: str, *tensors: torch.Tensor) -> torch.Tensor:
     native, _ = _native()
-    if backend == "cpp":
-        tensors = tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+    prepared: dict[int, torch.Tensor] = {}  # one conversion per distinct tensor: gram(a, a) stays symmetric
+    for t in tensors:
+        if id(t) not in prepared:
+            half = backend == "cpp" and t.dtype in (torch.float16, torch.bfloat16)
+            prepared[id(t)] = (t.float() if half else t).contiguous()
     suffix = {"cpp": "cpu", "cuda": "cuda"}[backend]
-    return getattr(native, f"{op}_{suffix}")(*(t.contiguous() for t in tensors))
+    return getattr(native, f"{op}_{suffix}")(*(prepared[id(t)] for t in tensors))
 
 
 def gram(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.Tensor:
@@ -152,7 +155,7 @@ def gram(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.
     name = resolve_backend(backend, a.device)
     lead = a.shape[:-2]
     a3 = a.reshape(-1, *a.shape[-2:])
-    b3 = b.reshape(-1, *b.shape[-2:])
+    b3 = a3 if b is a else b.reshape(-1, *b.shape[-2:])
     if name == "torch":
         out = _gram_torch(a3, b3)
     elif name == "triton":

@@ -1,0 +1,237 @@
+// Entropy of softmax over the last dim, on the CPU, in one pass over each row:
+//
+//     p_v = exp(l_v - m) / s,   s = sum_v exp(l_v - m),   t = sum_v exp(l_v - m) (l_v - m)
+//     H   = -sum_v p_v log p_v = log s - t / s                         (nats)
+//
+// m is a running maximum. When it grows from m to m' every term picks up a factor
+// c = exp(m - m') and every (l_v - m) becomes (l_v - m) + (m - m'), so
+//
+//     s' = c s,   t' = c (t + (m - m') s).
+//
+// The row is read in blocks small enough to stay in L1: block maximum first,
+// at most one rescale per block, then the exp terms relative to the (new) running
+// maximum. Partial states of the same row combine with the same rule, which lets
+// a few very long rows be split across threads.
+//
+// -inf logits have zero probability and are skipped (their 0 * (-inf) term would
+// be NaN). A row with +inf or NaN, or with no finite logit, gives NaN.
+// Accumulation is in double for both float32 and float64 input.
+#include "../ops.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Terms below exp(-708) (about the smallest normal double) are dropped: they
+// vanish next to the row maximum's exp(0) = 1.
+constexpr double kMinExpArg = -708.0;
+// Elements per block: the block is re-read from L1 for the exp pass.
+constexpr int64_t kBlock = 512;
+// A row is split across threads only in pieces at least this long.
+constexpr int64_t kMinChunk = 16384;
+
+// exp(x) for x in [kMinExpArg, 0] within 5e-16 relative, branch-free so that loops
+// calling it vectorise (libm's exp is an opaque scalar call without -ffast-math).
+// Outside that range the result is meaningless; callers mask it off.
+[[gnu::always_inline]] inline double exp_nonpositive(double x) {
+  constexpr double kLog2e = 1.4426950408889634;
+  // fdlibm's split of ln 2: k * kLn2Hi is exact for |k| < 2^11.
+  constexpr double kLn2Hi = 6.93147180369123816490e-01;
+  constexpr double kLn2Lo = 1.90821492927058770002e-10;
+  // Adding 1.5 * 2^52 rounds to an integer and leaves it in the low mantissa bits.
+  constexpr double kShifter = 0x1.8p52;
+  const double z = x * kLog2e + kShifter;
+  const double k = z - kShifter;
+  const double r = (x - k * kLn2Hi) - k * kLn2Lo;  // |r| <= ln(2) / 2
+  // Taylor series of exp(r) to degree 12 (truncation error < 2e-16 relative),
+  // evaluated as lo(r) + r^7 hi(r): two Horner chains of half the latency.
+  double lo = 1.0 / 720.0, hi = 1.0 / 479001600.0;
+  hi = hi * r + 1.0 / 39916800.0;
+  hi = hi * r + 1.0 / 3628800.0;
+  hi = hi * r + 1.0 / 362880.0;
+  hi = hi * r + 1.0 / 40320.0;
+  hi = hi * r + 1.0 / 5040.0;
+  lo = lo * r + 1.0 / 120.0;
+  lo = lo * r + 1.0 / 24.0;
+  lo = lo * r + 1.0 / 6.0;
+  lo = lo * r + 0.5;
+  lo = lo * r + 1.0;
+  lo = lo * r + 1.0;
+  const double r2 = r * r;
+  double p = lo + (r2 * r2 * r2 * r) * hi;
+  // Multiply by 2^k by adding k to the exponent field; the low 12 bits of z are
+  // k modulo 2^12, so the shift also works for negative k.
+  uint64_t zbits, pbits;
+  std::memcpy(&zbits, &z, sizeof z);
+  std::memcpy(&pbits, &p, sizeof p);
+  pbits += zbits << 52;
+  std::memcpy(&p, &pbits, sizeof p);
+  return p;
+}
+
+// v where mask is all ones, +0.0 where it is zero.
+[[gnu::always_inline]] inline double masked(double v, uint64_t mask) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof v);
+  bits &= mask;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+// Online-softmax state of a run of logits: s and t are relative to m.
+// s == 0 means no finite logit has been seen yet (the maximum alone adds 1).
+struct State {
+  double m = -kInf;
+  double s = 0.0;
+  double t = 0.0;
+  bool nonfinite = false;  // +inf or NaN seen
+};
+
+// Re-expresses st relative to m_new >= st.m.
+inline void rescale(State& st, double m_new) {
+  if (st.s > 0.0) {
+    const double delta = st.m - m_new;
+    const double c = std::exp(delta);
+    st.t = c * (st.t + delta * st.s);
+    st.s *= c;
+  }
+  st.m = m_new;
+}
+
+inline State merge(State a, State b) {
+  const double m = std::max(a.m, b.m);
+  rescale(a, m);
+  rescale(b, m);
+  return {m, a.s + b.s, a.t + b.t, a.nonfinite || b.nonfinite};
+}
+
+inline double entropy_of(const State& st) {
+  if (st.nonfinite || !(st.s > 0.0)) return std::numeric_limits<double>::quiet_NaN();
+  return std::log(st.s) - st.t / st.s;
+}
+
+template <typename T>
+[[gnu::always_inline]] inline State chunk_state_body(const T* x, int64_t len) {
+  State st;
+  for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
+    const T* blk = x + b0;
+    const int64_t n = std::min(kBlock, len - b0);
+
+    double bmax = -kInf;
+    int bad = 0;
+#pragma omp simd reduction(max : bmax) reduction(| : bad)
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = static_cast<double>(blk[i]);
+      bmax = v > bmax ? v : bmax;
+      bad |= !(v < kInf);  // true for +inf and NaN
+    }
+    if (bad) {
+      st.nonfinite = true;  // the row is NaN whatever else it holds
+      return st;
+    }
+    if (bmax == -kInf) continue;  // all -inf: zero probability mass
+    if (bmax > st.m) rescale(st, bmax);
+
+    // Every lane computes exp and its terms are then zeroed with an integer bit
+    // mask where they do not count (-inf, or below kMinExpArg: exp_nonpositive
+    // returns garbage there). A floating-point ?: instead lets gcc move the exp
+    // into a branch, which it does not if-convert under its default
+    // -ftrapping-math, and the loop would stay scalar.
+    const double m = st.m;
+    double s = 0.0, t = 0.0;
+#pragma omp simd reduction(+ : s, t)
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = static_cast<double>(blk[i]) - m;
+      const uint64_t keep = d >= kMinExpArg ? ~uint64_t{0} : 0;
+      const double e = exp_nonpositive(d);
+      s += masked(e, keep);
+      t += masked(e * d, keep);
+    }
+    st.s += s;
+    st.t += t;
+  }
+  return st;
+}
+
+// The same source compiled for AVX2 + FMA, picked at run time, and for the
+// baseline ISA the extension is built for (setup.py passes no -march).
+#if defined(__x86_64__) || defined(__i386__)
+#define EF_HAVE_AVX2_CLONE 1
+template <typename T>
+[[gnu::target("avx2,fma")]] State chunk_state_avx2(const T* x, int64_t len) {
+  return chunk_state_body<T>(x, len);
+}
+#endif
+
+template <typename T>
+State chunk_state_generic(const T* x, int64_t len) {
+  return chunk_state_body<T>(x, len);
+}
+
+bool cpu_has_avx2_fma() {
+#ifdef EF_HAVE_AVX2_CLONE
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+void softmax_entropy_impl(const T* x, T* out, int64_t rows, int64_t cols) {
+  State (*chunk_state)(const T*, int64_t) = chunk_state_generic<T>;
+#ifdef EF_HAVE_AVX2_CLONE
+  if (cpu_has_avx2_fma()) chunk_state = chunk_state_avx2<T>;
+#endif
+
+  const bool parallel = rows * cols > 32768;  // below, thread start-up costs more than it saves
+  const int64_t threads = parallel ? omp_get_max_threads() : 1;
+  // Fewer rows than threads: split each row into chunks so every thread works.
+  int64_t chunks = 1;
+  if (rows < threads) chunks = std::max<int64_t>(1, std::min((threads + rows - 1) / rows, cols / kMinChunk));
+  const int64_t chunk_len = (cols + chunks - 1) / chunks;
+  std::vector<State> states(rows * chunks);
+
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < rows * chunks; ++task) {
+      const int64_t r = task / chunks, c = task % chunks;
+      const int64_t begin = c * chunk_len, end = std::min(cols, begin + chunk_len);
+      if (begin < end) states[task] = chunk_state(x + r * cols + begin, end - begin);
+    }
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      State st = states[r * chunks];
+      for (int64_t c = 1; c < chunks; ++c) st = merge(st, states[r * chunks + c]);
+      out[r] = static_cast<T>(entropy_of(st));
+    }
+  }
+}
+
+}  // namespace
+
+torch::Tensor softmax_entropy_cpu(const torch::Tensor& logits) {
+  TORCH_CHECK(logits.device().is_cpu(), "softmax_entropy_cpu: logits must be a CPU tensor, got ", logits.device());
+  TORCH_CHECK(logits.dim() == 2, "softmax_entropy_cpu: logits must be 2-D [R, V], got shape ", logits.sizes());
+  TORCH_CHECK(logits.scalar_type() == torch::kFloat32 || logits.scalar_type() == torch::kFloat64,
+              "softmax_entropy_cpu: dtype must be float32 or float64 (cast float16/bfloat16 to float32 first), got ",
+              logits.scalar_type());
+  TORCH_CHECK(logits.is_contiguous(), "softmax_entropy_cpu: logits must be contiguous");
+
+  const int64_t rows = logits.size(0), cols = logits.size(1);
+  auto out = torch::empty({rows}, logits.options());
+  if (rows == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "softmax_entropy_cpu", [&] {
+    softmax_entropy_impl<scalar_t>(logits.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), rows, cols);
+  });
+  return out;
+}
