@@ -147,6 +147,20 @@ def _cumulative_mean(x: torch.Tensor) -> torch.Tensor:
     return x.cumsum(-1) / torch.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device)
 
 
+def _check_estimator_options(estimator_options, n_samples: int) -> dict:
+    """Fail before the forward passes, not after them."""
+    options = dict(DEFAULT_ESTIMATOR_OPTIONS if estimator_options is None else estimator_options)
+    unknown = set(options) - {"pca", "bias_correction", "shrinkage"}
+    if unknown:
+        raise ValueError(f"estimator_options has unknown keys {sorted(unknown)}; the gaussian estimator takes "
+                         "pca, bias_correction and shrinkage")
+    gaussian.check_options(options.get("bias_correction", "none"), options.get("shrinkage", 0.0), options.get("pca"))
+    if options.get("bias_correction") == "wishart" and options.get("pca") and n_samples <= 2 * options["pca"]:
+        raise ValueError(f"bias_correction='wishart' with pca={options['pca']} needs more than {2 * options['pca']} "
+                         f"samples, got {n_samples}")
+    return options
+
+
 def _uses_bos(tokenizer, add_bos) -> int | None:
     if add_bos == "auto":
         bos = getattr(tokenizer, "bos_token_id", None)
@@ -180,6 +194,9 @@ def _load_checkpoint(path: Path, config: dict):
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); it was left in "
                          "place: delete it or run without resume") from exc
+    if not isinstance(payload, dict) or not {"config", "state", "batches_done"} <= payload.keys():
+        raise ValueError(f"checkpoint {path} is corrupt: it does not hold an IE checkpoint (config, state, "
+                         "batches_done); it was left in place: delete it or run without resume")
     if payload.get("config") != config:
         raise ValueError(f"checkpoint {path} was written by a different run configuration; it was left in place. "
                          f"Checkpoint config: {payload.get('config')}; this run: {config}")
@@ -213,8 +230,12 @@ def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
     weights = (input_ids.T.unsqueeze(-1) == tokens.view(1, 1, -1)).sum(1).to(torch.float64)  # [T, V]
     weights = weights.to(states_in.device)
     z = torch.cat([states_in, states_out], -1).to(torch.float64)  # [L, V, 2d]
-    mean = torch.einsum("tv,lvd->ltd", weights, z) / n  # [L, T, 2d]
-    centred = (z.unsqueeze(1) - mean.unsqueeze(2)) * weights.sqrt().unsqueeze(-1)  # [L, T, V, 2d]
+    # Centre through the most frequent token's state: a position holding one token gets exact zeros.
+    reference = z[:, weights.argmax(-1)]  # [L, T, 2d]
+    shifted = z.unsqueeze(1) - reference.unsqueeze(2)  # [L, T, V, 2d]
+    shift_mean = torch.einsum("tv,ltvd->ltd", weights, shifted) / n
+    centred = (shifted - shift_mean.unsqueeze(2)) * weights.sqrt().unsqueeze(-1)
+    mean = reference + shift_mean
     comoment = gram(centred, centred, backend=backend)
     count = torch.full(mean.shape[:2], n, dtype=torch.int64, device=mean.device)
     return count, mean, comoment
@@ -261,7 +282,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r} (sample-based estimators "
                          "arrive with the estimator-family issue)")
     input_ids = dataset.input_ids if isinstance(dataset, TokenDataset) else dataset
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
+    if (not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point()
+            or input_ids.is_complex() or input_ids.dtype == torch.bool):
         raise ValueError("dataset must be a TokenDataset or an integer tensor input_ids [N, T]")
     n_samples, seq_len = input_ids.shape
     if n_samples < 2 or seq_len < 1:
@@ -270,7 +292,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
                         ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    options = dict(DEFAULT_ESTIMATOR_OPTIONS if estimator_options is None else estimator_options)
+    options = _check_estimator_options(estimator_options, n_samples)
     unit = "nats" if base is None else ("bits" if base == 2 else f"log{base}")
     bos = _uses_bos(tokenizer, add_bos)
     offset = 0 if bos is None else 1
@@ -278,7 +300,11 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     capture = BlockCapture(model, layers, blocks=blocks)
     positions = list(range(seq_len))
     model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    config = {"model": model_name, "dataset": getattr(dataset, "name", "tensor"), "fingerprint": _fingerprint(input_ids),
+    parameters = list(model.parameters())
+    # Name, dtype and a checksum of the first and last weights: a resumed run must be the same model.
+    model_id = {"name": model_name, "dtype": str(parameters[0].dtype), "n_parameters": sum(p.numel() for p in parameters),
+                "checksum": round(float(parameters[0].detach().double().sum() + parameters[-1].detach().double().sum()), 6)}
+    config = {"model": model_id, "dataset": getattr(dataset, "name", "tensor"), "fingerprint": _fingerprint(input_ids),
               "n_samples": n_samples, "seq_len": seq_len, "layers": capture.layers, "batch_size": batch_size,
               "update_samples": update_samples,
               "bos": bos, "estimator": estimator, "estimator_options": options, "base": base}

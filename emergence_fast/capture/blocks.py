@@ -62,7 +62,7 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[nn.Module] | None = Non
 
 def parse_hook_point(name: str, n_layers: int) -> tuple[int, str]:
     """``blocks.{l}.hook_resid_pre|post`` -> (block index, "input" | "output")."""
-    match = _HOOK_POINT.match(name)
+    match = _HOOK_POINT.fullmatch(name)
     if match is None:
         raise ValueError(f"hook point {name!r} is not of the form 'blocks.{{l}}.hook_resid_pre' or "
                          "'blocks.{l}.hook_resid_post'")

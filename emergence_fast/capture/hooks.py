@@ -26,6 +26,8 @@ def real_positions(attention_mask: torch.Tensor, positions: torch.Tensor) -> tor
     Works for left and right padding alike: real tokens are the mask's ones, in order.
     """
     lengths = attention_mask.sum(-1)
+    if positions.numel() == 0 or int(positions.min()) < 0:
+        raise ValueError(f"positions must be a non-empty list of token indices >= 0, got {positions.tolist()}")
     if bool((positions.max() >= lengths).any()):
         raise ValueError(f"positions up to {int(positions.max())} were asked for, but a sequence in this batch has "
                          f"only {int(lengths.min())} real tokens")

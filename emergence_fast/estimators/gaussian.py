@@ -62,13 +62,17 @@ class GaussianDiagnostics:
 def moments(z: torch.Tensor, backend: str | None = None):
     """Count, mean and centred comoment ``M = (z - mean)^T (z - mean)`` of ``z [..., N, D]``.
 
-    The mean is taken in float64; the Gram runs in float32 (float64 for float64 input) on
-    data centred first, so massive-activation offsets do not cancel catastrophically.
+    The Gram runs in float32 (float64 for float64 input) on data centred first, so
+    massive-activation offsets do not cancel catastrophically. Centring goes through the first
+    row, so a constant column becomes exactly zero (and is recognised as constant) in any dtype.
     """
     n = z.shape[-2]
-    mean = z.sum(dim=-2, dtype=torch.float64) / n
     compute = torch.float64 if z.dtype == torch.float64 else torch.float32
-    centred = z.to(compute) - mean.to(compute).unsqueeze(-2)
+    reference = z[..., :1, :].to(compute)
+    shifted = z.to(compute) - reference
+    shift_mean = shifted.sum(dim=-2, dtype=torch.float64) / n
+    centred = shifted - shift_mean.to(compute).unsqueeze(-2)
+    mean = reference.squeeze(-2).to(torch.float64) + shift_mean
     comoment = _dispatch.gram(centred, centred, backend=backend).to(torch.float64)
     count = torch.full(z.shape[:-2], n, dtype=torch.int64, device=z.device)
     return count, mean, comoment
@@ -99,8 +103,11 @@ def _standardise(cov: torch.Tensor, shrinkage: float):
 def logdet_psd(mat: torch.Tensor) -> torch.Tensor:
     """log det of symmetric PSD matrices: Cholesky, with an eigenvalue fallback that returns -inf when singular."""
     chol, info = torch.linalg.cholesky_ex(mat)
-    out = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    failed = info != 0
+    pivots = chol.diagonal(dim1=-2, dim2=-1)
+    out = 2 * pivots.log().sum(-1)
+    # Rounding lets Cholesky "succeed" on singular matrices with ~eps-sized pivots: treat those as singular too.
+    tiny = pivots.square().amin(-1) <= pivots.square().amax(-1) * mat.shape[-1] * torch.finfo(mat.dtype).eps
+    failed = (info != 0) | tiny
     if bool(failed.any()):
         eig = torch.linalg.eigvalsh(mat[failed])
         tol = eig[..., -1:].clamp_min(0) * mat.shape[-1] * torch.finfo(mat.dtype).eps
@@ -136,10 +143,12 @@ def _ranks(corr: torch.Tensor):
     return rank, effective
 
 
-def _check_options(bias_correction: str, shrinkage: float) -> None:
+def check_options(bias_correction: str, shrinkage: float, pca=None) -> None:
     check_choice(bias_correction, "bias_correction", BIAS_CORRECTIONS)
     if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage < 1:
         raise ValueError(f"shrinkage must be a number in [0, 1), got {shrinkage!r}")
+    if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
+        raise ValueError(f"pca must be a positive integer or None, got {pca!r}")
 
 
 def _check_wishart(dim: int, n: torch.Tensor) -> None:
@@ -165,7 +174,7 @@ def _diagnostics(corr, n, dim, bias_nats, unit, bias_correction, shrinkage, quan
 
 def entropy_from_moments(count, comoment, *, bias_correction="none", shrinkage=0.0, base=None, details=False):
     """Differential entropy of ``N(mean, M / (n-1))`` from accumulated moments."""
-    _check_options(bias_correction, shrinkage)
+    check_options(bias_correction, shrinkage)
     unit = log_base(base)
     dim = comoment.shape[-1]
     cov = comoment / (count.to(torch.float64) - 1)[..., None, None]
@@ -213,9 +222,7 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     delta-method standard error :math:`\sqrt{\sum_i \rho_i^2 / N}` over canonical correlations
     :math:`\rho_i` (Kullback 1959), valid when the :math:`\rho_i` are away from 0.
     """
-    _check_options(bias_correction, shrinkage)
-    if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
-        raise ValueError(f"pca must be a positive integer or None, got {pca!r}")
+    check_options(bias_correction, shrinkage, pca)
     unit = log_base(base)
     _, corr = _standardise(comoment, shrinkage)
     if pca is not None:
