@@ -23,7 +23,7 @@ $(EXT_STAMP): $(DEPS_STAMP) $(NATIVE_SRC)
 build: $(EXT_STAMP)
 
 demo: $(EXT_STAMP)
-	$(PY) -m emergence_fast.cli ie --dataset icl-animal --n-samples 1024 --k-shots 4 --out runs/demo
+	$(PY) -m emergence_fast.cli ie --dataset icl-animal --n-samples 1024 --k-shots 4 --batch-size 64 --out runs/demo
 
 test: $(EXT_STAMP)
 	TRITON_INTERPRET=1 $(PY) -m pytest tests

@@ -103,7 +103,7 @@ class GaussianMIAccumulator:
         safe_total = total.clamp_min(1).to(torch.float64)
         delta = mean_b - mean
         cross = (count.to(torch.float64) * count_b / safe_total).unsqueeze(-1)
-        comoment.add_(comoment_b).add_(delta.unsqueeze(-1) * (cross * delta).unsqueeze(-2))
+        comoment.add_(comoment_b).baddbmm_(delta.unsqueeze(-1), (cross * delta).unsqueeze(-2))
         mean.add_(delta * (count_b / safe_total).unsqueeze(-1))
         count.copy_(total)
 

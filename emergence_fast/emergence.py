@@ -265,7 +265,7 @@ def _notes(macro, micro, macro_bias, micro_bias, input_ids, options, unit):
 
 
 def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
-                          batch_size=32, update_samples=256, base=2, add_bos="auto", blocks=None,
+                          batch_size=32, update_samples=512, base=2, add_bos="auto", blocks=None,
                           checkpoint_dir=None, resume=False, checkpoint_every=8, progress=False,
                           backend=None) -> IEResult:
     """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).

@@ -67,12 +67,16 @@ def moments(z: torch.Tensor, backend: str | None = None):
     row, so a constant column becomes exactly zero (and is recognised as constant) in any dtype.
     """
     n = z.shape[-2]
-    compute = torch.float64 if z.dtype == torch.float64 else torch.float32
-    reference = z[..., :1, :].to(compute)
-    shifted = z.to(compute) - reference
-    shift_mean = shifted.sum(dim=-2, dtype=torch.float64) / n
-    centred = shifted - shift_mean.to(compute).unsqueeze(-2)
-    mean = reference.squeeze(-2).to(torch.float64) + shift_mean
+    reference = z[..., :1, :].to(torch.float64)
+    if z.dtype == torch.float64:
+        shifted = z - reference
+        shift_mean = shifted.sum(dim=-2) / n
+        centred = shifted - shift_mean.unsqueeze(-2)
+    else:
+        # Sums of float32 (or narrower) values in float64 are exact, so a constant column's shift is exactly 0.
+        shift_mean = (z.sum(dim=-2, dtype=torch.float64) - n * reference.squeeze(-2)) / n
+        centred = z.float() - (reference.squeeze(-2) + shift_mean).float().unsqueeze(-2)
+    mean = reference.squeeze(-2) + shift_mean
     comoment = _dispatch.gram(centred, centred, backend=backend).to(torch.float64)
     count = torch.full(z.shape[:-2], n, dtype=torch.int64, device=z.device)
     return count, mean, comoment
