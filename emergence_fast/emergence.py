@@ -246,8 +246,15 @@ def _estimate(count, comoment, dx, options, base):
     return value, diag.stderr, diag.expected_bias
 
 
-def _notes(macro, micro, macro_bias, micro_bias, input_ids, options, unit):
+def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options, unit):
     notes = []
+    for name, value, ceiling in (("macro", macro, ceiling_macro), ("micro", micro, ceiling_micro)):
+        above = value > ceiling + 1e-9
+        if bool(above.any()):
+            excess = float((value - ceiling)[above].max())
+            notes.append(f"{name}: {int(above.sum())} of {value.numel()} estimates exceed the exact ceiling (by up to "
+                         f"{excess:.3g} {unit}): there the estimate measures the estimator's view of a deterministic "
+                         "map, not information in the data.")
     for name, value in (("macro", macro), ("micro", micro)):
         bad = int((~torch.isfinite(value)).sum())
         if bad:
@@ -373,7 +380,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     emergence_se = (macro_se.square() + micro_se.square().cumsum(-1) / positions_count.square()).sqrt()
     ceiling_macro = prefix_entropy(input_ids, base=base).to(torch.float64)
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
-    notes = _notes(macro, micro, macro_bias, micro_bias, input_ids, options, unit)
+    notes = _notes(macro.cpu(), micro.cpu(), macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options,
+                   unit)
     notes.append("ceiling: for injective blocks the true MI between consecutive hidden states equals the prefix "
                  "entropy (macro) or the token entropy (micro); estimates above it measure the estimator, not the data.")
     timings["tokens_per_s_macro"] = n_samples * (seq_len + offset) / max(timings["macro_pass_s"], 1e-9)

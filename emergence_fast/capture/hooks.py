@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import find_blocks, hidden_of, hidden_of_call
+from .blocks import find_blocks, hidden_of, hidden_of_call, parse_hook_point
 
 
 class _StopForward(Exception):
@@ -37,14 +37,27 @@ def real_positions(attention_mask: torch.Tensor, positions: torch.Tensor) -> tor
     return hits.float().argmax(-1)
 
 
-class BlockCapture:
-    """Hooks on ``layers`` of ``model``'s blocks; :meth:`run` returns their gathered inputs and outputs."""
+def _block_index(layer: int | str, n_blocks: int) -> int:
+    """A block index, or the block a TransformerLens point ``blocks.{l}.hook_resid_pre|post`` belongs to."""
+    if isinstance(layer, str):
+        return parse_hook_point(layer, n_blocks)[0]
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"layers must hold block indices or 'blocks.{{l}}.hook_resid_pre|post' names, got {layer!r}")
+    return layer
 
-    def __init__(self, model: nn.Module, layers: Sequence[int] | None = None, *, blocks=None, stop_early=True):
+
+class BlockCapture:
+    """Hooks on ``layers`` of ``model``'s blocks; :meth:`run` returns their gathered inputs and outputs.
+
+    ``layers`` holds block indices or TransformerLens point names: block ``l``'s input is
+    ``blocks.{l}.hook_resid_pre`` and its output ``blocks.{l}.hook_resid_post``, both captured.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[int | str] | None = None, *, blocks=None, stop_early=True):
         self.model = model
         self.blocks = find_blocks(model, blocks)
         n = len(self.blocks)
-        layers = list(range(n)) if layers is None else [int(layer) for layer in layers]
+        layers = list(range(n)) if layers is None else [_block_index(layer, n) for layer in layers]
         bad = [layer for layer in layers if not 0 <= layer < n]
         if bad or not layers:
             raise ValueError(f"layers must be a non-empty list of block indices in 0..{n - 1}, got {layers}")

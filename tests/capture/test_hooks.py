@@ -196,3 +196,11 @@ def test_tensor_and_tuple_returning_blocks(wrap, keyword):
     for layer in range(3):
         torch.testing.assert_close(block_in[layer], states[layer][:, [1, 4]])
         torch.testing.assert_close(block_out[layer], states[layer + 1][:, [1, 4]])
+
+
+def test_transformerlens_point_names_select_blocks():
+    model = tiny_model("gpt2")
+    by_name = BlockCapture(model, ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_post"])
+    assert by_name.layers == [1, 2]
+    with pytest.raises(ValueError, match="hook_resid"):
+        BlockCapture(model, ["blocks.1.attn"])
