@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-installed
 EXT_STAMP  := $(VENV)/.ext-built
-NATIVE_SRC := $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu) setup.py pyproject.toml
+NATIVE_SRC := $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cuh csrc/cuda/*.cu) setup.py pyproject.toml
 
 .PHONY: demo test bench build clean
 

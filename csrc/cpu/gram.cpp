@@ -18,6 +18,7 @@
 // a is b (same storage, same shape): out is symmetric, so only tiles on or
 // above the diagonal are computed and the lower triangle is copied from them.
 #include "../ops.h"
+#include "cpu_features.h"
 
 #include <omp.h>
 
@@ -134,10 +135,8 @@ template <typename T>
   }
 }
 
-// The same source compiled twice: for AVX2 + FMA, picked at run time, and for
-// the baseline ISA the extension is built for (setup.py passes no -march).
-#if defined(__x86_64__) || defined(__i386__)
-#define EF_HAVE_AVX2_CLONE 1
+// The same source compiled twice (see cpu_features.h).
+#ifdef EF_HAVE_AVX2_CLONE
 template <typename T>
 [[gnu::target("avx2,fma")]] void tile_avx2(const TileJob<T>& job, T* apack, T* bpack) {
   tile_body<T>(job, apack, bpack);
@@ -147,15 +146,6 @@ template <typename T>
 template <typename T>
 void tile_generic(const TileJob<T>& job, T* apack, T* bpack) {
   tile_body<T>(job, apack, bpack);
-}
-
-bool cpu_has_avx2_fma() {
-#ifdef EF_HAVE_AVX2_CLONE
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
 }
 
 int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }

@@ -17,6 +17,7 @@
 // be NaN). A row with +inf or NaN, or with no finite logit, gives NaN.
 // Accumulation is in double for both float32 and float64 input.
 #include "../ops.h"
+#include "cpu_features.h"
 
 #include <omp.h>
 
@@ -161,10 +162,8 @@ template <typename T>
   return st;
 }
 
-// The same source compiled for AVX2 + FMA, picked at run time, and for the
-// baseline ISA the extension is built for (setup.py passes no -march).
-#if defined(__x86_64__) || defined(__i386__)
-#define EF_HAVE_AVX2_CLONE 1
+// The same source compiled twice (see cpu_features.h).
+#ifdef EF_HAVE_AVX2_CLONE
 template <typename T>
 [[gnu::target("avx2,fma")]] State chunk_state_avx2(const T* x, int64_t len) {
   return chunk_state_body<T>(x, len);
@@ -174,15 +173,6 @@ template <typename T>
 template <typename T>
 State chunk_state_generic(const T* x, int64_t len) {
   return chunk_state_body<T>(x, len);
-}
-
-bool cpu_has_avx2_fma() {
-#ifdef EF_HAVE_AVX2_CLONE
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
 }
 
 template <typename T>

@@ -19,32 +19,14 @@
 // (grid.y), which write partial states that a second small kernel merges.
 // Accumulation is float32 (float64 for float64 input); the output has that type.
 
-// Deliberately light headers; see gram.cu for why (compile time, bare-toolkit builds).
-#if !__has_include(<c10/cuda/impl/cuda_cmake_macros.h>) && !defined(C10_CUDA_NO_CMAKE_CONFIGURE_FILE)
-#define C10_CUDA_NO_CMAKE_CONFIGURE_FILE
-#endif
-#include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "common.cuh"
 
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
-#ifdef TORCH_EXTENSION_NAME
-#include "../ops.h"
-#endif
-
 namespace {
-
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 // __expf (ex2.approx) for float: its relative error grows like |x| * 2^-23 only where
 // exp(x) itself is tiny, so the entropy error stays ~1e-6; the accurate expf would make the
