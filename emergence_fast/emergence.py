@@ -178,6 +178,15 @@ def _uses_bos(tokenizer, add_bos) -> int | None:
     raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
 
 
+def _model_identity(model) -> dict:
+    """Name, dtype, size and a checksum of the first and last weights: a resumed run must be the same model."""
+    parameters = list(model.parameters())
+    checksum = float(parameters[0].detach().double().sum() + parameters[-1].detach().double().sum())
+    return {"name": getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__,
+            "dtype": str(parameters[0].dtype), "n_parameters": sum(p.numel() for p in parameters),
+            "checksum": round(checksum, 6)}
+
+
 def _fingerprint(input_ids: torch.Tensor) -> str:
     return hashlib.sha256(input_ids.cpu().numpy().tobytes()).hexdigest()[:16]
 
@@ -271,6 +280,46 @@ def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, i
     return notes
 
 
+def _macro_pass(capture, input_ids, bos, batch_size, update_samples, accumulator, done, checkpoint,
+                checkpoint_every, config, progress, backend, timings) -> GaussianMIAccumulator:
+    """Stream every batch from ``done`` on through the hooks into the accumulator, checkpointing at folds."""
+    n_samples, seq_len = input_ids.shape
+    device = next(capture.model.parameters()).device
+    positions = [(0 if bos is None else 1) + t for t in range(seq_len)]
+    batches = [(lo, min(lo + batch_size, n_samples)) for lo in range(0, n_samples, batch_size)]
+    timings.update(forward_s=0.0, accumulate_s=0.0)
+    iterator = range(done, len(batches))
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=len(batches), initial=done, desc="IE macro pass", unit="batch")
+    buffered, last_checkpoint = [], done
+    for b in iterator:
+        lo, hi = batches[b]
+        start = time.perf_counter()
+        buffered.append(capture.run(_prepend(input_ids[lo:hi], bos).to(device), positions=positions))
+        timings["forward_s"] += time.perf_counter() - start
+        if sum(block_in.shape[1] for block_in, _ in buffered) < update_samples and b + 1 < len(batches):
+            continue
+        # One fold per ~update_samples samples: the state's d^2 memory traffic is paid once per fold.
+        start = time.perf_counter()
+        block_in = torch.cat([pair[0] for pair in buffered], dim=1)
+        block_out = torch.cat([pair[1] for pair in buffered], dim=1)
+        buffered = []
+        if accumulator is None:
+            width = block_in.shape[-1]
+            accumulator = GaussianMIAccumulator(width, width, (len(capture.layers), seq_len), device=device,
+                                                backend=backend)
+        accumulator.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
+        timings["accumulate_s"] += time.perf_counter() - start
+        if checkpoint is not None and (b + 1 - last_checkpoint >= checkpoint_every or b + 1 == len(batches)):
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": accumulator.state_dict()})
+            last_checkpoint = b + 1
+    timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
+    return accumulator
+
+
 def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
                           batch_size=32, update_samples=512, base=2, add_bos="auto", blocks=None,
                           checkpoint_dir=None, resume=False, checkpoint_every=8, progress=False,
@@ -306,15 +355,10 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     device = next(model.parameters()).device
     capture = BlockCapture(model, layers, blocks=blocks)
     positions = list(range(seq_len))
-    model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    parameters = list(model.parameters())
-    # Name, dtype and a checksum of the first and last weights: a resumed run must be the same model.
-    model_id = {"name": model_name, "dtype": str(parameters[0].dtype), "n_parameters": sum(p.numel() for p in parameters),
-                "checksum": round(float(parameters[0].detach().double().sum() + parameters[-1].detach().double().sum()), 6)}
-    config = {"model": model_id, "dataset": getattr(dataset, "name", "tensor"), "fingerprint": _fingerprint(input_ids),
-              "n_samples": n_samples, "seq_len": seq_len, "layers": capture.layers, "batch_size": batch_size,
-              "update_samples": update_samples,
-              "bos": bos, "estimator": estimator, "estimator_options": options, "base": base}
+    config = {"model": _model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
+              "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
+              "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples, "bos": bos,
+              "estimator": estimator, "estimator_options": options, "base": base}
 
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     accumulator, done = None, 0
@@ -325,38 +369,9 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
                                             backend=backend).load_state_dict(state)
         done = payload["batches_done"]
 
-    batches = [(lo, min(lo + batch_size, n_samples)) for lo in range(0, n_samples, batch_size)]
-    timings = {"forward_s": 0.0, "accumulate_s": 0.0}
-    iterator = range(done, len(batches))
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, total=len(batches), initial=done, desc="IE macro pass", unit="batch")
-    buffered, last_checkpoint = [], done
-    for b in iterator:
-        lo, hi = batches[b]
-        start = time.perf_counter()
-        buffered.append(capture.run(_prepend(input_ids[lo:hi], bos).to(device),
-                                    positions=[offset + t for t in positions]))
-        timings["forward_s"] += time.perf_counter() - start
-        if sum(block_in.shape[1] for block_in, _ in buffered) < update_samples and b + 1 < len(batches):
-            continue
-        # One update per ~update_samples samples: the state's d^2 memory traffic is paid once per flush.
-        start = time.perf_counter()
-        block_in = torch.cat([pair[0] for pair in buffered], dim=1)
-        block_out = torch.cat([pair[1] for pair in buffered], dim=1)
-        buffered = []
-        if accumulator is None:
-            width = block_in.shape[-1]
-            accumulator = GaussianMIAccumulator(width, width, (len(capture.layers), seq_len), device=device,
-                                                backend=backend)
-        accumulator.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
-        timings["accumulate_s"] += time.perf_counter() - start
-        if checkpoint is not None and (b + 1 - last_checkpoint >= checkpoint_every or b + 1 == len(batches)):
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": accumulator.state_dict()})
-            last_checkpoint = b + 1
-    timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
+    timings = {}
+    accumulator = _macro_pass(capture, input_ids, bos, batch_size, update_samples, accumulator, done, checkpoint,
+                              checkpoint_every, config, progress, backend, timings)
 
     start = time.perf_counter()
     tokens = torch.unique(input_ids)

@@ -414,7 +414,7 @@ def test_to_rows_and_to_dataframe(reference):
         for name in CEILINGS:
             assert row[name] == float(getattr(reference, name)[j])
         assert row["unit"] == "bits"
-    assert sorted((r["layer"], r["position"]) for r in rows) == [(l, t) for l in range(3) for t in range(T)]
+    assert sorted((r["layer"], r["position"]) for r in rows) == [(layer, t) for layer in range(3) for t in range(T)]
     pd = pytest.importorskip("pandas")
     frame = reference.to_dataframe()
     assert isinstance(frame, pd.DataFrame) and frame.shape == (3 * T, len(rows[0]))
