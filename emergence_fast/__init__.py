@@ -27,7 +27,8 @@ def entropy(x, method: str = "gaussian", **options):
 def mutual_information(x, y, method: str = "gaussian", **options):
     """I(X;Y) between paired samples ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
 
-    Same methods and options as :func:`entropy`.
+    Methods as :func:`entropy` (``gaussian`` also takes ``pca``), plus ``"sliced"`` (k-sliced MI
+    over random orthonormal projections; options ``k``, ``n_slices``, ``seed``, ``details``).
     """
     check_choice(method, "method", METHODS)
     return METHODS[method].mutual_information(x, y, **options)

@@ -3,9 +3,9 @@
 Every module exposes ``entropy(x, ...)`` and ``mutual_information(x, y, ...)`` on tensors
 ``[..., N, d]``; :data:`METHODS` maps the ``method=`` names of the public API to them.
 """
-from . import binned, gaussian
+from . import binned, gaussian, sliced
 from .token_entropy import token_entropy
 
-METHODS = {"gaussian": gaussian, "binned": binned}
+METHODS = {"gaussian": gaussian, "binned": binned, "sliced": sliced}
 
-__all__ = ["METHODS", "binned", "gaussian", "token_entropy"]
+__all__ = ["METHODS", "binned", "gaussian", "sliced", "token_entropy"]

@@ -1,0 +1,233 @@
+r"""k-nearest-neighbour entropy (Kozachenko–Leonenko) and mutual information (KSG).
+
+Entropy. With :math:`\epsilon_i` the distance (the radius, not the diameter) from sample
+:math:`i` to its :math:`k`-th nearest neighbour among the other :math:`N-1` samples, and
+:math:`c_d` the volume of the unit ball of the chosen norm,
+
+.. math::
+
+    \hat H(X) = \psi(N) - \psi(k) + \log c_d + \frac{d}{N}\sum_{i=1}^{N} \log \epsilon_i,
+    \qquad c_d^{\max} = 2^d, \quad c_d^{\mathrm{euclid}} = \frac{\pi^{d/2}}{\Gamma(d/2 + 1)}
+
+(Kozachenko & Leonenko 1987, "Sample estimate of the entropy of a random vector", Probl.
+Inf. Transm. 23; Kraskov, Stögbauer & Grassberger 2004, PRE 69, 066138, eq. 20, where
+:math:`\epsilon` is twice the distance and :math:`c_d = 1` for the max-norm: the same number).
+
+Mutual information (KSG). In the joint space :math:`z = (x, y)` with the max-norm
+:math:`\|z - z'\| = \max(\|x - x'\|_\infty, \|y - y'\|_\infty)`, let :math:`\epsilon_i` be the
+distance to the :math:`k`-th joint neighbour. Variant 1 (KSG eq. 8):
+
+.. math::
+
+    \hat I^{(1)} = \psi(k) + \psi(N) - \big\langle \psi(n_x + 1) + \psi(n_y + 1) \big\rangle,
+
+with :math:`n_x(i) = \#\{j \ne i : \|x_i - x_j\| < \epsilon_i\}` (strictly less), likewise
+:math:`n_y`. Variant 2 (KSG eq. 9): with :math:`\epsilon_x(i), \epsilon_y(i)` the largest
+marginal distances from :math:`i` to its :math:`k` joint neighbours,
+
+.. math::
+
+    \hat I^{(2)} = \psi(k) - \frac1k + \psi(N) - \big\langle \psi(n_x) + \psi(n_y) \big\rangle,
+
+with :math:`n_x(i) = \#\{j \ne i : \|x_i - x_j\| \le \epsilon_x(i)\}`, likewise :math:`n_y`.
+
+Computation. Exact brute force, tiled: query rows are processed in tiles so that no
+:math:`N \times N` distance matrix is ever held (each tile's distances fit in about
+``_TILE_BYTES``), with leading batch dims flattened and run together. Distances are
+``torch.cdist`` (max-norm, or Euclidean without the matmul shortcut, so every pair is the
+same number whatever the tiling); float64 input is measured in float64, other dtypes in
+float32, and the counts are exact comparisons of those numbers. The estimators run as torch
+ops on every backend (``backend`` is validated, not used); native kernels come later.
+Cost is :math:`O(N^2 d)` per batch cell.
+
+Ties. The estimators assume distinct points; duplicates (a zero :math:`k`-NN distance, in the
+joint space or, for MI, in either marginal) bias them, so they raise a ``ValueError``. For
+discrete or quantised data pass ``jitter > 0``: each dimension gets seeded Gaussian noise with
+standard deviation ``jitter`` times that dimension's sample standard deviation in its batch
+cell (1 for a constant dimension), drawn from ``torch.Generator().manual_seed(seed)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _dispatch
+from .._validation import as_samples, check_choice, check_paired, log_base
+
+METRICS = ("max", "euclidean")
+VARIANTS = (1, 2)
+_TILE_BYTES = 64 * 2**20  # budget for the distance matrices of one tile, all batch cells together
+
+
+def _check_k(k, n: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k >= n:
+        raise ValueError(f"k must be smaller than the number of samples N (k < N), got k={k} and N={n}")
+
+
+def _check_jitter(jitter, seed) -> None:
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not math.isfinite(jitter) or jitter < 0:
+        raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+
+def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """``x [B, N, d]`` plus N(0, (jitter * sd)^2) noise per dim and batch cell; noise drawn on the CPU."""
+    if not jitter:
+        return x
+    sd = x.double().std(dim=-2, keepdim=True)
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+    return (x.double() + jitter * sd * noise).to(x.dtype)
+
+
+def _tiles(batch: int, n: int, itemsize: int, matrices: int, tile_rows):
+    """(batch chunk, query-row tile) pairs covering ``[B, N]``; each holds ~``_TILE_BYTES`` of distances."""
+    row_bytes = n * itemsize * matrices
+    if tile_rows is None:
+        per_cell = max(1, _TILE_BYTES // row_bytes)  # query rows affordable for one batch cell
+        bchunk = max(1, min(batch, per_cell // n)) if per_cell >= n else 1
+        tile_rows = max(1, min(n, _TILE_BYTES // (row_bytes * bchunk)))
+    else:
+        if isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1:
+            raise ValueError(f"_tile_rows must be a positive integer, got {tile_rows!r}")
+        bchunk = batch
+    for b0 in range(0, batch, bchunk):
+        for r0 in range(0, n, tile_rows):
+            yield slice(b0, min(batch, b0 + bchunk)), slice(r0, min(n, r0 + tile_rows))
+
+
+def _distances(query: torch.Tensor, points: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.cdist(query, points, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def _exclude_self(dist: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Set the (i, i) entries of a ``[b, T, N]`` tile whose rows start at ``rows.start`` to +inf."""
+    dist.diagonal(offset=rows.start, dim1=-2, dim2=-1).fill_(math.inf)
+    return dist
+
+
+def _duplicates_error(space: str) -> ValueError:
+    return ValueError(
+        f"{space} has duplicate points (a zero k-nearest-neighbour distance), which biases the kNN estimator; "
+        "pass jitter > 0 (e.g. jitter=1e-10) to break ties, or use a discrete estimator"
+    )
+
+
+def knn_radii(x: torch.Tensor, k: int, *, metric: str = "max", _tile_rows=None) -> torch.Tensor:
+    """Distance from each sample of ``x [B, N, d]`` to its ``k``-th nearest other sample: ``[B, N]``."""
+    batch, n, _ = x.shape
+    p = math.inf if metric == "max" else 2.0
+    out = torch.empty(batch, n, dtype=x.dtype, device=x.device)
+    for bs, rows in _tiles(batch, n, x.element_size(), 1, _tile_rows):
+        dist = _exclude_self(_distances(x[bs, rows], x[bs], p), rows)
+        out[bs, rows] = torch.topk(dist, k, dim=-1, largest=False, sorted=False).values.amax(-1)
+    return out
+
+
+def _psi(v: int) -> float:
+    return float(torch.special.digamma(torch.tensor(float(v), dtype=torch.float64)))
+
+
+def _log_unit_ball(d: int, metric: str) -> float:
+    if metric == "max":
+        return d * math.log(2.0)
+    return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+
+
+def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: int = 0, base=None, backend=None,
+            _tile_rows=None):
+    """Kozachenko–Leonenko differential entropy of ``x [..., N, d]`` per leading batch cell.
+
+    Returns a float64 tensor of the batch shape, in nats (or in ``base``). ``metric`` is
+    ``"max"`` (Chebyshev) or ``"euclidean"``; both estimate the same entropy. Raises a
+    ``ValueError`` on duplicate points unless ``jitter > 0``.
+    """
+    x = as_samples(x, "x")
+    _dispatch.resolve_backend(backend, x.device)
+    check_choice(metric, "metric", METRICS)
+    n, d = x.shape[-2:]
+    _check_k(k, n)
+    _check_jitter(jitter, seed)
+    unit = log_base(base)
+    lead = x.shape[:-2]
+    x3 = x.reshape(-1, n, d).to(_work_dtype(x))
+    x3 = _add_jitter(x3, jitter, torch.Generator().manual_seed(seed))
+    radii = knn_radii(x3, k, metric=metric, _tile_rows=_tile_rows).double()
+    if bool((radii == 0).any()):
+        raise _duplicates_error("x")
+    value = _psi(n) - _psi(k) + _log_unit_ball(d, metric) + d * radii.log().mean(-1)
+    return (value / unit).reshape(lead)
+
+
+def _ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int, _tile_rows=None):
+    """Joint k-NN radius and marginal counts (per the variant) for ``x [B, N, dx]``, ``y [B, N, dy]``.
+
+    Returns ``(radius, n_x, n_y, zero_x, zero_y)``, each ``[B, N]``; ``zero_*`` flags points with
+    ``>= k`` exact duplicates in that marginal.
+    """
+    batch, n, _ = x.shape
+    radius = torch.empty(batch, n, dtype=x.dtype, device=x.device)
+    counts = [torch.empty(batch, n, dtype=torch.int64, device=x.device) for _ in range(2)]
+    zeros = [torch.empty(batch, n, dtype=torch.bool, device=x.device) for _ in range(2)]
+    for bs, rows in _tiles(batch, n, x.element_size(), 3, _tile_rows):
+        dx = _exclude_self(_distances(x[bs, rows], x[bs], math.inf), rows)
+        dy = _exclude_self(_distances(y[bs, rows], y[bs], math.inf), rows)
+        joint = torch.maximum(dx, dy)
+        nearest = torch.topk(joint, k, dim=-1, largest=False, sorted=False)
+        eps = nearest.values.amax(-1, keepdim=True)
+        radius[bs, rows] = eps.squeeze(-1)
+        for m, marg in enumerate((dx, dy)):
+            zeros[m][bs, rows] = (marg == 0).sum(-1) >= k
+            if variant == 1:
+                counts[m][bs, rows] = (marg < eps).sum(-1)
+            else:
+                extent = marg.gather(-1, nearest.indices).amax(-1, keepdim=True)
+                counts[m][bs, rows] = (marg <= extent).sum(-1)
+        del dx, dy, joint
+    return radius, counts[0], counts[1], zeros[0], zeros[1]
+
+
+def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.0, seed: int = 0, base=None,
+                       backend=None, _tile_rows=None):
+    """KSG estimate of I(X;Y) between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
+
+    ``variant`` is 1 or 2 (KSG eqs. 8 and 9). Returns a float64 tensor of the batch shape, in
+    nats (or in ``base``). The estimate can be slightly negative for independent variables.
+    Raises a ``ValueError`` on duplicate points (joint or in a marginal) unless ``jitter > 0``.
+    """
+    x = as_samples(x, "x")
+    y = as_samples(y, "y")
+    check_paired(x, y)
+    _dispatch.resolve_backend(backend, x.device)
+    if isinstance(variant, bool) or variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    n = x.shape[-2]
+    _check_k(k, n)
+    _check_jitter(jitter, seed)
+    unit = log_base(base)
+    lead = x.shape[:-2]
+    dtype = _work_dtype(x, y)
+    generator = torch.Generator().manual_seed(seed)
+    x3 = _add_jitter(x.reshape(-1, n, x.shape[-1]).to(dtype), jitter, generator)
+    y3 = _add_jitter(y.reshape(-1, n, y.shape[-1]).to(dtype), jitter, generator)
+    radius, n_x, n_y, zero_x, zero_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
+    if bool((radius == 0).any()):
+        raise _duplicates_error("the joint sample (x, y)")
+    for name, zero in (("x", zero_x), ("y", zero_y)):
+        if bool(zero.any()):
+            raise _duplicates_error(name)
+    psi = torch.special.digamma
+    n_x, n_y = n_x.double(), n_y.double()
+    if variant == 1:
+        value = _psi(k) + _psi(n) - (psi(n_x + 1) + psi(n_y + 1)).mean(-1)
+    else:
+        value = _psi(k) - 1.0 / k + _psi(n) - (psi(n_x) + psi(n_y)).mean(-1)
+    return (value / unit).reshape(lead)
