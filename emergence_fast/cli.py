@@ -96,7 +96,10 @@ def run_ie(args, out=None) -> None:
     model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype)
     data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots, seq_len=args.seq_len,
                                  seed=args.seed)
-    options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
+    if args.estimator == "sliced":
+        options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
+    else:
+        options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
     layers = [int(v) for v in args.layers.split(",")] if args.layers else None
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,10 +130,12 @@ def main(argv=None) -> int:
     ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span")
     ie.add_argument("--seed", type=int, default=0)
     ie.add_argument("--layers", help="comma-separated block indices (default: all)")
-    ie.add_argument("--estimator", default="gaussian")
+    ie.add_argument("--estimator", default="gaussian", choices=("gaussian", "sliced"))
     ie.add_argument("--pca", type=int, default=8, help="principal components per side (0 = full width)")
     ie.add_argument("--bias-correction", default="wishart", choices=("none", "wishart"))
     ie.add_argument("--shrinkage", type=float, default=0.0)
+    ie.add_argument("--slice-k", type=int, default=4, help="sliced: projection dimension per side")
+    ie.add_argument("--n-slices", type=int, default=64, help="sliced: random slices averaged")
     ie.add_argument("--batch-size", type=int, default=32)
     ie.add_argument("--nats", action="store_true", help="report nats instead of bits")
     ie.add_argument("--backend", default=None)

@@ -10,7 +10,7 @@ from emergence_fast import GaussianMIAccumulator
 from emergence_fast import emergence as ie
 from emergence_fast.capture import BlockCapture
 from emergence_fast.datasets import TokenDataset, icl_ceiling_bits
-from emergence_fast.estimators import gaussian
+from emergence_fast.estimators import gaussian, sliced
 from emergence_fast.report import write_json
 from tests.tiny_models import all_draws, icl_ids, one_thread, tiny_model, tiny_tokenizer  # noqa: F401 (autouse)
 
@@ -437,3 +437,17 @@ def test_nats_are_bits_times_ln2(gpt2, ids, reference):
     for name in ESTIMATES + CEILINGS:
         torch.testing.assert_close(getattr(nats, name), getattr(reference, name) * math.log(2), rtol=1e-12,
                                    atol=1e-12, msg=name)
+
+
+def test_sliced_estimator_reads_the_same_streaming_state(models64, ids):
+    model = models64["gpt2"]
+    options = {"k": 2, "n_slices": 8, "seed": 5}
+    result = run(model, ids, estimator="sliced", estimator_options=options, batch_size=7)
+    x, y = (t.transpose(1, 2) for t in BlockCapture(model).run(ids))
+    accumulator = GaussianMIAccumulator(x.shape[-1], y.shape[-1], x.shape[:2]).update(x, y)
+    expected = sliced.mutual_information_from_moments(accumulator.count, accumulator.comoment, accumulator.dx,
+                                                      base=2, **options)
+    torch.testing.assert_close(result.macro, expected, rtol=1e-9, atol=1e-9)
+    assert torch.isnan(result.macro_expected_bias).all() and torch.isfinite(result.macro_stderr).all()
+    with pytest.raises(ValueError, match="unknown keys"):
+        run(model, ids, estimator="sliced", estimator_options={"pca": 4})

@@ -56,13 +56,10 @@ def _joint_comoment(x, y, backend):
     return count, comoment, x.shape[-1], y.shape[-1]
 
 
-def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "gaussian", seed: int = 0,
-                       base=None, backend=None, details: bool = False):
-    """k-sliced MI of ``x [..., N, dx]`` and ``y [..., N, dy]``: the mean over ``n_slices`` random slices.
-
-    With ``details=True`` also returns the Monte-Carlo standard error of that mean.
-    """
-    count, comoment, dx, dy = _joint_comoment(x, y, backend)
+def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_slices: int = 128,
+                                    inner: str = "gaussian", seed: int = 0, base=None, details: bool = False):
+    """k-sliced MI from the joint comoment of ``[x, y]`` (first ``dx`` columns x), per batch cell."""
+    dy = comoment.shape[-1] - dx
     _check(k, n_slices, inner, dx, dy)
     generator = torch.Generator().manual_seed(seed)
     a = random_stiefel(dx, k, n_slices, generator).to(comoment.device)
@@ -79,6 +76,17 @@ def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "g
     if n_slices == 1:
         return value, torch.full_like(value, float("nan"))
     return value, per_slice.std(-1) / n_slices**0.5 / log_base(base)
+
+
+def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "gaussian", seed: int = 0,
+                       base=None, backend=None, details: bool = False):
+    """k-sliced MI of ``x [..., N, dx]`` and ``y [..., N, dy]``: the mean over ``n_slices`` random slices.
+
+    With ``details=True`` also returns the Monte-Carlo standard error of that mean.
+    """
+    count, comoment, dx, _ = _joint_comoment(x, y, backend)
+    return mutual_information_from_moments(count, comoment, dx, k=k, n_slices=n_slices, inner=inner, seed=seed,
+                                           base=base, details=details)
 
 
 def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", base=None, backend=None):

@@ -1,0 +1,460 @@
+r"""Neural (variational lower-bound) mutual information.
+
+A critic :math:`T(x, y)` is trained to maximise a variational lower bound on
+:math:`I(X;Y) = \mathrm{KL}(p_{XY} \,\|\, p_X p_Y)`; the bound at the trained critic is the estimate.
+With :math:`p = p_{XY}` (paired rows) and :math:`q = p_X p_Y` (rows of x with other rows' y):
+
+* ``"mine"`` -- Donsker-Varadhan (DV) bound, as used by MINE (Belghazi et al. 2018, "Mutual
+  Information Neural Estimation", ICML, arXiv 1801.04062):
+
+  .. math:: I \ge \mathbb E_p[T] - \log \mathbb E_q[e^{T}].
+
+  This is the plain DV bound trained by gradient ascent on minibatches; MINE's moving-average
+  correction of the (biased) minibatch gradient of the log term is *not* applied.
+* ``"nwj"`` -- Nguyen, Wainwright & Jordan (2010, "Estimating divergence functionals and the
+  likelihood ratio by convex risk minimization", IEEE Trans. Inf. Theory 56):
+
+  .. math:: I \ge \mathbb E_p[T] - e^{-1}\,\mathbb E_q[e^{T}].
+
+* ``"infonce"`` -- van den Oord, Li & Vinyals (2018, "Representation Learning with Contrastive
+  Predictive Coding", arXiv 1807.03748), for a minibatch of :math:`B` pairs:
+
+  .. math:: I \ge \mathbb E\Big[\tfrac1B \sum_i \log
+            \frac{e^{T(x_i, y_i)}}{\tfrac1B \sum_j e^{T(x_i, y_j)}}\Big] \;\le\; \log B,
+
+  low variance but saturating at :math:`\log B` (Poole et al. 2019, "On Variational Bounds of
+  Mutual Information", ICML), so ``batch_size`` must satisfy :math:`\log B \gg I`.
+* ``"smile"`` -- Song & Ermon (2020, "Understanding the Limitations of Variational Mutual
+  Information Estimators", ICLR): DV with the partition term clipped,
+
+  .. math:: \hat I = \mathbb E_p[T] - \log \mathbb E_q[e^{\mathrm{clip}(T, -\tau, \tau)}],
+
+  which trades the DV estimator's exponential variance for a bias; as in the authors' code the
+  critic's *gradient* comes from the Jensen-Shannon f-GAN bound
+  :math:`\mathbb E_p[-\mathrm{softplus}(-T)] - \mathbb E_q[\mathrm{softplus}(T)]` (whose optimum
+  is the log density ratio), while the reported value is the clipped DV. The clipped DV is not a
+  strict lower bound.
+
+Every log-mean-exp goes through ``torch.logsumexp``. Within a minibatch of :math:`B` pairs the
+score matrix :math:`S_{ij} = T(x_i, y_j)` is formed; its diagonal holds the :math:`p` samples and
+its :math:`B(B-1)` off-diagonal entries the :math:`q` samples (InfoNCE uses all of row :math:`i`).
+
+Critic. ``critic="separable"`` (default) is :math:`T(x, y) = f(x)^\top g(y)` with MLPs
+:math:`f, g` (``layers`` hidden layers of width ``hidden``, ReLU, output width ``hidden``), so
+:math:`S` is one batched matrix product: cheap on a CPU, and able to represent the Gaussian log
+density ratio (a quadratic form). ``critic="concat"`` is the reference
+:math:`T = \mathrm{MLP}([x, y])`, evaluated on all :math:`B^2` pairs (its first layer is split
+into x and y halves, so it costs :math:`B^2` times the deeper layers: use a smaller ``batch_size``).
+
+Batching. The critics of all leading-dim cells of ``x [..., N, dx]`` are one grouped network:
+every weight has shape ``[cells, in, out]`` and is applied with ``torch.baddbmm``; one Adam
+optimiser trains all cells simultaneously on the summed loss (cells share no parameters, so each
+cell's gradient is its own). Each cell gets its own seeded permutation into a training split and
+a held-out split (``holdout`` fraction), each variable is standardised on the training split
+(MI is invariant to that), and training runs in float32.
+
+Reported value. Every ``eval_every`` steps the bound is evaluated on the held-out split in
+minibatches of ``batch_size`` (dropping the remainder); the estimate is the mean over held-out
+minibatches and its standard error their standard deviation over :math:`\sqrt{k}` (NaN when the
+held-out split holds only one minibatch). Per cell, training stops improving the report after
+``patience`` evaluations without a new best, and the run ends when every cell has stopped. The
+value reported is the held-out estimate at the best evaluation; choosing the best of several
+noisy evaluations on the same held-out data biases it upward by about a standard error.
+
+``preset="chen2024"`` reproduces the MINE set-up of the original Information-Emergence code of
+Chen et al. 2024 (arXiv 2405.12617) -- see :func:`chen2024` -- and is biased upward.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .. import _dispatch
+from .._validation import as_samples, check_choice, check_paired, log_base
+
+NEURAL_METHODS = ("infonce", "nwj", "mine", "smile")
+CRITICS = ("separable", "concat")
+PRESETS = ("chen2024",)
+
+_DEFAULT_STEPS = 1000
+_DEFAULT_BATCH = 128
+_DEFAULT_LR = 1e-3
+_CHEN_STEPS = 10_000
+_CHEN_LR = 1e-4
+_CHEN_LR_END = 1e-8
+_CHEN_WARMUP = 5
+_CHEN_POWER = 3.0
+_CHEN_LAYERS = 10
+_EVAL_CHUNK_PAIRS = 1 << 20  # score-matrix entries per held-out evaluation chunk (bounds memory)
+
+
+@dataclass
+class NeuralDiagnostics:
+    """What a neural estimate rests on; tensors have the estimate's batch shape (in the output unit).
+
+    ``curve`` stacks the per-evaluation estimates, ``[evaluations, *batch]``: held-out bounds, or
+    for ``preset="chen2024"`` the training-set DV estimate at every step. ``steps_run`` is the
+    number of optimiser steps taken (all cells train together), ``best_step`` the step whose
+    evaluation is reported.
+    """
+
+    stderr: torch.Tensor | None
+    best_step: torch.Tensor
+    steps_run: int
+    curve: torch.Tensor
+    method: str
+    critic: str
+    preset: str | None
+    n_train: int
+    n_holdout: int
+    batch_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- grouped networks
+
+
+def _linear(cells, fan_in, fan_out, gen, init):
+    """One grouped linear layer ``[cells, in, out]`` (+ bias ``[cells, 1, out]``), drawn from ``gen`` on the CPU."""
+    bound = 1.0 / math.sqrt(fan_in)
+    if init == "xavier":  # torch.nn.init.xavier_normal_
+        w = torch.randn(cells, fan_in, fan_out, generator=gen) * math.sqrt(2.0 / (fan_in + fan_out))
+    else:  # torch.nn.Linear's default (kaiming-uniform with a = sqrt(5))
+        w = (torch.rand(cells, fan_in, fan_out, generator=gen) * 2 - 1) * bound
+    b = (torch.rand(cells, 1, fan_out, generator=gen) * 2 - 1) * bound
+    return [w, b]
+
+
+def _mlp_params(cells, widths, gen, init="default"):
+    return [_linear(cells, widths[i], widths[i + 1], gen, init) for i in range(len(widths) - 1)]
+
+
+def _mlp(params, h, act, start=0):
+    """Apply grouped layers ``params[start:]`` to ``h [cells, M, in]``; no activation after the last."""
+    for i in range(start, len(params)):
+        w, b = params[i]
+        h = torch.baddbmm(b, h, w)
+        if i < len(params) - 1:
+            h = act(h)
+    return h
+
+
+class _Critic:
+    """All cells' critics as one grouped network. ``scores(x [C, k, B, dx], y [C, k, B, dy]) -> [C, k, B, B]``."""
+
+    def __init__(self, kind, cells, dx, dy, hidden, layers, gen, device):
+        self.kind = kind
+        if kind == "separable":
+            widths_f = [dx] + [hidden] * (layers + 1)
+            widths_g = [dy] + [hidden] * (layers + 1)
+            self.f = _mlp_params(cells, widths_f, gen)
+            self.g = _mlp_params(cells, widths_g, gen)
+            groups = self.f + self.g
+        else:
+            self.net = _mlp_params(cells, [dx + dy] + [hidden] * layers + [1], gen)
+            groups = self.net
+        self.dx = dx
+        self.params = [p.to(device).requires_grad_() for layer in groups for p in layer]
+        # re-point the layer lists at the leaf tensors on the device
+        it = iter(self.params)
+        rebuilt = [[next(it), next(it)] for _ in groups]
+        if kind == "separable":
+            self.f, self.g = rebuilt[: len(self.f)], rebuilt[len(self.f):]
+        else:
+            self.net = rebuilt
+
+    def scores(self, x, y):
+        c, k, b, dx = x.shape
+        dy = y.shape[-1]
+        if self.kind == "separable":
+            fx = _mlp(self.f, x.reshape(c, k * b, dx), F.relu).reshape(c, k, b, -1)
+            gy = _mlp(self.g, y.reshape(c, k * b, dy), F.relu).reshape(c, k, b, -1)
+            return fx @ gy.transpose(-1, -2)
+        w1, b1 = self.net[0]
+        hx = torch.bmm(x.reshape(c, k * b, dx), w1[:, : self.dx]).reshape(c, k, b, 1, -1)
+        hy = torch.baddbmm(b1, y.reshape(c, k * b, dy), w1[:, self.dx:]).reshape(c, k, 1, b, -1)
+        h = F.relu(hx + hy).reshape(c, k * b * b, -1)
+        return _mlp(self.net, h, F.relu, start=1).reshape(c, k, b, b)
+
+
+# ----------------------------------------------------------------------------- bounds on a score matrix
+
+
+def _log_mean_exp_offdiag(s):
+    b = s.shape[-1]
+    eye = torch.eye(b, dtype=torch.bool, device=s.device)
+    masked = s.masked_fill(eye, -math.inf)
+    return torch.logsumexp(masked, dim=(-2, -1)) - math.log(b * (b - 1))
+
+
+def _bound(s, method, tau):
+    """Per-minibatch value of the bound from scores ``s [..., B, B]`` (diagonal = paired rows)."""
+    b = s.shape[-1]
+    joint = s.diagonal(dim1=-2, dim2=-1).mean(-1)
+    if method == "infonce":
+        return (s.diagonal(dim1=-2, dim2=-1) - torch.logsumexp(s, dim=-1)).mean(-1) + math.log(b)
+    if method == "nwj":
+        return joint - torch.exp(_log_mean_exp_offdiag(s - 1.0))
+    if method == "mine":
+        return joint - _log_mean_exp_offdiag(s)
+    # smile: clipped DV
+    return joint - _log_mean_exp_offdiag(s.clamp(-tau, tau))
+
+
+def _training_objective(s, method, tau):
+    """What gradient ascent maximises; for SMILE the JS bound's gradient with the clipped DV's value."""
+    value = _bound(s, method, tau)
+    if method != "smile":
+        return value
+    b = s.shape[-1]
+    eye = torch.eye(b, dtype=torch.bool, device=s.device)
+    off = F.softplus(s).masked_fill(eye, 0.0).sum((-2, -1)) / (b * (b - 1))
+    js = -F.softplus(-s.diagonal(dim1=-2, dim2=-1)).mean(-1) - off
+    return js + (value - js).detach()
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _flatten(x, y):
+    lead = x.shape[:-2]
+    n = x.shape[-2]
+    x3 = x.reshape(-1, n, x.shape[-1]).float()
+    y3 = y.reshape(-1, n, y.shape[-1]).float()
+    return lead, x3, y3
+
+
+def _gather_rows(z, idx):
+    """``z [C, N, d]`` rows ``idx [C, ...]`` -> ``[C, ..., d]``."""
+    c = z.shape[0]
+    return z[torch.arange(c, device=z.device).view(c, *([1] * (idx.ndim - 1))), idx]
+
+
+def _standardise(z, train_idx):
+    rows = _gather_rows(z, train_idx)
+    mean = rows.mean(1, keepdim=True)
+    std = rows.std(1, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return (z - mean) / std
+
+
+# ----------------------------------------------------------------------------- the estimator
+
+
+def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64, layers=2, steps=None,
+                       batch_size=None, lr=None, tau=5.0, holdout=0.2, patience=10, eval_every=20, seed=0,
+                       preset=None, base=None, backend=None, details=False):
+    r"""Neural variational estimate of I(X;Y) for ``x [..., N, dx]``, ``y [..., N, dy]`` per batch cell.
+
+    Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (and
+    :class:`NeuralDiagnostics` when ``details``). See the module docstring for the bounds.
+
+    Arguments: ``method`` one of ``"infonce"`` (default), ``"nwj"``, ``"mine"`` (plain DV),
+    ``"smile"`` (clip ``tau``); ``critic`` ``"separable"`` (default) or ``"concat"``; ``hidden``,
+    ``layers`` the MLP width and number of hidden layers; ``steps`` optimiser steps (default 1000),
+    ``batch_size`` pairs per minibatch (default 128), ``lr`` Adam learning rate (default 1e-3);
+    ``holdout`` the held-out fraction in (0, 1); ``patience`` held-out evaluations without
+    improvement before a cell stops (``None``: never), ``eval_every`` steps between evaluations;
+    ``seed`` makes the split, initialisation and minibatches reproducible.
+
+    ``preset="chen2024"`` runs :func:`chen2024` instead (``steps`` and ``lr`` default to 10 000
+    and 1e-4; ``method``, ``critic``, ``hidden``, ``layers``, ``batch_size``, ``holdout``,
+    ``patience`` and ``eval_every`` are not used) and reports bits unless ``base`` is given. It is
+    biased upward and exists only for comparability with Chen et al. 2024.
+    """
+    x = as_samples(x, "x")
+    y = as_samples(y, "y")
+    check_paired(x, y)
+    _dispatch.resolve_backend(backend, x.device)
+    if preset is not None:
+        check_choice(preset, "preset", PRESETS)
+        return chen2024(x, y, steps=_CHEN_STEPS if steps is None else steps, lr=_CHEN_LR if lr is None else lr,
+                        seed=seed, base=2 if base is None else base, details=details)
+    check_choice(method, "method", NEURAL_METHODS)
+    check_choice(critic, "critic", CRITICS)
+    steps = _DEFAULT_STEPS if steps is None else steps
+    batch_size = _DEFAULT_BATCH if batch_size is None else batch_size
+    lr = _DEFAULT_LR if lr is None else lr
+    _check_positive_int(hidden, "hidden")
+    _check_positive_int(layers, "layers")
+    _check_positive_int(steps, "steps")
+    _check_positive_int(batch_size, "batch_size", minimum=2)
+    _check_positive_int(eval_every, "eval_every")
+    if patience is not None:
+        _check_positive_int(patience, "patience")
+    _check_positive_float(lr, "lr")
+    _check_positive_float(tau, "tau")
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
+        raise ValueError(f"holdout must be a number in (0, 1), got {holdout!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    unit = log_base(base)
+
+    lead, x3, y3 = _flatten(x, y)
+    cells, n, dx = x3.shape
+    dy = y3.shape[-1]
+    n_hold = int(round(holdout * n))
+    n_train = n - n_hold
+    if n_hold < 2 or n_train < 2:
+        raise ValueError(f"holdout={holdout} of N={n} leaves {n_train} training and {n_hold} held-out samples; "
+                         "both need at least 2")
+    device = x.device
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.argsort(torch.rand(cells, n, generator=gen), dim=1).to(device)
+    hold_idx, train_idx = perm[:, :n_hold], perm[:, n_hold:]
+    x3 = _standardise(x3, train_idx)
+    y3 = _standardise(y3, train_idx)
+
+    batch = min(batch_size, n_train)
+    eval_batch = min(batch_size, n_hold)
+    k_eval = n_hold // eval_batch
+    eval_idx = hold_idx[:, : k_eval * eval_batch].reshape(cells, k_eval, eval_batch)
+    x_eval, y_eval = _gather_rows(x3, eval_idx), _gather_rows(y3, eval_idx)
+    chunk = max(1, _EVAL_CHUNK_PAIRS // (eval_batch * eval_batch * (hidden if critic == "concat" else 1)))
+
+    net = _Critic(critic, cells, dx, dy, hidden, layers, gen, device)
+    opt = torch.optim.Adam(net.params, lr=lr)
+
+    def evaluate():
+        with torch.no_grad():
+            values = torch.cat([_bound(net.scores(x_eval[:, i:i + chunk], y_eval[:, i:i + chunk]), method, tau)
+                                for i in range(0, k_eval, chunk)], dim=1).double()
+        mean = values.mean(1)
+        se = values.std(1) / math.sqrt(k_eval) if k_eval > 1 else torch.full_like(mean, math.nan)
+        return mean, se
+
+    best = torch.full((cells,), -math.inf, dtype=torch.float64, device=device)
+    best_se = torch.full_like(best, math.nan)
+    best_step = torch.zeros(cells, dtype=torch.int64, device=device)
+    waited = torch.zeros(cells, dtype=torch.int64, device=device)
+    curve = []
+    order, cursor = None, n_train
+    step = 0
+    for step in range(1, steps + 1):
+        if cursor + batch > n_train:  # new epoch: a fresh per-cell shuffle of the training split
+            order = train_idx.gather(1, torch.argsort(torch.rand(cells, n_train, generator=gen), dim=1).to(device))
+            cursor = 0
+        idx = order[:, cursor:cursor + batch].unsqueeze(1)
+        cursor += batch
+        s = net.scores(_gather_rows(x3, idx), _gather_rows(y3, idx))
+        loss = -_training_objective(s, method, tau).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % eval_every == 0 or step == steps:
+            value, se = evaluate()
+            curve.append(value)
+            better = value > best  # NaN (a diverged critic) never counts as better
+            best = torch.where(better, value, best)
+            best_se = torch.where(better, se, best_se)
+            best_step = torch.where(better, torch.full_like(best_step, step), best_step)
+            waited = torch.where(better, torch.zeros_like(waited), waited + 1)
+            if patience is not None and bool((waited >= patience).all()):
+                break
+
+    result = (best / unit).reshape(lead)
+    if not details:
+        return result
+    notes = []
+    if method == "infonce" and bool((best > math.log(batch) - 0.5).any()):
+        notes.append(f"the InfoNCE estimate is within 0.5 nats of its ceiling log(batch_size) = {math.log(batch):.3g} "
+                     "nats: it is saturated; use a larger batch_size or another method.")
+    if k_eval < 2:
+        notes.append("the held-out split holds a single minibatch, so no standard error; raise holdout or N.")
+    return result, NeuralDiagnostics(
+        stderr=(best_se / unit).reshape(lead), best_step=best_step.reshape(lead), steps_run=step,
+        curve=(torch.stack(curve) / unit).reshape(len(curve), *lead), method=method, critic=critic, preset=None,
+        n_train=n_train, n_holdout=n_hold, batch_size=batch, notes=notes)
+
+
+# ----------------------------------------------------------------------------- Chen et al. 2024 preset
+
+
+def _chen_widths(d_in):
+    """``[d_in, ..., 3, 1]``: 10 linear layers whose hidden widths halve, ``max(d_in // 2**k, 3)``, k = 1..9."""
+    return [d_in] + [max(d_in >> k, 3) for k in range(1, _CHEN_LAYERS)] + [1]
+
+
+def _chen_lr(step, steps, lr):
+    """transformers' get_polynomial_decay_schedule_with_warmup(5 warm-up steps, lr_end=1e-8, power=3) at ``step``."""
+    if step < _CHEN_WARMUP:
+        return lr * step / _CHEN_WARMUP
+    if step >= steps or steps <= _CHEN_WARMUP:
+        return _CHEN_LR_END
+    remaining = 1 - (step - _CHEN_WARMUP) / (steps - _CHEN_WARMUP)
+    return (lr - _CHEN_LR_END) * remaining ** _CHEN_POWER + _CHEN_LR_END
+
+
+def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=2, details=False):
+    r"""MINE as in the Information-Emergence code of Chen et al. 2024 (arXiv 2405.12617), batched over cells.
+
+    DV bound :math:`\mathbb E_p[T] - \log \mathbb E_q[e^T]` with critic
+    :math:`T = \mathrm{MLP}([x, y])` of 10 linear layers whose widths halve down to ``... -> 3 -> 1``
+    (see :func:`_chen_widths`), LeakyReLU (slope 0.01) between them, xavier-normal weights;
+    Adam at ``lr`` (1e-4) with 5 linear warm-up steps then polynomial (power 3) decay to 1e-8 at
+    ``steps`` (10 000 in the paper); each step is full-batch on all N rows, with a fresh shuffle
+    of y as the product-of-marginals sample; no standardisation, no held-out data. The value
+    reported is the **maximum over steps** of the training-set DV estimate, clipped at 0, in bits
+    by default.
+
+    This is biased upward: the maximum over thousands of noisy estimates, each on the data the
+    critic is fitted to, exceeds the MI even for independent data (and DV already overfits a
+    finite sample). It exists only for comparability with Chen et al. 2024; use
+    :func:`mutual_information` with a held-out method for measurement. The curve in the
+    diagnostics is the per-step training estimate; there is no standard error.
+    """
+    x = as_samples(x, "x")
+    y = as_samples(y, "y")
+    check_paired(x, y)
+    _check_positive_int(steps, "steps")
+    _check_positive_float(lr, "lr")
+    unit = log_base(base)
+    lead, x3, y3 = _flatten(x, y)
+    cells, n, dx = x3.shape
+    dy = y3.shape[-1]
+    device = x.device
+    gen = torch.Generator().manual_seed(seed)
+    params = _mlp_params(cells, _chen_widths(dx + dy), gen, init="xavier")
+    params = [[w.to(device).requires_grad_(), b.to(device).requires_grad_()] for w, b in params]
+    opt = torch.optim.Adam([p for layer in params for p in layer], lr=lr)
+    joint = torch.cat([x3, y3], dim=-1)
+    act = F.leaky_relu
+    curve = []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _chen_lr(step, steps, lr)
+        shuffle = torch.argsort(torch.rand(cells, n, generator=gen), dim=1).to(device)
+        marginal = torch.cat([x3, _gather_rows(y3, shuffle)], dim=-1)
+        t_joint = _mlp(params, joint, act).squeeze(-1)
+        t_marg = _mlp(params, marginal, act).squeeze(-1)
+        value = t_joint.mean(-1) - (torch.logsumexp(t_marg, dim=-1) - math.log(n))
+        curve.append(value.detach().double())
+        opt.zero_grad(set_to_none=True)
+        (-value.sum()).backward()
+        opt.step()
+    stacked = torch.stack(curve)
+    finite = torch.where(torch.isfinite(stacked), stacked, torch.full_like(stacked, -math.inf))
+    best, best_step = finite.max(0)
+    result = (best.clamp_min(0) / unit).reshape(lead)
+    if not details:
+        return result
+    notes = ["preset='chen2024' reports the maximum over steps of a training-set DV estimate: biased upward; "
+             "for comparability with Chen et al. 2024 only."]
+    return result, NeuralDiagnostics(
+        stderr=None, best_step=best_step.reshape(lead), steps_run=steps,
+        curve=(stacked / unit).reshape(steps, *lead), method="mine", critic="concat", preset="chen2024",
+        n_train=n, n_holdout=0, batch_size=n, notes=notes)
+
