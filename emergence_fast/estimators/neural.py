@@ -300,13 +300,13 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
         raise ValueError(f"holdout must be a number in (0, 1), got {holdout!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise TypeError(f"seed must be an integer, got {seed!r}")
     unit = log_base(base)
 
     lead, x3, y3 = _flatten(x, y)
     cells, n, dx = x3.shape
     dy = y3.shape[-1]
-    n_hold = int(round(holdout * n))
+    n_hold = round(holdout * n)
     n_train = n - n_hold
     if n_hold < 2 or n_train < 2:
         raise ValueError(f"holdout={holdout} of N={n} leaves {n_train} training and {n_hold} held-out samples; "
@@ -451,8 +451,8 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=2, details=Fa
     result = (best.clamp_min(0) / unit).reshape(lead)
     if not details:
         return result
-    notes = ["preset='chen2024' reports the maximum over steps of a training-set DV estimate: biased upward; "
-             "for comparability with Chen et al. 2024 only."]
+    notes = [("preset='chen2024' reports the maximum over steps of a training-set DV estimate: biased upward; "
+              "for comparability with Chen et al. 2024 only.")]
     return result, NeuralDiagnostics(
         stderr=None, best_step=best_step.reshape(lead), steps_run=steps,
         curve=(stacked / unit).reshape(steps, *lead), method="mine", critic="concat", preset="chen2024",
