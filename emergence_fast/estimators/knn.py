@@ -71,7 +71,7 @@ def _check_jitter(jitter, seed) -> None:
     if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not math.isfinite(jitter) or jitter < 0:
         raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise TypeError(f"seed must be an integer, got {seed!r}")
 
 
 def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -119,6 +119,18 @@ def _duplicates_error(space: str) -> ValueError:
         f"{space} has duplicate points (a zero k-nearest-neighbour distance), which biases the kNN estimator; "
         "pass jitter > 0 (e.g. jitter=1e-10) to break ties, or use a discrete estimator"
     )
+
+
+def _max_multiplicity(x: torch.Tensor) -> int:
+    """Largest number of identical rows within one batch cell of ``x [B, N, d]``.
+
+    A point has a zero k-NN distance exactly when it shares its value with ``>= k`` others,
+    i.e. when this exceeds ``k``; sorting costs far less than counting zeros in every tile.
+    """
+    batch, n, _ = x.shape
+    cell = torch.arange(batch, device=x.device).repeat_interleave(n).unsqueeze(-1).to(x.dtype)
+    rows = torch.cat([cell, x.reshape(batch * n, -1)], dim=-1)
+    return int(torch.unique(rows, dim=0, return_counts=True)[1].max())
 
 
 def knn_radii(x: torch.Tensor, k: int, *, metric: str = "max", _tile_rows=None) -> torch.Tensor:
@@ -170,13 +182,11 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
 def _ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int, _tile_rows=None):
     """Joint k-NN radius and marginal counts (per the variant) for ``x [B, N, dx]``, ``y [B, N, dy]``.
 
-    Returns ``(radius, n_x, n_y, zero_x, zero_y)``, each ``[B, N]``; ``zero_*`` flags points with
-    ``>= k`` exact duplicates in that marginal.
+    Returns ``(radius, n_x, n_y)``, each ``[B, N]``.
     """
     batch, n, _ = x.shape
     radius = torch.empty(batch, n, dtype=x.dtype, device=x.device)
     counts = [torch.empty(batch, n, dtype=torch.int64, device=x.device) for _ in range(2)]
-    zeros = [torch.empty(batch, n, dtype=torch.bool, device=x.device) for _ in range(2)]
     for bs, rows in _tiles(batch, n, x.element_size(), 3, _tile_rows):
         dx = _exclude_self(_distances(x[bs, rows], x[bs], math.inf), rows)
         dy = _exclude_self(_distances(y[bs, rows], y[bs], math.inf), rows)
@@ -185,14 +195,13 @@ def _ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int, _tile_ro
         eps = nearest.values.amax(-1, keepdim=True)
         radius[bs, rows] = eps.squeeze(-1)
         for m, marg in enumerate((dx, dy)):
-            zeros[m][bs, rows] = (marg == 0).sum(-1) >= k
             if variant == 1:
-                counts[m][bs, rows] = (marg < eps).sum(-1)
+                counts[m][bs, rows] = (marg < eps).sum(-1, dtype=torch.int32)
             else:
                 extent = marg.gather(-1, nearest.indices).amax(-1, keepdim=True)
-                counts[m][bs, rows] = (marg <= extent).sum(-1)
+                counts[m][bs, rows] = (marg <= extent).sum(-1, dtype=torch.int32)
         del dx, dy, joint
-    return radius, counts[0], counts[1], zeros[0], zeros[1]
+    return radius, counts[0], counts[1]
 
 
 def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.0, seed: int = 0, base=None,
@@ -218,12 +227,12 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     generator = torch.Generator().manual_seed(seed)
     x3 = _add_jitter(x.reshape(-1, n, x.shape[-1]).to(dtype), jitter, generator)
     y3 = _add_jitter(y.reshape(-1, n, y.shape[-1]).to(dtype), jitter, generator)
-    radius, n_x, n_y, zero_x, zero_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
+    for name, z in (("x", x3), ("y", y3)):
+        if _max_multiplicity(z) > k:
+            raise _duplicates_error(name)
+    radius, n_x, n_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
     if bool((radius == 0).any()):
         raise _duplicates_error("the joint sample (x, y)")
-    for name, zero in (("x", zero_x), ("y", zero_y)):
-        if bool(zero.any()):
-            raise _duplicates_error(name)
     psi = torch.special.digamma
     n_x, n_y = n_x.double(), n_y.double()
     if variant == 1:

@@ -1,0 +1,275 @@
+"""kNN entropy (Kozachenko–Leonenko) and KSG mutual information: closed forms, tiling, errors.
+
+Tolerances come from the sampling spread of the estimators, measured over 16 independent
+draws at the same N and d (bias and sd per draw in the comments); each test averages ``CELLS``
+independent batch cells, so its standard error is sd / sqrt(CELLS), and allows 4 of those plus
+the measured bias of the estimator at that N and d.
+"""
+import math
+
+import pytest
+import torch
+
+from emergence_fast.estimators import knn
+
+CELLS = 2
+
+
+def gaussian_samples(cov, shape, generator):
+    chol = torch.linalg.cholesky(cov)
+    return torch.randn(*shape, cov.shape[0], generator=generator, dtype=torch.float64) @ chol.T
+
+
+def random_covariance(d, generator):
+    w = torch.randn(d, d, generator=generator, dtype=torch.float64)
+    return w @ w.T / d + 0.5 * torch.eye(d, dtype=torch.float64)
+
+
+def gaussian_mi(cov, dx):
+    ld = lambda m: float(torch.linalg.slogdet(m)[1])
+    return 0.5 * (ld(cov[:dx, :dx]) + ld(cov[dx:, dx:]) - ld(cov))
+
+
+# --- entropy -------------------------------------------------------------------------------
+
+# Measured over 16 draws (max-norm / Euclidean): d=1 N=2000 bias +0.01 sd 0.022;
+# d=3 N=3000 bias -0.023 sd 0.022; d=8 N=4000 bias +0.027 / -0.005, sd 0.032 / 0.029.
+# Allowance: 0.03 bias + 4 * 0.032 / sqrt(2) = 0.12. A wrong volume constant (d log 2 for
+# radius vs diameter) or a psi(k) off by 1/k = 0.33 is far outside it. (In 1-d the two
+# metrics coincide.)
+@pytest.mark.parametrize("d,n,metric", [(1, 2000, "max"), (3, 3000, "max"), (3, 3000, "euclidean"),
+                                        (8, 4000, "max"), (8, 4000, "euclidean")])
+def test_entropy_gaussian_closed_form(d, n, metric, generator):
+    cov = random_covariance(d, generator)
+    truth = 0.5 * math.log((2 * math.pi * math.e) ** d * float(torch.linalg.det(cov)))
+    x = gaussian_samples(cov, (CELLS, n), generator)
+    estimate = knn.entropy(x, metric=metric)
+    assert estimate.shape == (CELLS,) and estimate.dtype == torch.float64
+    assert abs(float(estimate.mean()) - truth) < 0.12, (float(estimate.mean()), truth)
+
+
+# Uniform[0,1]^d has H = 0. Near the faces the k-NN balls stick out of the support, so KL is
+# biased upwards, growing with d (measured: d=1 N=2000 +0.001..+0.009 sd 0.015..0.021;
+# d=2 N=2000 +0.026..+0.04 sd 0.015; d=3 N=3000 +0.10). Allowance around the measured bias:
+# 0.01 (its spread between measurements) + 4 * 0.021 / sqrt(2) = 0.07.
+@pytest.mark.parametrize("d,n,bias", [(1, 2000, 0.005), (2, 2000, 0.033)])
+def test_entropy_uniform_is_zero(d, n, bias, generator):
+    x = torch.rand(CELLS, n, d, generator=generator, dtype=torch.float64)
+    estimate = float(knn.entropy(x).mean())
+    assert abs(estimate - bias) < 0.07, estimate
+
+
+def test_entropy_float32_close_to_float64(generator):
+    x = torch.randn(2, 1000, 3, generator=generator, dtype=torch.float64)
+    assert torch.allclose(knn.entropy(x.float()), knn.entropy(x), atol=1e-5)
+
+
+def test_entropy_base_2(generator):
+    x = torch.randn(500, 2, generator=generator, dtype=torch.float64)
+    assert torch.allclose(knn.entropy(x, base=2), knn.entropy(x) / math.log(2), rtol=1e-14, atol=0)
+
+
+# --- mutual information ----------------------------------------------------------------------
+
+# rho = 0.75, N = 2000: measured bias +0.01 (v1) / +0.009 (v2), sd 0.017 / 0.023 per draw.
+# Allowance: 0.01 + 4 * 0.023 / sqrt(2) = 0.075. Dropping KSG-2's -1/k (0.33) fails it.
+@pytest.mark.parametrize("variant", [1, 2])
+def test_ksg_bivariate_normal(variant, generator):
+    truth = -0.5 * math.log(1 - 0.75**2)
+    assert abs(truth - 0.4133) < 1e-4
+    cov = torch.tensor([[1.0, 0.75], [0.75, 1.0]], dtype=torch.float64)
+    z = gaussian_samples(cov, (CELLS, 2000), generator)
+    estimate = knn.mutual_information(z[..., :1], z[..., 1:], variant=variant)
+    assert estimate.shape == (CELLS,) and estimate.dtype == torch.float64
+    assert abs(float(estimate.mean()) - truth) < 0.075, (float(estimate.mean()), truth)
+
+
+# dx = dy = 2 with a random joint covariance (I = 0.219 nats), N = 2000: measured bias
+# +0.006 / +0.009, sd 0.022 / 0.018. Allowance: 0.01 + 4 * 0.022 / sqrt(2) = 0.072.
+@pytest.mark.parametrize("variant", [1, 2])
+def test_ksg_d4_gaussian(variant):
+    generator = torch.Generator().manual_seed(7)
+    cov = random_covariance(4, generator)
+    truth = gaussian_mi(cov, 2)
+    assert truth > 0.1
+    z = gaussian_samples(cov, (CELLS, 2000), generator)
+    estimate = float(knn.mutual_information(z[..., :2], z[..., 2:], variant=variant).mean())
+    assert abs(estimate - truth) < 0.072, (estimate, truth)
+
+
+# Independent, dx = dy = 2, N = 2000: measured bias +0.006 / +0.008, sd 0.017 / 0.016.
+# Allowance: 0.01 + 4 * 0.017 / sqrt(2) = 0.058.
+@pytest.mark.parametrize("variant", [1, 2])
+def test_ksg_independent_is_zero(variant, generator):
+    x = torch.randn(CELLS, 2000, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(CELLS, 2000, 2, generator=generator, dtype=torch.float64)
+    assert abs(float(knn.mutual_information(x, y, variant=variant).mean())) < 0.058
+
+
+def test_ksg_base_2_and_symmetry(generator):
+    z = torch.randn(400, 3, generator=generator, dtype=torch.float64)
+    z[:, 2] += z[:, 0]
+    nats = knn.mutual_information(z[:, :2], z[:, 2:])
+    assert torch.allclose(knn.mutual_information(z[:, :2], z[:, 2:], base=2), nats / math.log(2), rtol=1e-14, atol=0)
+    assert torch.equal(knn.mutual_information(z[:, 2:], z[:, :2]), nats)
+
+
+# --- tiling and batching against a dense reference --------------------------------------------
+
+def dense_radii(x, k, p):
+    dist = torch.cdist(x, x, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+    dist.diagonal(dim1=-2, dim2=-1).fill_(math.inf)
+    return dist.sort(dim=-1).values[..., k - 1]
+
+
+def dense_ksg(x, y, k, variant):
+    """Straight from the paper, with the full N x N matrices: returns (eps, n_x, n_y, estimate)."""
+    n = x.shape[-2]
+    dx = torch.cdist(x, x, p=math.inf)
+    dy = torch.cdist(y, y, p=math.inf)
+    for m in (dx, dy):
+        m.diagonal(dim1=-2, dim2=-1).fill_(math.inf)
+    joint = torch.maximum(dx, dy)
+    order = joint.argsort(dim=-1)[..., :k]
+    eps = joint.gather(-1, order).amax(-1, keepdim=True)
+    psi = lambda v: torch.special.digamma(torch.as_tensor(v, dtype=torch.float64))
+    if variant == 1:
+        n_x, n_y = (dx < eps).sum(-1), (dy < eps).sum(-1)
+        estimate = psi(k) + psi(n) - (psi(n_x + 1.0) + psi(n_y + 1.0)).mean(-1)
+    else:
+        n_x = (dx <= dx.gather(-1, order).amax(-1, keepdim=True)).sum(-1)
+        n_y = (dy <= dy.gather(-1, order).amax(-1, keepdim=True)).sum(-1)
+        estimate = psi(k) - 1 / k + psi(n) - (psi(n_x * 1.0) + psi(n_y * 1.0)).mean(-1)
+    return eps.squeeze(-1), n_x, n_y, estimate
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("metric", ["max", "euclidean"])
+def test_tiled_entropy_equals_dense(dtype, metric, generator):
+    x = torch.randn(3, 61, 4, generator=generator, dtype=torch.float64).to(dtype)
+    p = math.inf if metric == "max" else 2.0
+    for k in (1, 4):
+        reference = dense_radii(x, k, p)
+        results = []
+        for tile in (1, 7, 60, 61, 500):
+            radii = knn.knn_radii(x, k, metric=metric, _tile_rows=tile)
+            assert torch.equal(radii, reference), tile
+            results.append(knn.entropy(x, k=k, metric=metric, _tile_rows=tile))
+        assert all(torch.equal(r, results[0]) for r in results)
+        direct = (knn._psi(61) - knn._psi(k) + knn._log_unit_ball(4, metric)
+                  + 4 * reference.double().log().mean(-1))
+        assert torch.allclose(results[0], direct, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_tiled_ksg_equals_dense(variant, dtype, generator):
+    x = torch.randn(2, 53, 2, generator=generator, dtype=torch.float64)
+    y = x[..., :1] + 0.7 * torch.randn(2, 53, 3, generator=generator, dtype=torch.float64)
+    x, y = x.to(dtype), y.to(dtype)
+    for k in (1, 3):
+        eps, n_x, n_y, estimate = dense_ksg(x, y, k, variant)
+        results = []
+        for tile in (1, 5, 52, 53, 200):
+            got = knn._ksg_counts(x, y, k, variant, _tile_rows=tile)
+            assert torch.equal(got[0], eps) and torch.equal(got[1], n_x) and torch.equal(got[2], n_y), tile
+            results.append(knn.mutual_information(x, y, k=k, variant=variant, _tile_rows=tile))
+        assert all(torch.equal(r, results[0]) for r in results)
+        assert torch.allclose(results[0], estimate, rtol=0, atol=1e-13)
+
+
+def test_default_tiling_chunks_batch_and_rows(monkeypatch, generator):
+    """A tiny byte budget forces both batch chunks and row tiles through the automatic path."""
+    x = torch.randn(5, 40, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(5, 40, 2, generator=generator, dtype=torch.float64)
+    whole_h, whole_i = knn.entropy(x), knn.mutual_information(x, y, variant=2)
+    for budget in (8 * 40 * 3 * 40 * 2, 8 * 40 * 3 * 7, 1):  # two cells per chunk, 7 rows per tile, 1 row
+        monkeypatch.setattr(knn, "_TILE_BYTES", budget)
+        assert torch.equal(knn.entropy(x), whole_h)
+        assert torch.equal(knn.mutual_information(x, y, variant=2), whole_i)
+
+
+def test_leading_batch_dims_match_loops(generator):
+    x = torch.randn(2, 3, 80, 2, generator=generator, dtype=torch.float64)
+    y = x[..., :1] ** 2 + torch.randn(2, 3, 80, 1, generator=generator, dtype=torch.float64)
+    h = knn.entropy(x, metric="euclidean", k=2)
+    for variant in (1, 2):
+        mi = knn.mutual_information(x, y, variant=variant)
+        assert mi.shape == (2, 3)
+        for i in range(2):
+            for j in range(3):
+                assert torch.equal(mi[i, j], knn.mutual_information(x[i, j], y[i, j], variant=variant))
+    assert h.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            assert torch.equal(h[i, j], knn.entropy(x[i, j], metric="euclidean", k=2))
+    # A 1-D input is one variable.
+    assert knn.entropy(x[0, 0, :, 0]).shape == ()
+
+
+# --- ties and jitter ------------------------------------------------------------------------
+
+def test_duplicates_raise_and_jitter_fixes_them(generator):
+    x = torch.randint(0, 5, (300, 2), generator=generator).double()
+    with pytest.raises(ValueError, match="jitter"):
+        knn.entropy(x)
+    y = torch.randn(300, 1, generator=generator, dtype=torch.float64)
+    with pytest.raises(ValueError, match="jitter"):
+        knn.mutual_information(x, y)  # the joint points are distinct, but x has ties
+    with pytest.raises(ValueError, match="jitter"):
+        knn.mutual_information(y, x, variant=2)
+    h = knn.entropy(x, jitter=1e-6)
+    assert torch.isfinite(h)
+    assert torch.equal(h, knn.entropy(x, jitter=1e-6, seed=0))
+    assert not torch.equal(h, knn.entropy(x, jitter=1e-6, seed=1))
+    assert torch.isfinite(knn.mutual_information(x, y, jitter=1e-6))
+    # A single duplicated pair is a zero 1-NN distance: caught at k=1, harmless at k=2.
+    z = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    z[7] = z[3]
+    with pytest.raises(ValueError, match="duplicate"):
+        knn.entropy(z, k=1)
+    assert torch.isfinite(knn.entropy(z, k=2))
+
+
+def test_jitter_on_continuous_data_is_tiny_change(generator):
+    x = torch.randn(500, 2, generator=generator, dtype=torch.float64)
+    assert abs(float(knn.entropy(x, jitter=1e-9)) - float(knn.entropy(x))) < 1e-6
+
+
+# --- argument errors ------------------------------------------------------------------------
+
+def test_argument_errors(generator):
+    x = torch.randn(10, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(10, 1, generator=generator, dtype=torch.float64)
+    for bad_k in (10, 11, 0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="k must"):
+            knn.entropy(x, k=bad_k)
+        with pytest.raises(ValueError, match="k must"):
+            knn.mutual_information(x, y, k=bad_k)
+    assert torch.isfinite(knn.entropy(x, k=9))
+    for bad_variant in (3, 0, "1", True):
+        with pytest.raises(ValueError, match="variant"):
+            knn.mutual_information(x, y, variant=bad_variant)
+    with pytest.raises(ValueError, match="metric"):
+        knn.entropy(x, metric="manhattan")
+    for bad_jitter in (-1.0, math.nan, math.inf, "0"):
+        with pytest.raises(ValueError, match="jitter"):
+            knn.entropy(x, jitter=bad_jitter)
+    with pytest.raises(TypeError, match="seed"):
+        knn.entropy(x, seed=1.5)
+    with pytest.raises(ValueError, match="base"):
+        knn.entropy(x, base=1)
+    with pytest.raises(ValueError, match="backend"):
+        knn.entropy(x, backend="nope")
+    with pytest.raises(ValueError, match="_tile_rows"):
+        knn.entropy(x, _tile_rows=0)
+    nan = x.clone()
+    nan[3, 1] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        knn.entropy(nan)
+    with pytest.raises(ValueError, match="NaN"):
+        knn.mutual_information(y, nan)
+    with pytest.raises(ValueError, match="same number of samples"):
+        knn.mutual_information(x, y[:9])
+    with pytest.raises(ValueError, match="floating"):
+        knn.entropy(torch.arange(10))
