@@ -8,7 +8,7 @@ from __future__ import annotations
 from ._dispatch import BACKEND_CHOICES, backends
 from ._validation import check_choice
 from .accumulators import GaussianMIAccumulator
-from .estimators import METHODS, token_entropy
+from .estimators import ENTROPY_METHODS, MI_METHODS, token_entropy
 
 __version__ = "0.1.0"
 
@@ -16,22 +16,25 @@ __version__ = "0.1.0"
 def entropy(x, method: str = "gaussian", **options):
     """Entropy of ``x [..., N, d]`` per leading batch cell, in nats (``base=2`` for bits).
 
-    ``method``: ``"gaussian"`` (log-det; options ``bias_correction``, ``shrinkage``, ``details``)
-    or ``"binned"`` (Miller–Madow plug-in; option ``bins``; integer codes used as they are).
-    Every method takes ``backend=`` (see :func:`backends`).
+    ``method``: ``"gaussian"`` (log-det; ``bias_correction``, ``shrinkage``, ``details``),
+    ``"binned"`` (Miller–Madow plug-in; ``bins``; integer codes used as they are) or ``"knn"``
+    (Kozachenko–Leonenko; ``k``, ``metric``, ``jitter``). Every method takes ``backend=``.
     """
-    check_choice(method, "method", METHODS)
-    return METHODS[method].entropy(x, **options)
+    check_choice(method, "method", ENTROPY_METHODS)
+    return ENTROPY_METHODS[method](x, **options)
 
 
 def mutual_information(x, y, method: str = "gaussian", **options):
     """I(X;Y) between paired samples ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
 
-    Methods as :func:`entropy` (``gaussian`` also takes ``pca``), plus ``"sliced"`` (k-sliced MI
-    over random orthonormal projections; options ``k``, ``n_slices``, ``seed``, ``details``).
+    ``method``: ``"gaussian"`` (also ``pca``), ``"binned"``, ``"sliced"`` (``k``, ``n_slices``),
+    ``"ksg"`` (Kraskov–Stögbauer–Grassberger; ``k``, ``variant``), the neural bounds
+    ``"infonce"``, ``"nwj"``, ``"mine"``, ``"smile"`` (one grouped critic for all cells, held-out
+    value), or ``"chen2024"`` (the original Information-Emergence MINE preset, biased upward,
+    for comparability only).
     """
-    check_choice(method, "method", METHODS)
-    return METHODS[method].mutual_information(x, y, **options)
+    check_choice(method, "method", MI_METHODS)
+    return MI_METHODS[method](x, y, **options)
 
 
 __all__ = [

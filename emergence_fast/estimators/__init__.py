@@ -1,11 +1,25 @@
 """Estimators: one module each, with its equation and citation in the docstring.
 
-Every module exposes ``entropy(x, ...)`` and ``mutual_information(x, y, ...)`` on tensors
-``[..., N, d]``; :data:`METHODS` maps the ``method=`` names of the public API to them.
+Modules expose ``entropy(x, ...)`` and/or ``mutual_information(x, y, ...)`` on tensors
+``[..., N, d]``; the tables below map the ``method=`` names of the public API to them.
 """
-from . import binned, gaussian, sliced
+from functools import partial
+
+from . import binned, gaussian, knn, neural, sliced
 from .token_entropy import token_entropy
 
-METHODS = {"gaussian": gaussian, "binned": binned, "sliced": sliced}
+ENTROPY_METHODS = {
+    "gaussian": gaussian.entropy,
+    "binned": binned.entropy,
+    "knn": knn.entropy,
+}
+MI_METHODS = {
+    "gaussian": gaussian.mutual_information,
+    "binned": binned.mutual_information,
+    "sliced": sliced.mutual_information,
+    "ksg": knn.mutual_information,
+    **{name: partial(neural.mutual_information, method=name) for name in neural.NEURAL_METHODS},
+    "chen2024": neural.chen2024,
+}
 
-__all__ = ["METHODS", "binned", "gaussian", "sliced", "token_entropy"]
+__all__ = ["ENTROPY_METHODS", "MI_METHODS", "binned", "gaussian", "knn", "neural", "sliced", "token_entropy"]

@@ -95,9 +95,3 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     _check(k, 1, inner, dx, dy)
     rho = gaussian.canonical_correlations(comoment, dx)[..., :k]
     return (-0.5 * torch.log1p(-rho.square())).sum(-1) / log_base(base)
-
-
-def entropy(x, **options):
-    """Sliced MI has no entropy counterpart here; the front door routes ``method="sliced"`` entropies to this error."""
-    raise ValueError("method='sliced' defines a mutual information only; use method='gaussian', 'knn' or 'binned' "
-                     "for entropies")

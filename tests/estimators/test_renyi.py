@@ -1,0 +1,235 @@
+"""Matrix-based Rényi entropy and MI against closed forms and an independent scipy reference."""
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from emergence_fast.estimators import renyi
+
+ALPHAS = [0.5, 1.0, 1.01, 2.0, 5.0]
+
+
+def one_hot(labels, n_classes):
+    return torch.nn.functional.one_hot(torch.as_tensor(labels), n_classes).to(torch.float64)
+
+
+def plug_in_renyi(counts, alpha):
+    p = np.asarray(counts, dtype=np.float64)
+    p = p[p > 0] / p.sum()
+    if alpha == 1.0:
+        return float(-(p * np.log(p)).sum())
+    return float(np.log((p**alpha).sum()) / (1 - alpha))
+
+
+def numpy_reference(x, alpha, sigma):
+    """Independent float64 implementation: numpy Gram, scipy eigenvalues, the documented threshold."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    dist2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    a = np.exp(-dist2 / (2 * sigma**2)) / n
+    eig = scipy.linalg.eigvalsh(a)
+    eig = eig[eig > eig[-1] * n * np.finfo(np.float64).eps]
+    if alpha == 1.0:
+        return float(-(eig * np.log(eig)).sum())
+    return float(np.log((eig**alpha).sum()) / (1 - alpha))
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_uniform_spectrum_gives_log_n(alpha, generator):
+    n = 24
+    linear = renyi.entropy(torch.eye(n, dtype=torch.float64), alpha=alpha, kernel="linear")
+    assert abs(float(linear) - math.log(n)) < 1e-12
+    points = torch.randn(n, 3, generator=generator, dtype=torch.float64) * 10  # distinct; sigma tiny -> K = I
+    rbf = renyi.entropy(points, alpha=alpha, bandwidth=1e-3)
+    assert abs(float(rbf) - math.log(n)) < 1e-12
+    assert abs(float(renyi.entropy(points, alpha=alpha, bandwidth=1e-3, base=2)) - math.log2(n)) < 1e-12
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_rank_one_gives_zero(alpha):
+    same = torch.full((30, 4), 3.7, dtype=torch.float64)
+    assert abs(float(renyi.entropy(same, alpha=alpha))) < 1e-12
+    assert abs(float(renyi.entropy(same, alpha=alpha, bandwidth=0.5))) < 1e-12
+    parallel = torch.arange(1.0, 31.0, dtype=torch.float64).unsqueeze(-1) * torch.tensor([[1.0, -2.0, 0.5]])
+    assert abs(float(renyi.entropy(parallel, alpha=alpha, kernel="linear"))) < 1e-12
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+def test_one_hot_linear_kernel_is_plug_in_renyi(alpha):
+    counts = [7, 1, 3, 9]
+    labels = np.repeat(np.arange(4), counts)
+    estimate = float(renyi.entropy(one_hot(labels, 4), alpha=alpha, kernel="linear"))
+    assert abs(estimate - plug_in_renyi(counts, alpha)) < 1e-12
+
+
+def test_alpha_one_is_the_continuous_limit(generator):
+    x = torch.randn(80, 3, generator=generator, dtype=torch.float64)
+    von_neumann = float(renyi.entropy(x, alpha=1.0))
+    below, above = float(renyi.entropy(x, alpha=0.999)), float(renyi.entropy(x, alpha=1.001))
+    assert below > von_neumann > above  # S_alpha decreases in alpha
+    assert abs(below - von_neumann) < 5e-3 and abs(above - von_neumann) < 5e-3
+    # First order: the slope dS/dalpha at 1 is finite, so the gap shrinks tenfold with the step.
+    closer = float(renyi.entropy(x, alpha=1.0001))
+    assert abs(closer - von_neumann) < 0.15 * abs(above - von_neumann)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_mi_with_itself(alpha, generator):
+    # One-hot rows: K has 0/1 entries, so A∘A/tr(A∘A) = A and I(X;X) = S(A) exactly.
+    labels = torch.randint(0, 5, (60,), generator=generator)
+    x = one_hot(labels, 5)
+    mi = float(renyi.mutual_information(x, x, alpha=alpha, kernel="linear"))
+    assert abs(mi - float(renyi.entropy(x, alpha=alpha, kernel="linear"))) < 1e-12
+    # Continuous data: A∘A is the RBF Gram at sigma/sqrt(2), so only 0 < I(X;X) <= S(A) holds.
+    z = torch.randn(60, 2, generator=generator, dtype=torch.float64)
+    s = float(renyi.entropy(z, alpha=alpha))
+    mi = float(renyi.mutual_information(z, z, alpha=alpha))
+    assert 0 < mi <= s + 1e-12
+    joint = float(renyi.matrix_entropy(renyi.joint_matrix(*[renyi.gram_matrix(z)[0]] * 2), alpha))
+    assert abs(mi - (2 * s - joint)) < 1e-12
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_one_hot_mi_is_plug_in_mi(alpha, generator):
+    xl = torch.randint(0, 3, (90,), generator=generator)
+    yl = (xl + torch.randint(0, 2, (90,), generator=generator)) % 4
+    joint_counts = np.bincount((xl * 4 + yl).numpy(), minlength=12)
+    truth = (plug_in_renyi(np.bincount(xl.numpy()), alpha) + plug_in_renyi(np.bincount(yl.numpy()), alpha)
+             - plug_in_renyi(joint_counts, alpha))
+    estimate = float(renyi.mutual_information(one_hot(xl, 3), one_hot(yl, 4), alpha=alpha, kernel="linear"))
+    assert abs(estimate - truth) < 1e-12
+
+
+def test_independent_mi_is_small_relative_to_entropy(generator):
+    n = 300
+    x = torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    y = torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    dependent = x + 0.3 * torch.randn(n, 1, generator=generator, dtype=torch.float64)
+    s = float(renyi.entropy(x, alpha=2.0, bandwidth=2.0))
+    independent_mi = float(renyi.mutual_information(x, y, alpha=2.0, bandwidth=2.0))
+    dependent_mi = float(renyi.mutual_information(x, dependent, alpha=2.0, bandwidth=2.0))
+    assert abs(independent_mi) < 0.05 * s
+    assert dependent_mi > 0.3 * s
+
+
+def test_mi_lower_bound_from_log_n(generator):
+    # Documented: I >= S(x) + S(y) - log N, so a narrow kernel cannot give a small MI even when independent.
+    x = torch.randn(100, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(100, 2, generator=generator, dtype=torch.float64)
+    sx, sy = float(renyi.entropy(x)), float(renyi.entropy(y))
+    assert float(renyi.mutual_information(x, y)) >= sx + sy - math.log(100) - 1e-12
+
+
+@pytest.mark.parametrize("approx", [None, "lanczos"])
+def test_batched_equals_per_cell(approx, generator):
+    x = torch.randn(2, 3, 40, 2, generator=generator, dtype=torch.float64)
+    y = x.square() + torch.randn(2, 3, 40, 2, generator=generator, dtype=torch.float64)
+    options = {"alpha": 1.5, "approx": approx, "n_probes": 8, "n_steps": 10}
+    h, mi = renyi.entropy(x, **options), renyi.mutual_information(x, y, **options)
+    assert h.shape == mi.shape == (2, 3) and h.dtype == mi.dtype == torch.float64
+    for i in range(2):
+        for j in range(3):
+            # Lanczos shares one seeded probe set across cells, so it is batch-invariant too.
+            assert abs(float(h[i, j]) - float(renyi.entropy(x[i, j], **options))) < 1e-10
+            assert abs(float(mi[i, j]) - float(renyi.mutual_information(x[i, j], y[i, j], **options))) < 1e-10
+    assert len({round(float(v), 6) for v in h.flatten()}) == 6  # the cells really differ
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, 3.0])
+def test_matches_scipy_reference(alpha, generator):
+    x = torch.randn(60, 5, generator=generator, dtype=torch.float64)
+    estimate, info = renyi.entropy(x, alpha=alpha, bandwidth=1.3, details=True)
+    assert info.bandwidth == 1.3 and info.stderr is None
+    assert abs(float(estimate) - numpy_reference(x.numpy(), alpha, 1.3)) < 1e-10
+    # Scott: standardise columns, sigma = N^(-1/(4+d)).
+    scott, info = renyi.entropy(x * torch.tensor([1.0, 50.0, 1e-3, 2.0, 7.0], dtype=torch.float64), alpha=alpha,
+                                details=True)
+    assert info.bandwidth == pytest.approx(60 ** (-1 / 9), rel=1e-15)
+    z = x - x.mean(0)
+    z = z / z.square().mean(0).sqrt()
+    assert abs(float(scott) - numpy_reference(z.numpy(), alpha, 60 ** (-1 / 9))) < 1e-10
+
+
+def spectral_entropy_np(a, alpha):
+    eig = scipy.linalg.eigvalsh(a)
+    eig = eig[eig > eig[-1] * a.shape[0] * np.finfo(np.float64).eps]
+    return float(-(eig * np.log(eig)).sum()) if alpha == 1.0 else float(np.log((eig**alpha).sum()) / (1 - alpha))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_linear_kernel_mi_matches_scipy_reference(alpha, generator):
+    # Rows of unequal norm: tr(A_x ∘ A_y) != 1/N, so the joint's renormalisation matters.
+    x = torch.randn(50, 8, generator=generator, dtype=torch.float64) * torch.rand(50, 1, generator=generator) * 3
+    y = x[:, :4] + torch.randn(50, 4, generator=generator, dtype=torch.float64)
+    kx, ky = x.numpy() @ x.numpy().T, y.numpy() @ y.numpy().T
+    ax, ay = kx / np.trace(kx), ky / np.trace(ky)
+    joint = ax * ay / np.trace(ax * ay)
+    truth = spectral_entropy_np(ax, alpha) + spectral_entropy_np(ay, alpha) - spectral_entropy_np(joint, alpha)
+    assert abs(float(renyi.mutual_information(x, y, alpha=alpha, kernel="linear")) - truth) < 1e-10
+    assert abs(float(renyi.entropy(x, alpha=alpha, kernel="linear")) - spectral_entropy_np(ax, alpha)) < 1e-10
+
+
+def test_float32_input_and_base(generator):
+    x = torch.randn(50, 3, generator=generator)
+    h64 = renyi.entropy(x.double(), alpha=2.0)
+    assert abs(float(renyi.entropy(x, alpha=2.0)) - float(h64)) < 1e-12  # the Gram is built in float64
+    assert abs(float(renyi.entropy(x, alpha=2.0, base=2)) - float(h64) / math.log(2)) < 1e-12
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_lanczos_within_three_standard_errors(alpha, generator):
+    x = torch.randn(500, 3, generator=generator, dtype=torch.float64)
+    exact = float(renyi.entropy(x, alpha=alpha))
+    estimate, info = renyi.entropy(x, alpha=alpha, approx="lanczos", n_probes=32, n_steps=30, seed=3, details=True)
+    assert info.stderr is not None and 0 < float(info.stderr) < 0.05
+    assert abs(float(estimate) - exact) < 3 * float(info.stderr), (float(estimate), exact, float(info.stderr))
+
+
+def test_lanczos_mi_and_exact_cases(generator):
+    x = torch.randn(200, 2, generator=generator, dtype=torch.float64)
+    y = x + torch.randn(200, 2, generator=generator, dtype=torch.float64)
+    exact = float(renyi.mutual_information(x, y, alpha=2.0))
+    estimate, info = renyi.mutual_information(x, y, alpha=2.0, approx="lanczos", n_probes=16, n_steps=20,
+                                              details=True)
+    assert abs(float(estimate) - exact) < 3 * float(info.stderr)
+    # A = I/N and a rank-one A are exact for any probe: the Krylov space is exhausted (or the control variate
+    # absorbs all the noise), so the reported error is 0.
+    for data, kernel, truth in [(torch.eye(40, dtype=torch.float64), "linear", math.log(40)),
+                                (torch.ones(40, 2, dtype=torch.float64), "rbf", 0.0)]:
+        value, info = renyi.entropy(data, alpha=0.7, kernel=kernel, approx="lanczos", n_probes=4, details=True)
+        assert abs(float(value) - truth) < 1e-10 and float(info.stderr) < 1e-10
+
+
+def test_lanczos_is_seeded(generator):
+    x = torch.randn(100, 2, generator=generator, dtype=torch.float64)
+    a = renyi.entropy(x, alpha=1.0, approx="lanczos", n_probes=4, n_steps=8, seed=7)
+    b = renyi.entropy(x, alpha=1.0, approx="lanczos", n_probes=4, n_steps=8, seed=7)
+    c = renyi.entropy(x, alpha=1.0, approx="lanczos", n_probes=4, n_steps=8, seed=8)
+    assert float(a) == float(b) and float(a) != float(c)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"alpha": 0}, "alpha"), ({"alpha": -1.0}, "alpha"), ({"alpha": math.inf}, "alpha"),
+    ({"alpha": math.nan}, "alpha"), ({"alpha": True}, "alpha"),
+    ({"kernel": "laplace"}, "kernel"), ({"bandwidth": 0.0}, "bandwidth"), ({"bandwidth": -1}, "bandwidth"),
+    ({"bandwidth": "silverman"}, "bandwidth"), ({"bandwidth": math.nan}, "bandwidth"),
+    ({"approx": "chebyshev"}, "approx"), ({"approx": "lanczos", "n_probes": 1}, "n_probes"),
+    ({"approx": "lanczos", "n_steps": 0}, "n_steps"), ({"backend": "numpy"}, "backend"), ({"base": 1}, "base"),
+])
+def test_bad_arguments(kwargs, match):
+    x = torch.randn(10, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        renyi.entropy(x, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        renyi.mutual_information(x, x, **kwargs)
+
+
+def test_bad_samples():
+    with pytest.raises(ValueError, match="same number of samples"):
+        renyi.mutual_information(torch.randn(10, 2), torch.randn(11, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        renyi.entropy(torch.tensor([[0.0], [math.nan]]))
+    with pytest.raises(ValueError, match="alpha"):
+        renyi.matrix_entropy(torch.eye(3) / 3, alpha=0.0)
