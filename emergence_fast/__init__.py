@@ -17,8 +17,9 @@ def entropy(x, method: str = "gaussian", **options):
     """Entropy of ``x [..., N, d]`` per leading batch cell, in nats (``base=2`` for bits).
 
     ``method``: ``"gaussian"`` (log-det; ``bias_correction``, ``shrinkage``, ``details``),
-    ``"binned"`` (Miller–Madow plug-in; ``bins``; integer codes used as they are) or ``"knn"``
-    (Kozachenko–Leonenko; ``k``, ``metric``, ``jitter``). Every method takes ``backend=``.
+    ``"binned"`` (Miller–Madow plug-in; ``bins``; integer codes used as they are), ``"knn"``
+    (Kozachenko–Leonenko; ``k``, ``metric``, ``jitter``) or ``"renyi"`` (matrix-based Rényi
+    α-entropy; ``alpha``, ``kernel``, ``bandwidth``, ``approx``). Every method takes ``backend=``.
     """
     check_choice(method, "method", ENTROPY_METHODS)
     return ENTROPY_METHODS[method](x, **options)
@@ -28,7 +29,7 @@ def mutual_information(x, y, method: str = "gaussian", **options):
     """I(X;Y) between paired samples ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
 
     ``method``: ``"gaussian"`` (also ``pca``), ``"binned"``, ``"sliced"`` (``k``, ``n_slices``),
-    ``"ksg"`` (Kraskov–Stögbauer–Grassberger; ``k``, ``variant``), the neural bounds
+    ``"ksg"`` (Kraskov–Stögbauer–Grassberger; ``k``, ``variant``), ``"renyi"``, the neural bounds
     ``"infonce"``, ``"nwj"``, ``"mine"``, ``"smile"`` (one grouped critic for all cells, held-out
     value), or ``"chen2024"`` (the original Information-Emergence MINE preset, biased upward,
     for comparability only).

@@ -5,21 +5,23 @@ Modules expose ``entropy(x, ...)`` and/or ``mutual_information(x, y, ...)`` on t
 """
 from functools import partial
 
-from . import binned, gaussian, knn, neural, sliced
+from . import binned, gaussian, knn, neural, renyi, sliced
 from .token_entropy import token_entropy
 
 ENTROPY_METHODS = {
     "gaussian": gaussian.entropy,
     "binned": binned.entropy,
     "knn": knn.entropy,
+    "renyi": renyi.entropy,
 }
 MI_METHODS = {
     "gaussian": gaussian.mutual_information,
     "binned": binned.mutual_information,
     "sliced": sliced.mutual_information,
     "ksg": knn.mutual_information,
+    "renyi": renyi.mutual_information,
     **{name: partial(neural.mutual_information, method=name) for name in neural.NEURAL_METHODS},
     "chen2024": neural.chen2024,
 }
 
-__all__ = ["ENTROPY_METHODS", "MI_METHODS", "binned", "gaussian", "knn", "neural", "sliced", "token_entropy"]
+__all__ = ["ENTROPY_METHODS", "MI_METHODS", "binned", "gaussian", "knn", "neural", "renyi", "sliced", "token_entropy"]
