@@ -140,3 +140,68 @@ class GaussianMIAccumulator:
     def entropy_y(self, **options):
         self._ready()
         return gaussian.entropy_from_moments(self.count, self.comoment[..., self.dx:, self.dx:], **options)
+
+
+class PairReservoir:
+    """A bounded, seeded, uniform sample of paired rows per batch cell, for sample-based estimators.
+
+    Vitter's Algorithm R (1985, "Random sampling with a reservoir"): row ``i`` (0-based, over
+    everything seen) replaces a uniformly drawn slot ``r ~ U{0..i}`` when ``r < capacity``.
+    The draw is shared by every cell, so the cells keep the same samples, and ``index`` records
+    which rows those are. Memory is ``O(batch x capacity x (dx + dy))`` whatever N is.
+    """
+
+    def __init__(self, dx: int, dy: int, batch_shape=(), *, capacity: int = 1024, seed: int = 0, device=None,
+                 dtype=torch.float32):
+        for name, value in (("dx", dx), ("dy", dy), ("capacity", capacity)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.dx, self.dy, self.batch_shape, self.capacity = dx, dy, tuple(batch_shape), capacity
+        self.generator = torch.Generator().manual_seed(seed)
+        self.samples = torch.zeros(*self.batch_shape, capacity, dx + dy, dtype=dtype,
+                                   device=torch.device(device) if device is not None else None)
+        self.index = torch.full((capacity,), -1, dtype=torch.int64)
+        self.seen = 0
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> "PairReservoir":
+        """Offer rows ``x [*batch_shape, n, dx]``, ``y [*batch_shape, n, dy]``."""
+        if x.shape[-1] != self.dx or y.shape[-1] != self.dy or tuple(x.shape[:-2]) != self.batch_shape \
+                or tuple(y.shape[:-2]) != self.batch_shape or x.shape[-2] != y.shape[-2]:
+            raise ValueError(f"x, y must be [*{self.batch_shape}, n, {self.dx}] and [*{self.batch_shape}, n, {self.dy}], "
+                             f"got {tuple(x.shape)} and {tuple(y.shape)}; the reservoir is unchanged")
+        n = x.shape[-2]
+        rows = torch.arange(self.seen, self.seen + n)
+        slots = torch.where(rows < self.capacity, rows,
+                            (torch.rand(n, generator=self.generator, dtype=torch.float64) * (rows + 1)).long())
+        keep = slots < self.capacity
+        # Algorithm R is sequential: when two rows of this batch draw one slot, the later row wins.
+        last = torch.full((self.capacity,), -1, dtype=torch.int64).scatter_reduce(
+            0, slots[keep], torch.arange(n)[keep], reduce="amax")
+        filled = (last >= 0).nonzero().squeeze(-1)
+        source = last[filled]
+        pairs = torch.cat([x, y.to(x.dtype)], dim=-1).to(self.samples)
+        self.samples[..., filled.to(self.samples.device), :] = pairs[..., source.to(pairs.device), :]
+        self.index[filled] = rows[source]
+        self.seen += n
+        return self
+
+    def pairs(self):
+        """The kept rows: ``x [*batch_shape, m, dx]``, ``y [*batch_shape, m, dy]`` with ``m = min(seen, capacity)``."""
+        m = min(self.seen, self.capacity)
+        return self.samples[..., :m, : self.dx], self.samples[..., :m, self.dx:]
+
+    def state_dict(self) -> dict:
+        return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape, "capacity": self.capacity,
+                "samples": self.samples.clone(), "index": self.index.clone(), "seen": self.seen,
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> "PairReservoir":
+        expected = (self.dx, self.dy, self.batch_shape, self.capacity)
+        found = (state["dx"], state["dy"], tuple(state["batch_shape"]), state["capacity"])
+        if found != expected:
+            raise ValueError(f"state has (dx, dy, batch_shape, capacity)={found}, expected {expected}")
+        self.samples = state["samples"].to(self.samples).clone()
+        self.index = state["index"].clone()
+        self.seen = int(state["seen"])
+        self.generator.set_state(state["generator"])
+        return self

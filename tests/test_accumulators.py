@@ -91,3 +91,41 @@ def test_estimate_before_two_samples_is_refused(generator):
         acc.mutual_information()
     with pytest.raises(ValueError, match="dx, dy, batch_shape"):
         acc.merge(GaussianMIAccumulator(2, 3))
+
+
+def test_reservoir_keeps_everything_below_capacity_and_is_uniform_above(generator):
+    from emergence_fast.accumulators import PairReservoir
+
+    x = torch.arange(40.0).reshape(1, 40, 1).expand(2, 40, 1)
+    small = PairReservoir(1, 1, (2,), capacity=64).update(x[:, :25], -x[:, :25]).update(x[:, 25:], -x[:, 25:])
+    kx, ky = small.pairs()
+    assert torch.equal(kx[0, :, 0], torch.arange(40.0)) and torch.equal(ky, -kx) and torch.equal(kx[0], kx[1])
+    # Above capacity every row is kept with probability capacity / N: check the inclusion frequencies.
+    hits = torch.zeros(200, dtype=torch.float64)
+    rows = torch.arange(200.0).reshape(1, 200, 1)
+    for seed in range(300):
+        reservoir = PairReservoir(1, 1, (1,), capacity=20, seed=seed)
+        for lo in range(0, 200, 37):
+            reservoir.update(rows[:, lo:lo + 37], rows[:, lo:lo + 37])
+        kept = reservoir.pairs()[0][0, :, 0].long()
+        assert torch.equal(kept, reservoir.index) and kept.unique().numel() == 20
+        hits[kept] += 1
+    frequency = hits / 300  # expected 0.1 each; sd ~ 0.017
+    assert abs(float(frequency.mean()) - 0.1) < 1e-12 and float((frequency - 0.1).abs().max()) < 0.09
+    assert abs(float(frequency[:100].mean()) - float(frequency[100:].mean())) < 0.02
+
+
+def test_reservoir_resumes_exactly(generator):
+    from emergence_fast.accumulators import PairReservoir
+
+    data = torch.randn(3, 300, 4, generator=generator)
+    whole = PairReservoir(2, 2, (3,), capacity=50, seed=7)
+    part = PairReservoir(2, 2, (3,), capacity=50, seed=7)
+    for lo in range(0, 300, 60):
+        whole.update(data[:, lo:lo + 60, :2], data[:, lo:lo + 60, 2:])
+        if lo == 120:
+            part = PairReservoir(2, 2, (3,), capacity=50).load_state_dict(part.state_dict())
+        part.update(data[:, lo:lo + 60, :2], data[:, lo:lo + 60, 2:])
+    assert torch.equal(whole.samples, part.samples) and torch.equal(whole.index, part.index)
+    with pytest.raises(ValueError, match="reservoir is unchanged"):
+        part.update(data[:, :5, :3], data[:, :5, 2:])
