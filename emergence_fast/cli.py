@@ -7,6 +7,7 @@ synthetic data whose true values are known in closed form, so a reader sees thei
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import sys
 import time
@@ -16,6 +17,7 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
+from emergence_fast.emergence import ESTIMATORS
 
 
 def correlated_gaussian(n: int, dx: int, dy: int, rho: float, generator: torch.Generator):
@@ -88,6 +90,16 @@ def show_backends(out=None) -> None:
         print(f"{name:7s} {mark} devices={list(status.devices)}  {status.reason}", file=out)
 
 
+def _parse_option(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--option must be KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def run_ie(args, out=None) -> None:
     from . import datasets, models, report
     from .emergence import information_emergence
@@ -98,13 +110,18 @@ def run_ie(args, out=None) -> None:
                                  seed=args.seed)
     if args.estimator == "sliced":
         options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
-    else:
+    elif args.estimator == "gaussian":
         options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
+    else:
+        options = None
+    if args.option:
+        options = {**(options or {}), **dict(_parse_option(text) for text in args.option)}
     layers = [int(v) for v in args.layers.split(",")] if args.layers else None
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
                                    estimator_options=options, batch_size=args.batch_size,
+                                   reservoir_size=args.reservoir_size,
                                    base=None if args.nats else 2, checkpoint_dir=out_dir, resume=args.resume,
                                    checkpoint_every=args.checkpoint_every, progress=not args.quiet,
                                    backend=args.backend)
@@ -130,7 +147,10 @@ def main(argv=None) -> int:
     ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span")
     ie.add_argument("--seed", type=int, default=0)
     ie.add_argument("--layers", help="comma-separated block indices (default: all)")
-    ie.add_argument("--estimator", default="gaussian", choices=("gaussian", "sliced"))
+    ie.add_argument("--estimator", default="gaussian", choices=ESTIMATORS)
+    ie.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="estimator option, repeatable (e.g. --option k=5 --option jitter=1e-3)")
+    ie.add_argument("--reservoir-size", type=int, default=1024, help="rows kept per cell for sample-based estimators")
     ie.add_argument("--pca", type=int, default=8, help="principal components per side (0 = full width)")
     ie.add_argument("--bias-correction", default="wishart", choices=("none", "wishart"))
     ie.add_argument("--shrinkage", type=float, default=0.0)

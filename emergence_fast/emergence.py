@@ -33,6 +33,7 @@ bias, which is still reported.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -42,15 +43,20 @@ import torch
 
 from . import __version__
 from ._dispatch import gram
-from .accumulators import GaussianMIAccumulator
+from .accumulators import GaussianMIAccumulator, PairReservoir
 from .capture import BlockCapture
 from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
-from .estimators import gaussian, sliced
+from .estimators import MI_METHODS, gaussian, sliced
 
 DEFAULT_ESTIMATOR_OPTIONS = {"gaussian": {"pca": 8, "bias_correction": "wishart"},
                              "sliced": {"k": 4, "n_slices": 64, "seed": 0}}
 ESTIMATOR_OPTION_NAMES = {"gaussian": {"pca", "bias_correction", "shrinkage"}, "sliced": {"k", "n_slices", "seed"}}
-ESTIMATORS = tuple(DEFAULT_ESTIMATOR_OPTIONS)
+MOMENT_ESTIMATORS = tuple(DEFAULT_ESTIMATOR_OPTIONS)
+# Sample-based estimators read a seeded reservoir of (h_l, h_{l+1}) rows per cell. Hidden states of
+# discrete prefixes repeat exactly, which kNN counts cannot resolve: KSG gets a small jitter by default.
+SAMPLE_ESTIMATORS = ("ksg", "renyi", "infonce", "nwj", "mine", "smile", "chen2024")
+SAMPLE_DEFAULT_OPTIONS = {"ksg": {"jitter": 1e-4}}
+ESTIMATORS = MOMENT_ESTIMATORS + SAMPLE_ESTIMATORS
 CHECKPOINT_NAME = "ie_checkpoint.pt"
 
 
@@ -151,6 +157,15 @@ def _cumulative_mean(x: torch.Tensor) -> torch.Tensor:
 
 def _check_estimator_options(estimator: str, estimator_options, n_samples: int) -> dict:
     """Fail before the forward passes, not after them."""
+    if estimator in SAMPLE_ESTIMATORS:
+        options = dict(SAMPLE_DEFAULT_OPTIONS.get(estimator, {}) if estimator_options is None else estimator_options)
+        accepted = {name for name in inspect.signature(MI_METHODS[estimator]).parameters
+                    if not name.startswith("_")} - {"x", "y", "base", "backend", "details", "method"}
+        unknown = set(options) - accepted
+        if unknown:
+            raise ValueError(f"estimator_options has unknown keys {sorted(unknown)}; the {estimator} estimator takes "
+                             f"{sorted(accepted)}")
+        return options
     options = dict(DEFAULT_ESTIMATOR_OPTIONS[estimator] if estimator_options is None else estimator_options)
     unknown = set(options) - ESTIMATOR_OPTION_NAMES[estimator]
     if unknown:
@@ -268,6 +283,29 @@ def _estimate(estimator, count, comoment, dx, options, base):
     return value, diag.stderr, diag.expected_bias
 
 
+def _estimate_from_moments(estimator, accumulator, micro_in, micro_out, tokens, input_ids, options, base, backend):
+    macro, micro = [], []
+    for layer in range(accumulator.count.shape[0]):  # per layer: bounds the float64 temporaries in memory
+        macro.append(_estimate(estimator, accumulator.count[layer], accumulator.comoment[layer], accumulator.dx,
+                               options, base))
+        count, _, comoment = micro_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1],
+                                           tokens.to(micro_in.device), input_ids, backend)
+        micro.append(_estimate(estimator, count[0], comoment[0], accumulator.dx, options, base))
+    return tuple(torch.stack(column) for column in zip(*macro)) + tuple(torch.stack(column) for column in zip(*micro))
+
+
+def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base):
+    """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone."""
+    estimate = MI_METHODS[estimator]
+    x, y = reservoir.pairs()  # [L, T, m, d]
+    kept = input_ids[reservoir.index[: x.shape[-2]]]  # [m, T]
+    slot = torch.searchsorted(tokens, kept).T.to(micro_in.device)  # [T, m] rows of the distinct-token states
+    macro = estimate(x, y, base=base, **options)
+    micro = estimate(micro_in[:, slot], micro_out[:, slot], base=base, **options)
+    unknown = torch.full_like(macro, float("nan"))
+    return macro, unknown, unknown, micro, unknown, unknown
+
+
 def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options, unit):
     notes = []
     for name, value, ceiling in (("macro", macro, ceiling_macro), ("micro", micro, ceiling_micro)):
@@ -294,9 +332,16 @@ def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, i
     return notes
 
 
-def _macro_pass(capture, input_ids, bos, batch_size, update_samples, accumulator, done, checkpoint,
-                checkpoint_every, config, progress, backend, timings) -> GaussianMIAccumulator:
-    """Stream every batch from ``done`` on through the hooks into the accumulator, checkpointing at folds."""
+def _new_state(estimator, width, batch_shape, device, backend, reservoir_size, reservoir_seed):
+    """Streaming state for ``estimator``: Gaussian sufficient statistics, or a reservoir of rows."""
+    if estimator in SAMPLE_ESTIMATORS:
+        return PairReservoir(width, width, batch_shape, capacity=reservoir_size, seed=reservoir_seed, device=device)
+    return GaussianMIAccumulator(width, width, batch_shape, device=device, backend=backend)
+
+
+def _macro_pass(capture, input_ids, bos, batch_size, update_samples, state, new_state, done, checkpoint,
+                checkpoint_every, config, progress, timings):
+    """Stream every batch from ``done`` on through the hooks into ``state``, checkpointing at folds."""
     n_samples, seq_len = input_ids.shape
     device = next(capture.model.parameters()).device
     positions = [(0 if bos is None else 1) + t for t in range(seq_len)]
@@ -320,29 +365,30 @@ def _macro_pass(capture, input_ids, bos, batch_size, update_samples, accumulator
         block_in = torch.cat([pair[0] for pair in buffered], dim=1)
         block_out = torch.cat([pair[1] for pair in buffered], dim=1)
         buffered = []
-        if accumulator is None:
-            width = block_in.shape[-1]
-            accumulator = GaussianMIAccumulator(width, width, (len(capture.layers), seq_len), device=device,
-                                                backend=backend)
-        accumulator.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
+        if state is None:
+            state = new_state(block_in.shape[-1])
+        state.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
         timings["accumulate_s"] += time.perf_counter() - start
         if checkpoint is not None and (b + 1 - last_checkpoint >= checkpoint_every or b + 1 == len(batches)):
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": accumulator.state_dict()})
+            _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": state.state_dict()})
             last_checkpoint = b + 1
     timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
-    return accumulator
+    return state
 
 
 def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
-                          batch_size=32, update_samples=512, base=2, add_bos="auto", blocks=None,
-                          checkpoint_dir=None, resume=False, checkpoint_every=8, progress=False,
-                          backend=None) -> IEResult:
+                          batch_size=32, update_samples=512, reservoir_size=1024, reservoir_seed=0, base=2,
+                          add_bos="auto", blocks=None, checkpoint_dir=None, resume=False, checkpoint_every=8,
+                          progress=False, backend=None) -> IEResult:
     """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).
 
     ``layers``: block indices or TransformerLens point names (default all). ``estimator``:
     ``"gaussian"`` (default options ``pca=8, bias_correction="wishart"``) or ``"sliced"``
-    (``k=4, n_slices=64, seed=0``), both read from the same streaming Gaussian state.
+    (``k=4, n_slices=64, seed=0``), both read from the same streaming Gaussian state; or a
+    sample-based estimator (``"ksg"``, ``"renyi"``, ``"infonce"``, ``"nwj"``, ``"mine"``,
+    ``"smile"``, ``"chen2024"``: the paper's MINE preset) run on a seeded reservoir of
+    ``reservoir_size`` rows per (layer, position), with ``estimator_options`` passed through.
     ``base=2`` reports bits (``None`` nats). ``add_bos``: ``"auto"`` prepends the tokenizer's BOS
     when it adds one, or ``True``/``False``/a token id. Captured batches are buffered and folded
     into the state once per ``update_samples`` samples. ``checkpoint_dir`` + ``checkpoint_every``
@@ -350,8 +396,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     continues from it and gives the result of an uninterrupted run.
     """
     if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r} (the sample-based estimators and "
-                         "the chen2024 MINE preset arrive with the estimator-family issue)")
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     input_ids = dataset.input_ids if isinstance(dataset, TokenDataset) else dataset
     if (not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point()
             or input_ids.is_complex() or input_ids.dtype == torch.bool):
@@ -360,7 +405,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     if n_samples < 2 or seq_len < 1:
         raise ValueError(f"dataset must hold at least 2 samples of at least 1 token, got shape {tuple(input_ids.shape)}")
     for name, value in (("batch_size", batch_size), ("update_samples", update_samples),
-                        ("checkpoint_every", checkpoint_every)):
+                        ("reservoir_size", reservoir_size), ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     options = _check_estimator_options(estimator, estimator_options, n_samples)
@@ -372,21 +417,24 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     positions = list(range(seq_len))
     config = {"model": _model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
-              "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples, "bos": bos,
+              "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
+              "reservoir": [reservoir_size, reservoir_seed] if estimator in SAMPLE_ESTIMATORS else None, "bos": bos,
               "estimator": estimator, "estimator_options": options, "base": base}
 
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    accumulator, done = None, 0
+    def new_state(width):
+        return _new_state(estimator, width, (len(capture.layers), seq_len), device, backend, reservoir_size,
+                          reservoir_seed)
+
+    state, done = None, 0
     if resume and checkpoint is not None and checkpoint.exists():
         payload = _load_checkpoint(checkpoint, config)
-        state = payload["state"]
-        accumulator = GaussianMIAccumulator(state["dx"], state["dy"], state["batch_shape"], device=device,
-                                            backend=backend).load_state_dict(state)
+        state = new_state(payload["state"]["dx"]).load_state_dict(payload["state"])
         done = payload["batches_done"]
 
     timings = {}
-    accumulator = _macro_pass(capture, input_ids, bos, batch_size, update_samples, accumulator, done, checkpoint,
-                              checkpoint_every, config, progress, backend, timings)
+    state = _macro_pass(capture, input_ids, bos, batch_size, update_samples, state, new_state, done, checkpoint,
+                        checkpoint_every, config, progress, timings)
 
     start = time.perf_counter()
     tokens = torch.unique(input_ids)
@@ -394,15 +442,12 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     timings["micro_pass_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    width = accumulator.dx
-    macro, micro = [], []
-    for layer in range(len(capture.layers)):  # per layer: bounds the float64 temporaries in memory
-        macro.append(_estimate(estimator, accumulator.count[layer], accumulator.comoment[layer], width, options, base))
-        count, _, comoment = micro_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1], tokens.to(device),
-                                           input_ids, backend)
-        micro.append(_estimate(estimator, count[0], comoment[0], width, options, base))
-    macro, macro_se, macro_bias = (torch.stack(column) for column in zip(*macro))
-    micro, micro_se, micro_bias = (torch.stack(column) for column in zip(*micro))
+    if estimator in SAMPLE_ESTIMATORS:
+        estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base)
+    else:
+        estimates = _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
+                                           backend)
+    macro, macro_se, macro_bias, micro, micro_se, micro_bias = estimates
     timings["estimate_s"] = time.perf_counter() - start
 
     positions_count = torch.arange(1, seq_len + 1, dtype=torch.float64, device=micro.device)

@@ -10,7 +10,7 @@ from emergence_fast import GaussianMIAccumulator
 from emergence_fast import emergence as ie
 from emergence_fast.capture import BlockCapture
 from emergence_fast.datasets import TokenDataset, icl_ceiling_bits
-from emergence_fast.estimators import gaussian, sliced
+from emergence_fast.estimators import MI_METHODS, gaussian, sliced
 from emergence_fast.report import write_json
 from tests.tiny_models import all_draws, icl_ids, one_thread, tiny_model, tiny_tokenizer  # noqa: F401 (autouse)
 
@@ -451,3 +451,25 @@ def test_sliced_estimator_reads_the_same_streaming_state(models64, ids):
     assert torch.isnan(result.macro_expected_bias).all() and torch.isfinite(result.macro_stderr).all()
     with pytest.raises(ValueError, match="unknown keys"):
         run(model, ids, estimator="sliced", estimator_options={"pca": 4})
+
+
+@pytest.mark.parametrize("estimator,options", [
+    ("ksg", {"k": 3, "jitter": 1e-3}),
+    ("infonce", {"steps": 20, "batch_size": 64}),
+    ("chen2024", {"steps": 5}),
+])
+def test_sample_based_estimators_read_a_reservoir(models64, ids, estimator, options):
+    model = models64["gpt2"]
+    result = run(model, ids, estimator=estimator, estimator_options=options, batch_size=7, reservoir_size=N)
+    x, y = (t.transpose(1, 2) for t in BlockCapture(model).run(ids))  # every sample fits: the reservoir holds all
+    expected = MI_METHODS[estimator](x.float(), y.float(), base=2, **options)
+    torch.testing.assert_close(result.macro, expected.double(), rtol=1e-5, atol=1e-5)
+    assert result.macro.shape == result.micro.shape == (3, T) and torch.isnan(result.macro_stderr).all()
+    assert result.config["reservoir"] == [N, 0]
+
+
+def test_reservoir_smaller_than_n_and_unknown_sample_option(gpt2, ids):
+    result = run(gpt2, ids, estimator="ksg", estimator_options=None, batch_size=7, reservoir_size=32)
+    assert torch.isfinite(result.macro).all() and torch.isfinite(result.micro).all()
+    with pytest.raises(ValueError, match="unknown keys"):
+        run(gpt2, ids, estimator="ksg", estimator_options={"pca": 4})
