@@ -9,6 +9,7 @@ from ._dispatch import BACKEND_CHOICES, backends
 from ._validation import check_choice
 from .accumulators import GaussianMIAccumulator
 from .estimators import ENTROPY_METHODS, MI_METHODS, token_entropy
+from .estimators.permutation import permutation_null
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "backends",
     "entropy",
     "mutual_information",
+    "permutation_null",
     "token_entropy",
 ]
 
