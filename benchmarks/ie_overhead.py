@@ -9,12 +9,12 @@ the micro pass and the estimates, timed separately.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 
 import torch
 
+from benchmarks._results import emit, provenance
 from emergence_fast import datasets, models
 from emergence_fast.emergence import information_emergence
 
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
     lines = [
         f"### IE overhead: SmolLM2-135M-Instruct, {machine}",
         "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- command: `python -m benchmarks.ie_overhead {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        *provenance("ie_overhead", argv),
         f"- data: icl-animal, N={args.n_samples}, T={ids.shape[1]}, batch {args.batch_size}, all "
         f"{len(result.layers)} blocks x {len(result.positions)} positions, backend={args.backend or 'auto'}",
         "",
@@ -67,11 +66,7 @@ def main(argv=None) -> int:
         f"| IE micro pass (distinct tokens) | {t['micro_pass_s']:.2f} | | |",
         f"| IE estimates (log-dets, PCA) | {t['estimate_s']:.2f} | | |",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        with open(args.write, "a") as f:
-            f.write("\n" + text)
+    emit(lines, args.write)
     return 0
 
 

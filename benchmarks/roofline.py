@@ -10,7 +10,6 @@ shape and precision; the fused token entropy with the device's copy bandwidth me
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
@@ -19,6 +18,7 @@ import time
 
 import torch
 
+from benchmarks._results import emit, provenance
 from emergence_fast import _dispatch, backends
 
 
@@ -82,15 +82,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     table = run(device, args.reps)
-    header = [f"### {_machine(device)}", "",
-              f"- date: {datetime.date.today().isoformat()}",
-              f"- command: `python -m benchmarks.roofline {' '.join(argv if argv is not None else sys.argv[1:])}`",
-              f"- threads: {torch.get_num_threads()}", ""]
-    text = "\n".join(header + table) + "\n"
-    print(text)
-    if args.write:
-        with open(args.write, "a") as f:
-            f.write("\n" + text)
+    header = [f"### {_machine(device)}", "", *provenance("roofline", argv), f"- threads: {torch.get_num_threads()}", ""]
+    emit(header + table, args.write)
     return 0
 
 
