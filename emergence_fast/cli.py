@@ -17,7 +17,7 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
-from emergence_fast.emergence import ESTIMATORS
+from emergence_fast.emergence import CHECKPOINT_NAME, ESTIMATORS
 
 
 def correlated_gaussian(n: int, dx: int, dy: int, rho: float, generator: torch.Generator):
@@ -128,6 +128,9 @@ def run_ie(args, out=None) -> None:
     result.config["model_source"] = args.model or models.DEFAULT_MODEL
     written = [report.write_json(result, out_dir / "ie.json"), report.write_csv(result, out_dir / "ie.csv")]
     written += result.plot(out_dir)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    if not args.keep_checkpoint and checkpoint.exists():
+        checkpoint.unlink()  # the results are written; the state (d^2 per cell, GBs for real models) is not needed
     print(report.summary_table(result), file=out)
     print("wrote " + ", ".join(str(p) for p in written), file=out)
 
@@ -161,7 +164,9 @@ def main(argv=None) -> int:
     ie.add_argument("--backend", default=None)
     ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs)")
     ie.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    ie.add_argument("--checkpoint-every", type=int, default=8, help="batches between checkpoints")
+    ie.add_argument("--checkpoint-every", type=int, default=32, help="batches between checkpoints")
+    ie.add_argument("--keep-checkpoint", action="store_true",
+                    help="keep ie_checkpoint.pt after a finished run (it is removed once the results are written)")
     ie.add_argument("--quiet", action="store_true", help="no progress bar")
 
     estimators = sub.add_parser("estimators", help="run the estimators on synthetic data with known answers")
