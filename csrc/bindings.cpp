@@ -4,6 +4,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "emergence_fast native ops (CPU OpenMP; CUDA when built with it)";
   m.def("gram_cpu", &gram_cpu, "Batched a^T b over [B, N, d] (CPU, OpenMP, blocked)");
   m.def("softmax_entropy_cpu", &softmax_entropy_cpu, "Entropy of softmax over the last dim (CPU)");
+  m.def("knn_maxnorm_cpu", &knn_maxnorm_cpu, "Exact max-norm k-NN radii and KSG counts over [B, N, D] (CPU, OpenMP)",
+        py::arg("z"), py::arg("dx"), py::arg("k"), py::arg("mode"));
 #ifdef WITH_CUDA
   m.def("gram_cuda", &gram_cuda, "Batched a^T b over [B, N, d] (CUDA, tiled)");
   m.def("softmax_entropy_cuda", &softmax_entropy_cuda, "Entropy of softmax over the last dim (CUDA)");

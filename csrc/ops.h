@@ -9,11 +9,18 @@
 //                            -> [R] entropy of softmax(x) in nats, one pass (online max / sum),
 //                            -inf logits contribute zero probability.
 //                            float64 in -> float64 out; otherwise float32 out.
+//   knn_maxnorm_cpu(z, dx, k, mode): z [B, N, D] float32/float64 contiguous, columns [0, dx) are x and
+//                            [dx, D) y; exact brute-force max-norm k-NN (self excluded)
+//                            -> {eps [B, N] (z's dtype): k-th smallest joint distance,
+//                                n_x, n_y [B, N] int64}. mode 0: radii only (dx == D; n_x, n_y empty),
+//                            mode 1: KSG variant-1 counts (strict <, eps), mode 2: variant-2 counts
+//                            (<= the largest marginal distance to the k joint neighbours); 1 <= dx < D.
 #pragma once
 #include <torch/extension.h>
 
 torch::Tensor gram_cpu(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor softmax_entropy_cpu(const torch::Tensor& logits);
+std::vector<torch::Tensor> knn_maxnorm_cpu(const torch::Tensor& z, int64_t dx, int64_t k, int64_t mode);
 
 #ifdef WITH_CUDA
 torch::Tensor gram_cuda(const torch::Tensor& a, const torch::Tensor& b);

@@ -183,3 +183,32 @@ def softmax_entropy(logits: torch.Tensor, backend: str | None = None) -> torch.T
     else:
         out = _call_native("softmax_entropy", name, x2)
     return out.reshape(lead)
+
+
+def knn_maxnorm(z: torch.Tensor, dx: int, k: int, mode: int = 1, backend: str | None = None):
+    """Exact max-norm k-NN search over ``z [..., N, D]`` (columns ``[0, dx)`` are x, the rest y).
+
+    Returns ``(eps, n_x, n_y)``: ``eps [..., N]`` (z's dtype) is each row's distance to its
+    ``k``-th nearest other row in the joint max-norm; ``mode`` 0 returns radii only (``dx == D``,
+    ``n_x`` and ``n_y`` are ``None``); ``mode`` 1 / 2 return the KSG variant-1 / variant-2 marginal
+    counts ``[..., N]`` int64. ``z`` is measured in its own dtype (float32 or float64).
+
+    The ``torch`` backend is the tiled reference in :mod:`emergence_fast.estimators.knn`; ``cpp``
+    is ``_C.knn_maxnorm_cpu``. There are no Triton or CUDA kernels for this op yet: those
+    backends run the torch reference on the tensor's device (same numbers, torch speed).
+    """
+    name = resolve_backend(backend, z.device)
+    lead, (n, d) = z.shape[:-2], z.shape[-2:]
+    z3 = z.reshape(-1, n, d)
+    if name == "cpp":
+        eps, n_x, n_y = _native()[0].knn_maxnorm_cpu(z3.contiguous(), dx, k, mode)
+    else:  # torch, triton, cuda: the torch reference (no native kernel for these backends yet)
+        from .estimators import knn  # deferred: knn imports this module
+
+        if mode == 0:
+            eps, n_x, n_y = knn.knn_radii(z3, k, metric="max"), None, None
+        else:
+            eps, n_x, n_y = knn._ksg_counts(z3[..., :dx], z3[..., dx:], k, mode)
+    if mode == 0:
+        return eps.reshape(*lead, n), None, None
+    return eps.reshape(*lead, n), n_x.reshape(*lead, n), n_y.reshape(*lead, n)

@@ -36,9 +36,11 @@ Computation. Exact brute force, tiled: query rows are processed in tiles so that
 ``_TILE_BYTES``), with leading batch dims flattened and run together. Distances are
 ``torch.cdist`` (max-norm, or Euclidean without the matmul shortcut, so every pair is the
 same number whatever the tiling); float64 input is measured in float64, other dtypes in
-float32, and the counts are exact comparisons of those numbers. The estimators run as torch
-ops on every backend (``backend`` is validated, not used); native kernels come later.
-Cost is :math:`O(N^2 d)` per batch cell.
+float32, and the counts are exact comparisons of those numbers. With the ``cpp`` backend the
+max-norm searches (entropy with ``metric="max"`` and KSG) run in the native kernel
+``_dispatch.knn_maxnorm`` (the same distances bit for bit, hence the same radii and counts; the
+tiling arguments do not apply); Euclidean entropy and every other backend use the torch ops here,
+which stay the reference. Cost is :math:`O(N^2 d)` per batch cell.
 
 Ties. The estimators assume distinct points; duplicates (a zero :math:`k`-NN distance, in the
 joint space or, for MI, in either marginal) bias them, so they raise a ``ValueError``. For
@@ -88,6 +90,11 @@ def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> t
     return (x.double() + jitter * sd * noise).to(x.dtype)
 
 
+def _check_tile_rows(tile_rows) -> None:
+    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1):
+        raise ValueError(f"_tile_rows must be a positive integer, got {tile_rows!r}")
+
+
 def _tiles(batch: int, n: int, itemsize: int, matrices: int, tile_rows):
     """(batch chunk, query-row tile) pairs covering ``[B, N]``; each holds ~``_TILE_BYTES`` of distances."""
     row_bytes = n * itemsize * matrices
@@ -96,8 +103,7 @@ def _tiles(batch: int, n: int, itemsize: int, matrices: int, tile_rows):
         bchunk = max(1, min(batch, per_cell // n)) if per_cell >= n else 1
         tile_rows = max(1, min(n, _TILE_BYTES // (row_bytes * bchunk)))
     else:
-        if isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1:
-            raise ValueError(f"_tile_rows must be a positive integer, got {tile_rows!r}")
+        _check_tile_rows(tile_rows)
         bchunk = batch
     for b0 in range(0, batch, bchunk):
         for r0 in range(0, n, tile_rows):
@@ -163,7 +169,7 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     ``ValueError`` on duplicate points unless ``jitter > 0``.
     """
     x = as_samples(x, "x")
-    _dispatch.resolve_backend(backend, x.device)
+    chosen = _dispatch.resolve_backend(backend, x.device)
     check_choice(metric, "metric", METRICS)
     n, d = x.shape[-2:]
     _check_k(k, n)
@@ -172,7 +178,11 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     lead = x.shape[:-2]
     x3 = x.reshape(-1, n, d).to(_work_dtype(x))
     x3 = _add_jitter(x3, jitter, torch.Generator().manual_seed(seed))
-    radii = knn_radii(x3, k, metric=metric, _tile_rows=_tile_rows).double()
+    if chosen == "cpp" and metric == "max":
+        _check_tile_rows(_tile_rows)  # validated for a uniform API; the native kernel does not tile
+        radii = _dispatch.knn_maxnorm(x3, d, k, 0, backend=chosen)[0].double()
+    else:
+        radii = knn_radii(x3, k, metric=metric, _tile_rows=_tile_rows).double()
     if bool((radii == 0).any()):
         raise _duplicates_error("x")
     value = _psi(n) - _psi(k) + _log_unit_ball(d, metric) + d * radii.log().mean(-1)
@@ -215,7 +225,7 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)
-    _dispatch.resolve_backend(backend, x.device)
+    chosen = _dispatch.resolve_backend(backend, x.device)
     if isinstance(variant, bool) or variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     n = x.shape[-2]
@@ -230,7 +240,12 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     for name, z in (("x", x3), ("y", y3)):
         if _max_multiplicity(z) > k:
             raise _duplicates_error(name)
-    radius, n_x, n_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
+    if chosen == "cpp":
+        _check_tile_rows(_tile_rows)  # validated for a uniform API; the native kernel does not tile
+        joint = torch.cat([x3, y3], dim=-1)
+        radius, n_x, n_y = _dispatch.knn_maxnorm(joint, x3.shape[-1], k, variant, backend=chosen)
+    else:
+        radius, n_x, n_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
     if bool((radius == 0).any()):
         raise _duplicates_error("the joint sample (x, y)")
     psi = torch.special.digamma
