@@ -12,7 +12,7 @@ NATIVE_SRC := $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cu
 $(DEPS_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q numpy scipy triton==3.8.0 pybind11 ninja pytest pytest-benchmark hypothesis
+	$(PY) -m pip install -q numpy scipy scikit-learn triton==3.8.0 pybind11 ninja pytest pytest-benchmark hypothesis
 	$(PY) -m pip install -q transformers gguf safetensors accelerate matplotlib pandas
 	touch $@
 
