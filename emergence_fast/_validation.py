@@ -54,3 +54,41 @@ def log_base(base) -> float:
 def check_choice(value, name: str, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(value, name: str) -> int:
+    """A memory size in bytes from an int or a string such as ``"256MB"``, ``"8GB"``, ``"1.5GiB"``.
+
+    Raises ValueError naming ``name`` when the value is not a positive size.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive size such as 256MB or 8GB, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str):
+        text = value.strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number):]
+        if unit not in _SIZE_UNITS or not number:
+            raise ValueError(f"{name} must be a positive size such as 256MB, 8GB or 1.5GiB, got {value!r}")
+        try:
+            size = int(float(number) * _SIZE_UNITS[unit])
+        except ValueError:
+            raise ValueError(f"{name} must be a positive size such as 256MB, 8GB or 1.5GiB, got {value!r}") from None
+    else:
+        raise ValueError(f"{name} must be a positive size such as 256MB or 8GB (or a number of bytes), got {value!r}")
+    if size <= 0:
+        raise ValueError(f"{name} must be a positive size, got {value!r}")
+    return size
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:.3g} TB"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ import torch
 
 from . import __version__
 from ._dispatch import gram
-from .accumulators import GaussianMIAccumulator, PairReservoir
+from . import distributed
+from ._validation import format_bytes, parse_bytes
+from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
 from .capture import BlockCapture
 from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
 from .estimators import MI_METHODS, gaussian, sliced
@@ -228,9 +231,9 @@ def _load_checkpoint(path: Path, config: dict):
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); it was left in "
                          "place: delete it or run without resume") from exc
-    if not isinstance(payload, dict) or not {"config", "state", "batches_done"} <= payload.keys():
+    if not isinstance(payload, dict) or not {"config", "state", "folds_done", "batches_done"} <= payload.keys():
         raise ValueError(f"checkpoint {path} is corrupt: it does not hold an IE checkpoint (config, state, "
-                         "batches_done); it was left in place: delete it or run without resume")
+                         "folds_done, batches_done); it was left in place: delete it or run without resume")
     if payload.get("config") != config:
         raise ValueError(f"checkpoint {path} was written by a different run configuration; it was left in place. "
                          f"Checkpoint config: {payload.get('config')}; this run: {config}")
@@ -243,16 +246,32 @@ def _prepend(ids: torch.Tensor, bos: int | None) -> torch.Tensor:
     return torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids], dim=1)
 
 
-def _micro_states(capture: BlockCapture, tokens: torch.Tensor, bos, batch_size, device):
-    """Block inputs and outputs for each token fed alone: ``[layers, V, d]`` each."""
-    ins, outs = [], []
+def _micro_states(capture: BlockCapture, tokens: torch.Tensor, bos, batch_size, device, width, world):
+    """Block inputs and outputs for each token fed alone: ``[layers, V, d]`` each.
+
+    The batches of tokens are the same for any number of ranks; each rank runs its share and
+    the rows are combined by :func:`distributed.owner_sum`, bit-identical to one process.
+    """
     offset = 0 if bos is None else 1
-    for lo in range(0, tokens.numel(), batch_size):
-        ids = _prepend(tokens[lo:lo + batch_size].unsqueeze(-1), bos).to(device)
+    batches = [(lo, min(lo + batch_size, tokens.numel())) for lo in range(0, tokens.numel(), batch_size)]
+    states = None
+    for b in distributed.shard(len(batches), world):
+        lo, hi = batches[b]
+        ids = _prepend(tokens[lo:hi].unsqueeze(-1), bos).to(device)
         block_in, block_out = capture.run(ids, positions=[offset])
-        ins.append(block_in[:, :, 0])
-        outs.append(block_out[:, :, 0])
-    return torch.cat(ins, 1), torch.cat(outs, 1)
+        if states is None:
+            states = block_in.new_zeros(2, len(capture.layers), tokens.numel(), block_in.shape[-1])
+        states[0, :, lo:hi] = block_in[:, :, 0]
+        states[1, :, lo:hi] = block_out[:, :, 0]
+    if states is None:  # this rank ran no micro batch
+        states = torch.zeros(2, len(capture.layers), tokens.numel(), width, device=device)
+    states = distributed.owner_sum(states, world)
+    return states[0], states[1]
+
+
+def micro_weights(tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``[T, V]`` float64: how often each distinct token appears at each position."""
+    return (input_ids.T.unsqueeze(-1) == tokens.view(1, 1, -1)).sum(1).to(torch.float64)
 
 
 def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
@@ -275,8 +294,42 @@ def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
     return count, mean, comoment
 
 
-def _estimate(estimator, count, comoment, dx, options, base):
-    """(value, standard error, expected bias) per cell; the sliced estimate's bias is not modelled (NaN)."""
+def micro_subspace_moments(states_in, states_out, tokens, input_ids, rank: int):
+    """Micro count and comoment per (layer, position) in each cell's own top-``rank`` principal subspace.
+
+    The micro covariance of position ``t`` has rank below the number of distinct tokens there,
+    so its top principal directions come exactly from an SVD of the weighted, standardised
+    ``[V, d]`` states (:func:`~emergence_fast.accumulators.standardised_basis`); the result has
+    width ``2 r`` with ``r = min(rank, V, d)`` and no ``d x d`` matrix is ever formed.
+    """
+    weights = micro_weights(tokens, input_ids).to(states_in.device)  # [T, V]
+    n_layers, seq_len = states_in.shape[0], weights.shape[0]
+    count = torch.full((n_layers, seq_len), input_ids.shape[0], dtype=torch.int64, device=states_in.device)
+    comoments = []
+    for layer in range(n_layers):
+        per_position = []
+        for t in range(seq_len):  # one [V, d] float64 copy at a time
+            sides = []
+            for states in (states_in[layer], states_out[layer]):
+                mean, scale, basis = standardised_basis(states.unsqueeze(0), rank, weights[t:t + 1])
+                sides.append(((states.to(torch.float64) - mean) / scale) @ basis[0])
+            z = torch.cat(sides, -1)  # [V, 2r]
+            w = weights[t].unsqueeze(-1)
+            centred = z - (w * z).sum(0) / w.sum()
+            per_position.append((centred * w).T @ centred)
+        comoments.append(torch.stack(per_position))
+    return count, torch.stack(comoments)
+
+
+def _estimate(estimator, count, comoment, dx, options, base, subspace=False):
+    """(value, standard error, expected bias) per cell; the sliced estimate's bias is not modelled (NaN).
+
+    ``subspace``: the comoment is of coordinates already standardised and rotated to principal
+    directions, so ``pca=k`` picks the top ``k`` of them by variance without re-standardising.
+    """
+    if subspace and estimator == "gaussian" and options.get("pca"):
+        comoment, dx = gaussian.principal_subspace(comoment, dx, options["pca"])
+        options = {**options, "pca": None}
     if estimator == "sliced":
         value, stderr = sliced.mutual_information_from_moments(count, comoment, dx, base=base, details=True, **options)
         return value, stderr, torch.full_like(value, float("nan"))
@@ -284,19 +337,40 @@ def _estimate(estimator, count, comoment, dx, options, base):
     return value, diag.stderr, diag.expected_bias
 
 
-def _estimate_from_moments(estimator, accumulator, micro_in, micro_out, tokens, input_ids, options, base, backend):
-    macro, micro = [], []
-    for layer in range(accumulator.count.shape[0]):  # per layer: bounds the float64 temporaries in memory
-        macro.append(_estimate(estimator, accumulator.count[layer], accumulator.comoment[layer], accumulator.dx,
-                               options, base))
-        count, _, comoment = micro_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1],
-                                           tokens.to(micro_in.device), input_ids, backend)
-        micro.append(_estimate(estimator, count[0], comoment[0], accumulator.dx, options, base))
-    return tuple(torch.stack(column) for column in zip(*macro)) + tuple(torch.stack(column) for column in zip(*micro))
+def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base, backend, world):
+    """Six ``[L, T]`` tensors; the layers are split over ranks and gathered exactly (each layer has one owner)."""
+    subspace = isinstance(state, SubspaceGaussianAccumulator)
+    moments = state.inner if subspace else state
+    n_layers, seq_len = moments.count.shape
+    out = torch.zeros(6, n_layers, seq_len, dtype=torch.float64, device=micro_in.device)
+    for layer in distributed.shard(n_layers, world):  # per layer: bounds the float64 temporaries in memory
+        macro = _estimate(estimator, moments.count[layer], moments.comoment[layer], moments.dx, options, base, subspace)
+        if subspace:
+            count, comoment = micro_subspace_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1],
+                                                     tokens.to(micro_in.device), input_ids, state.rank)
+            micro = _estimate(estimator, count[0], comoment[0], comoment.shape[-1] // 2, options, base, True)
+        else:
+            count, _, comoment = micro_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1],
+                                               tokens.to(micro_in.device), input_ids, backend)
+            micro = _estimate(estimator, count[0], comoment[0], moments.dx, options, base)
+        out[:, layer] = torch.stack([t.to(out) for t in macro + micro])
+    # A NaN or inf (bias of sliced, singular cells) would poison the sum: send finite codes and a mask.
+    finite = torch.isfinite(out)
+    values = distributed.owner_sum(torch.where(finite, out, torch.zeros_like(out)), world)
+    codes = distributed.owner_sum(torch.where(finite, torch.zeros_like(out), _nonfinite_code(out)), world)
+    return tuple(torch.where(codes == 0, values, _decode_nonfinite(codes)))
 
 
-def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base):
-    """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone."""
+def _nonfinite_code(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isnan(t), 1.0, torch.where(t > 0, 2.0, 3.0)).to(t)
+
+
+def _decode_nonfinite(codes: torch.Tensor) -> torch.Tensor:
+    return torch.where(codes == 1, math.nan, torch.where(codes == 2, math.inf, -math.inf)).to(codes)
+
+
+def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world):
+    """The named estimator on the kept rows (on rank 0, then shared); micro rows are the kept samples' tokens fed alone."""
     estimate = MI_METHODS[estimator]
 
     def with_stderr(x, y):
@@ -306,12 +380,17 @@ def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, 
         return estimate_with_stderr(estimate, estimator, (x, y), {"base": base, **options})
 
     x, y = reservoir.pairs()  # [L, T, m, d]
-    kept = input_ids[reservoir.index[: x.shape[-2]]]  # [m, T]
-    slot = torch.searchsorted(tokens, kept).T.to(micro_in.device)  # [T, m] rows of the distinct-token states
-    macro, macro_se = with_stderr(x, y)
-    micro, micro_se = with_stderr(micro_in[:, slot], micro_out[:, slot])
-    unknown = torch.full_like(macro, float("nan"))
-    return macro, macro_se, unknown, micro, micro_se, unknown
+    if world.is_main:
+        kept = input_ids[reservoir.index[: x.shape[-2]]]  # [m, T]
+        slot = torch.searchsorted(tokens, kept).T.to(micro_in.device)  # [T, m] rows of the distinct-token states
+        macro, macro_se = with_stderr(x, y)
+        micro, micro_se = with_stderr(micro_in[:, slot], micro_out[:, slot])
+        out = torch.stack([t.to(torch.float64) for t in (macro, macro_se, micro, micro_se)])
+    else:
+        out = torch.zeros(4, *x.shape[:2], dtype=torch.float64, device=x.device)
+    out = distributed.broadcast_(out.to(x.device), world)
+    unknown = torch.full_like(out[0], float("nan"))
+    return out[0], out[1], unknown, out[2], out[3], unknown
 
 
 def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options, unit):
@@ -340,68 +419,229 @@ def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, i
     return notes
 
 
-def _new_state(estimator, width, batch_shape, device, backend, reservoir_size, reservoir_seed):
-    """Streaming state for ``estimator``: Gaussian sufficient statistics, or a reservoir of rows."""
+DEFAULT_STATE_MEMORY = "4GB"
+# The smallest useful bounded states: a subspace of rank >= max(pca, 8) from a pilot of >= 4 rows per
+# direction, and a reservoir of 64 rows; below these the run is refused with the minimum it needs.
+MIN_SUBSPACE_RANK = 8
+MAX_SUBSPACE_RANK = 64
+PILOT_ROWS_PER_DIRECTION = 16
+MIN_RESERVOIR = 64
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """What the streaming state will be and what it costs, decided before any forward pass.
+
+    ``kind``: ``"full"`` (Gaussian moments of the full width), ``"subspace"``
+    (:class:`SubspaceGaussianAccumulator` of ``rank`` per side from a ``pilot``-sample first pass)
+    or ``"reservoir"`` (``capacity`` rows per cell). ``fold_batches``: batches folded into the
+    state at once; ``bytes``: the state plus the fold buffer, per rank.
+    """
+
+    kind: str
+    bytes: int
+    fold_batches: int
+    rank: int | None = None
+    pilot: int | None = None
+    capacity: int | None = None
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "bytes": self.bytes, "fold_batches": self.fold_batches, "rank": self.rank,
+                "pilot": self.pilot, "capacity": self.capacity}
+
+
+def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_samples, reservoir_size,
+                budget) -> StatePlan:
+    """Fit the state into ``budget`` bytes: full moments if they fit, else a subspace (or a smaller reservoir).
+
+    The fold buffer (captured float32 rows waiting to be folded) counts against the budget too:
+    it gets at most a quarter of it, which may fold more often than ``update_samples`` asks.
+    """
+    row = cells * 2 * width * 4  # one sample's captured float32 rows, all cells
+    fold_batches = max(1, math.ceil(update_samples / batch_size))
+    fold_batches = max(1, min(fold_batches, budget // 4 // (row * batch_size)))
+    fold = fold_batches * batch_size * row
     if estimator in SAMPLE_ESTIMATORS:
-        return PairReservoir(width, width, batch_shape, capacity=reservoir_size, seed=reservoir_seed, device=device)
-    return GaussianMIAccumulator(width, width, batch_shape, device=device, backend=backend)
+        capacity = min(reservoir_size, (budget - fold) // row if budget > fold else 0)
+        minimum = MIN_RESERVOIR * row + batch_size * row
+        if capacity < min(MIN_RESERVOIR, reservoir_size):
+            raise ValueError(f"state_memory={format_bytes(budget)} is too small for any estimator here: a reservoir "
+                             f"of {MIN_RESERVOIR} rows for {cells} cells of width {width} needs {format_bytes(minimum)}")
+        return StatePlan("reservoir", capacity * row + fold, fold_batches, capacity=capacity)
+    full = cells * (8 * (2 * width) ** 2 + 16 * width + 8)
+    if full + fold <= budget:
+        return StatePlan("full", full + fold, fold_batches)
+    floor = max(MIN_SUBSPACE_RANK, options.get("pca") or 0, options.get("k") or 0)
+
+    def cost(rank, pilot):
+        subspace = cells * (8 * (2 * rank) ** 2 + 2 * width * rank * 8 + 4 * width * 8)
+        return subspace + max(fold, cells * pilot * 2 * width * 4)
+
+    for rank in range(min(width, max(MAX_SUBSPACE_RANK, floor)), floor - 1, -8 if floor < MAX_SUBSPACE_RANK else -1):
+        pilot = min(n_samples, PILOT_ROWS_PER_DIRECTION * rank)
+        if rank <= min(width, pilot) and cost(rank, pilot) <= budget:
+            return StatePlan("subspace", cost(rank, pilot), fold_batches, rank=rank, pilot=pilot)
+    rank = min(width, floor)
+    pilot = min(n_samples, PILOT_ROWS_PER_DIRECTION * rank)
+    raise ValueError(f"state_memory={format_bytes(budget)} is too small for any estimator here: full moments need "
+                     f"{format_bytes(full + fold)}, and the smallest bounded state (a rank-{rank} subspace from a "
+                     f"{pilot}-sample pilot, {cells} cells of width {width}) needs {format_bytes(cost(rank, pilot))}")
 
 
-def _macro_pass(capture, input_ids, bos, batch_size, update_samples, state, new_state, done, checkpoint,
-                checkpoint_every, config, progress, timings):
-    """Stream every batch from ``done`` on through the hooks into ``state``, checkpointing at folds."""
+def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device, backend, world):
+    """First pass of the subspace state: per-cell principal directions from ``plan.pilot`` seeded samples.
+
+    The pilot is the bottom-``pilot`` of :func:`hash_priority` over sample indices, fixed by the
+    seed alone; its batches are split over ranks and its rows combined exactly, and rank 0's
+    basis is broadcast, so every rank (and a one-process run) projects on the same subspace.
+    """
+    n_samples, seq_len = input_ids.shape
+    n_layers = len(capture.layers)
+    chosen = torch.argsort(hash_priority(torch.arange(n_samples), seed), stable=True)[: plan.pilot].sort().values
+    positions = [(0 if bos is None else 1) + t for t in range(seq_len)]
+    rows = torch.zeros(2, n_layers, seq_len, plan.pilot, width, device=device)
+    for b in distributed.shard(math.ceil(plan.pilot / batch_size), world):
+        lo, hi = b * batch_size, min((b + 1) * batch_size, plan.pilot)
+        block_in, block_out = capture.run(_prepend(input_ids[chosen[lo:hi]], bos).to(device), positions=positions)
+        rows[0, :, :, lo:hi] = block_in.transpose(1, 2).to(rows)
+        rows[1, :, :, lo:hi] = block_out.transpose(1, 2).to(rows)
+    rows = distributed.owner_sum(rows, world).view(2, n_layers * seq_len, plan.pilot, width)
+    sides = []
+    for side in range(2):
+        mean = torch.zeros(n_layers * seq_len, width, dtype=torch.float64, device=device)
+        scale, basis = torch.ones_like(mean), mean.new_zeros(n_layers * seq_len, width, plan.rank)
+        if world.is_main:
+            for cell in range(n_layers * seq_len):  # one [pilot, width] float64 copy at a time
+                m, s, q = standardised_basis(rows[side, cell:cell + 1], plan.rank)
+                mean[cell], scale[cell], basis[cell, :, : q.shape[-1]] = m[0], s[0], q[0]
+        sides += [distributed.broadcast_(t, world).view(n_layers, seq_len, *t.shape[1:]) for t in (mean, scale, basis)]
+    del rows
+    return SubspaceGaussianAccumulator(*sides, backend=backend)
+
+
+def _checkpoint_path(checkpoint_dir, world) -> Path | None:
+    if checkpoint_dir is None:
+        return None
+    name = CHECKPOINT_NAME if not world.distributed else \
+        CHECKPOINT_NAME.replace(".pt", f".rank{world.rank}-of-{world.world_size}.pt")
+    return Path(checkpoint_dir) / name
+
+
+def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoint, checkpoint_every, config,
+                progress, timings, world):
+    """Stream this rank's folds, from the ``done``-th on, through the hooks into ``state``.
+
+    A fold is ``plan.fold_batches`` consecutive batches; folds are numbered over the whole
+    dataset and every rank takes a contiguous run of them, so each fold's float32 Gram is the
+    one a single process computes and only the float64 merges differ in order.
+    """
     n_samples, seq_len = input_ids.shape
     device = next(capture.model.parameters()).device
     positions = [(0 if bos is None else 1) + t for t in range(seq_len)]
-    batches = [(lo, min(lo + batch_size, n_samples)) for lo in range(0, n_samples, batch_size)]
-    timings.update(forward_s=0.0, accumulate_s=0.0)
-    iterator = range(done, len(batches))
-    if progress:
+    fold_size = plan.fold_batches * batch_size
+    folds = distributed.shard(math.ceil(n_samples / fold_size), world)
+    timings.update(forward_s=0.0, accumulate_s=0.0, samples=0)
+    iterator = range(done, len(folds))
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, total=len(batches), initial=done, desc="IE macro pass", unit="batch")
-    buffered, last_checkpoint = [], done
-    for b in iterator:
-        lo, hi = batches[b]
+        iterator = tqdm(iterator, total=len(folds), initial=done, unit="fold",
+                        desc="IE macro pass" + (f" (rank 0 of {world.world_size})" if world.distributed else ""))
+    last_checkpoint = done
+    for f in iterator:
+        fold_lo = folds[f] * fold_size
+        captured = []
         start = time.perf_counter()
-        buffered.append(capture.run(_prepend(input_ids[lo:hi], bos).to(device), positions=positions))
+        for lo in range(fold_lo, min(fold_lo + fold_size, n_samples), batch_size):
+            hi = min(lo + batch_size, n_samples)
+            captured.append(capture.run(_prepend(input_ids[lo:hi], bos).to(device), positions=positions))
         timings["forward_s"] += time.perf_counter() - start
-        if sum(block_in.shape[1] for block_in, _ in buffered) < update_samples and b + 1 < len(batches):
-            continue
-        # One fold per ~update_samples samples: the state's d^2 memory traffic is paid once per fold.
         start = time.perf_counter()
-        block_in = torch.cat([pair[0] for pair in buffered], dim=1)
-        block_out = torch.cat([pair[1] for pair in buffered], dim=1)
-        buffered = []
-        if state is None:
-            state = new_state(block_in.shape[-1])
-        state.update(block_in.transpose(1, 2), block_out.transpose(1, 2))
+        block_in = torch.cat([pair[0] for pair in captured], dim=1).transpose(1, 2)
+        block_out = torch.cat([pair[1] for pair in captured], dim=1).transpose(1, 2)
+        del captured
+        timings["samples"] += block_in.shape[-2]
+        if isinstance(state, PairReservoir):
+            state.update(block_in, block_out, torch.arange(fold_lo, fold_lo + block_in.shape[-2]))
+        else:
+            state.update(block_in, block_out)
         timings["accumulate_s"] += time.perf_counter() - start
-        if checkpoint is not None and (b + 1 - last_checkpoint >= checkpoint_every or b + 1 == len(batches)):
+        batches_now = math.ceil(min((folds[f] + 1) * fold_size, n_samples) / batch_size) - folds.start * plan.fold_batches
+        if checkpoint is not None and ((f + 1 - last_checkpoint) * plan.fold_batches >= checkpoint_every
+                                       or f + 1 == len(folds)):
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            _save_checkpoint(checkpoint, {"config": config, "batches_done": b + 1, "state": state.state_dict()})
-            last_checkpoint = b + 1
+            _save_checkpoint(checkpoint, {"config": config, "folds_done": f + 1, "batches_done": batches_now,
+                                          "state": state.state_dict()})
+            last_checkpoint = f + 1
     timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
     return state
+
+
+def _new_state(plan, capture, input_ids, bos, batch_size, width, device, backend, reservoir_seed, world):
+    n_layers, seq_len = len(capture.layers), input_ids.shape[1]
+    if plan.kind == "reservoir":
+        return PairReservoir(width, width, (n_layers, seq_len), capacity=plan.capacity, seed=reservoir_seed,
+                             device=device)
+    if plan.kind == "subspace":
+        return _pilot_state(capture, input_ids, bos, batch_size, plan, reservoir_seed, width, device, backend, world)
+    return GaussianMIAccumulator(width, width, (n_layers, seq_len), device=device, backend=backend)
+
+
+def _load_state(plan, payload, width, cells_shape, device, backend):
+    if plan.kind == "subspace":
+        return SubspaceGaussianAccumulator.from_state_dict(payload["state"], device=device, backend=backend)
+    if plan.kind == "reservoir":
+        return PairReservoir(width, width, cells_shape, capacity=plan.capacity, device=device).load_state_dict(
+            payload["state"])
+    return GaussianMIAccumulator(width, width, cells_shape, device=device, backend=backend).load_state_dict(
+        payload["state"])
+
+
+def _block_width(model, capture, input_ids, bos, device) -> int:
+    """The residual-stream width, from the config when it says, else from one sample's forward."""
+    width = getattr(getattr(model, "config", None), "hidden_size", None)
+    if isinstance(width, int) and width > 0:
+        return width
+    block_in, _ = capture.run(_prepend(input_ids[:1], bos).to(device), positions=[0 if bos is None else 1])
+    return block_in.shape[-1]
 
 
 def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
                           batch_size=32, update_samples=512, reservoir_size=1024, reservoir_seed=0, base=2,
                           add_bos="auto", blocks=None, checkpoint_dir=None, resume=False, checkpoint_every=8,
-                          progress=False, backend=None) -> IEResult:
+                          progress=False, backend=None, state_memory=DEFAULT_STATE_MEMORY, world=None) -> IEResult:
     """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).
 
     ``layers``: block indices or TransformerLens point names (default all). ``estimator``:
     ``"gaussian"`` (default options ``pca=8, bias_correction="wishart"``) or ``"sliced"``
     (``k=4, n_slices=64, seed=0``), both read from the same streaming Gaussian state; or a
     sample-based estimator (``"ksg"``, ``"renyi"``, ``"infonce"``, ``"nwj"``, ``"mine"``,
-    ``"smile"``, ``"chen2024"``: the paper's MINE preset) run on a seeded reservoir of
+    ``"smile"``, ``"chen2024"``: the paper's MINE preset) run on a seeded bottom-k reservoir of
     ``reservoir_size`` rows per (layer, position), with ``estimator_options`` passed through.
     ``base=2`` reports bits (``None`` nats). ``add_bos``: ``"auto"`` prepends the tokenizer's BOS
-    when it adds one, or ``True``/``False``/a token id. Captured batches are buffered and folded
-    into the state once per ``update_samples`` samples. ``checkpoint_dir`` + ``checkpoint_every``
-    write the streaming state at the first fold after that many batches; ``resume=True``
-    continues from it and gives the result of an uninterrupted run.
+    when it adds one, or ``True``/``False``/a token id. Captured batches are folded into the
+    state ``update_samples`` samples at a time. ``checkpoint_dir`` + ``checkpoint_every`` write
+    the streaming state at the first fold after that many batches; ``resume=True`` continues
+    from it and gives the result of an uninterrupted run.
+
+    Memory: ``state_memory`` (bytes, or a string such as ``"256MB"``, ``"8GB"``; default 4 GB)
+    bounds the streaming state per rank, fold buffer included. When full-width moments
+    (``8 (2d)^2`` bytes per cell) do not fit, the moment estimators run on a two-pass
+    principal-subspace state (:class:`~emergence_fast.accumulators.SubspaceGaussianAccumulator`:
+    a seeded pilot sample finds each cell's top-``r`` directions, the pass then accumulates the
+    projected moments), and ``result.config["state"]`` says so; the reservoir shrinks to fit.
+
+    Scale: under ``torchrun``/``accelerate launch``, or inside a caller's process group, each
+    rank (``world``: an :class:`emergence_fast.distributed.World`, default the current process
+    group) runs a contiguous share of the folds and the states are combined with collectives;
+    every rank returns the one-process result (moment estimators to float64 rounding, the
+    reservoir exactly). Checkpoints are per rank; resume with the same number of ranks.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments (named), a budget too small for any state (with the minimum), more ranks
+        than samples, ranks that disagree on the configuration, or a checkpoint of another run.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -416,6 +656,11 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
                         ("reservoir_size", reservoir_size), ("checkpoint_every", checkpoint_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    budget = parse_bytes(state_memory, "state_memory")
+    world = distributed.current() if world is None else world
+    if world.world_size > n_samples:
+        raise ValueError(f"there are more ranks ({world.world_size}) than samples ({n_samples}): use fewer processes "
+                         "or more samples")
     options = _check_estimator_options(estimator, estimator_options, n_samples)
     unit = "nats" if base is None else ("bits" if base == 2 else f"log{base}")
     bos = _uses_bos(tokenizer, add_bos)
@@ -423,38 +668,50 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     device = next(model.parameters()).device
     capture = BlockCapture(model, layers, blocks=blocks)
     positions = list(range(seq_len))
+    width = _block_width(model, capture, input_ids, bos, device)
+    cells_shape = (len(capture.layers), seq_len)
+    plan = _plan_state(estimator, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
+                       reservoir_size, budget)
     config = {"model": _model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
-              "reservoir": [reservoir_size, reservoir_seed] if estimator in SAMPLE_ESTIMATORS else None, "bos": bos,
-              "estimator": estimator, "estimator_options": options, "base": base}
+              "reservoir": [plan.capacity, reservoir_seed] if estimator in SAMPLE_ESTIMATORS else None, "bos": bos,
+              "estimator": estimator, "estimator_options": options, "base": base,
+              "state": {key: value for key, value in plan.describe().items() if key != "bytes"}}
+    distributed.check_agreement({**config, "world_size": world.world_size}, world)
 
-    checkpoint = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    def new_state(width):
-        return _new_state(estimator, width, (len(capture.layers), seq_len), device, backend, reservoir_size,
-                          reservoir_seed)
-
-    state, done = None, 0
+    checkpoint = _checkpoint_path(checkpoint_dir, world)
+    state, done, resumed_batches = None, 0, 0
     if resume and checkpoint is not None and checkpoint.exists():
-        payload = _load_checkpoint(checkpoint, config)
-        state = new_state(payload["state"]["dx"]).load_state_dict(payload["state"])
-        done = payload["batches_done"]
-
+        payload = _load_checkpoint(checkpoint, {**config, "world_size": world.world_size})
+        state = _load_state(plan, payload, width, cells_shape, device, backend)
+        done, resumed_batches = payload["folds_done"], payload["batches_done"]
     timings = {}
-    state = _macro_pass(capture, input_ids, bos, batch_size, update_samples, state, new_state, done, checkpoint,
-                        checkpoint_every, config, progress, timings)
+    start = time.perf_counter()
+    # A rank without a checkpoint starts its share over. The pilot pass is collective, so when any
+    # rank needs it all run it; it is deterministic, and a rank that resumed keeps its own copy.
+    if plan.kind == "subspace" and distributed.any_rank(state is None, world):
+        fresh = _new_state(plan, capture, input_ids, bos, batch_size, width, device, backend, reservoir_seed, world)
+        state = fresh if state is None else state
+    elif state is None:
+        state = _new_state(plan, capture, input_ids, bos, batch_size, width, device, backend, reservoir_seed, world)
+    timings["pilot_s"] = time.perf_counter() - start
+    state = _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoint, checkpoint_every,
+                        {**config, "world_size": world.world_size}, progress, timings, world)
+    state.all_reduce(world)
 
     start = time.perf_counter()
     tokens = torch.unique(input_ids)
-    micro_in, micro_out = _micro_states(capture, tokens, bos, batch_size, device)
+    micro_in, micro_out = _micro_states(capture, tokens, bos, batch_size, device, width, world)
     timings["micro_pass_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     if estimator in SAMPLE_ESTIMATORS:
-        estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base)
+        estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
+                                             world)
     else:
         estimates = _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
-                                           backend)
+                                           backend, world)
     macro, macro_se, macro_bias, micro, micro_se, micro_bias = estimates
     timings["estimate_s"] = time.perf_counter() - start
 
@@ -463,13 +720,17 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     emergence_se = (macro_se.square() + micro_se.square().cumsum(-1) / positions_count.square()).sqrt()
     ceiling_macro = prefix_entropy(input_ids, base=base).to(torch.float64)
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
-    notes = _notes(macro.cpu(), micro.cpu(), macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options,
-                   unit)
+    notes = _notes(macro.cpu(), micro.cpu(), macro_bias.cpu(), micro_bias.cpu(), ceiling_macro, ceiling_micro,
+                   input_ids, options, unit)
+    notes += _state_notes(plan, state, estimator, options, reservoir_size, budget)
     notes.append("ceiling: for injective blocks the true MI between consecutive hidden states equals the prefix "
                  "entropy (macro) or the token entropy (micro); estimates above it measure the estimator, not the data.")
-    timings["tokens_per_s_macro"] = n_samples * (seq_len + offset) / max(timings["macro_pass_s"], 1e-9)
+    timings["tokens_per_s_macro"] = timings["samples"] * (seq_len + offset) / max(timings["macro_pass_s"], 1e-9)
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(device),
-                  "timings": timings, "resumed_from_batch": done}
+                  "timings": timings, "resumed_from_batch": resumed_batches, "world": world.describe(),
+                  "state_bytes": plan.bytes, "state_memory": budget}
+    if isinstance(state, SubspaceGaussianAccumulator):
+        provenance["subspace_captured_variance"] = state.captured_variance().cpu().tolist()
     try:
         import transformers
 
@@ -484,3 +745,21 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
         ceiling_emergence=ceiling_macro - _cumulative_mean(ceiling_micro), config=config, provenance=provenance,
         notes=notes)
 
+
+def _state_notes(plan, state, estimator, options, reservoir_size, budget) -> list[str]:
+    """Say which estimator was actually computed when the budget forced a bounded state."""
+    if plan.kind == "reservoir" and plan.capacity < reservoir_size:
+        return [f"state: the reservoir holds {plan.capacity} rows per cell, not the {reservoir_size} asked for, to fit "
+                f"state_memory={format_bytes(budget)}."]
+    if plan.kind != "subspace":
+        return []
+    captured = state.captured_variance()
+    worst = float(captured.min())
+    what = {"gaussian": f"Gaussian MI of the top-{options['pca']} principal components" if options.get("pca")
+            else f"Gaussian MI of the whole rank-{plan.rank} subspace (a lower bound on the full-width Gaussian MI by "
+                 "the data-processing inequality)",
+            "sliced": f"sliced MI with slices drawn inside the rank-{plan.rank} subspace"}[estimator]
+    return [f"state: full-width moments exceed state_memory={format_bytes(budget)}; computed {what}, each side "
+            f"projected on its top-{plan.rank} principal directions from a {plan.pilot}-sample pilot pass. The subspace "
+            f"holds {worst:.1%} or more of every cell's standardised variance (mean {float(captured.mean()):.1%}); "
+            "with the whole data as pilot the top components are exact."]

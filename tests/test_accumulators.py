@@ -135,16 +135,16 @@ def test_reservoir_merge_is_a_uniform_sample_of_both_streams():
     from emergence_fast.accumulators import PairReservoir
 
     rows = torch.arange(200.0).reshape(1, 200, 1)
-    # Below capacity a merge keeps every row of both shards, with the other's rows numbered after ours.
+    # Below capacity a merge keeps every row of both shards, under their global indices.
     small = PairReservoir(1, 1, (1,), capacity=64).update(rows[:, :20], rows[:, :20])
-    small.merge(PairReservoir(1, 1, (1,), capacity=64).update(rows[:, 20:50], rows[:, 20:50]))
+    small.merge(PairReservoir(1, 1, (1,), capacity=64).update(rows[:, 20:50], rows[:, 20:50], torch.arange(20, 50)))
     assert small.seen == 50 and sorted(small.index[:50].tolist()) == list(range(50))
     assert torch.equal(small.pairs()[0][0, :, 0].long().sort().values, torch.arange(50))
     # Above capacity: unequal shards (60 and 140 rows), every row kept with probability 20 / 200.
     hits = torch.zeros(200, dtype=torch.float64)
     for seed in range(400):
         first = PairReservoir(1, 1, (1,), capacity=20, seed=seed).update(rows[:, :60], rows[:, :60])
-        second = PairReservoir(1, 1, (1,), capacity=20, seed=1000 + seed).update(rows[:, :140] + 60, rows[:, :140] + 60)
+        second = PairReservoir(1, 1, (1,), capacity=20, seed=seed).update(rows[:, 60:], rows[:, 60:], torch.arange(60, 200))
         kept = first.merge(second).pairs()[0][0, :, 0].long()
         assert torch.equal(kept, first.index) and kept.unique().numel() == 20
         hits[kept] += 1
@@ -153,11 +153,30 @@ def test_reservoir_merge_is_a_uniform_sample_of_both_streams():
     assert float((frequency - 0.1).abs().max()) < 0.075
 
 
+def test_reservoir_is_the_same_for_any_split_and_order(generator):
+    """Bottom-k by a hash of the global index: shards, batch sizes and order cannot change what is kept."""
+    from emergence_fast.accumulators import PairReservoir
+
+    data = torch.randn(2, 300, 3, generator=generator)
+    whole = PairReservoir(2, 1, (2,), capacity=40, seed=5).update(data[..., :2], data[..., 2:])
+    order = torch.randperm(300, generator=generator)
+    shards = [PairReservoir(2, 1, (2,), capacity=40, seed=5) for _ in range(3)]
+    for part, rows in zip(shards, (order[:7], order[7:7], order[7:])):  # one empty shard
+        for lo in range(0, rows.numel(), 23):
+            batch = rows[lo:lo + 23]
+            part.update(data[:, batch, :2], data[:, batch, 2:], batch)
+    merged = shards[2].merge(shards[1]).merge(shards[0])
+    assert torch.equal(merged.samples, whole.samples) and torch.equal(merged.index, whole.index)
+    assert merged.seen == 300
+
+
 def test_reservoir_merge_errors():
     from emergence_fast.accumulators import PairReservoir
 
     base = PairReservoir(1, 1, (2,), capacity=8)
     with pytest.raises(ValueError, match="capacity"):
         base.merge(PairReservoir(1, 1, (2,), capacity=9))
+    with pytest.raises(ValueError, match="seed"):
+        base.merge(PairReservoir(1, 1, (2,), capacity=8, seed=1))
     with pytest.raises(TypeError, match="PairReservoir"):
         base.merge(object())
