@@ -148,27 +148,64 @@ def _publish(built: Path, target: Path, staging: Path, force: bool) -> Path:
 
 def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None = None,
                device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-               device_map: str | dict | None = None):
+               device_map: str | dict | None = None, max_memory: dict | None = None,
+               offload_folder: str | os.PathLike | None = None):
     """Load a causal language model and its tokenizer, in eval mode, without the hub.
 
-    ``model``:
-      * ``None`` or :data:`DEFAULT_MODEL`: the embedded SmolLM2-135M-Instruct (fetched on first
-        use), even if a folder of that name is in the working directory (pass ``./`` + the name);
-      * a local folder: ``from_pretrained`` on it; with ``gguf_file`` (a file name inside the
-        folder) a GGUF checkpoint there is dequantised on load;
-      * any other string: a Hugging Face id, used only if it is already in the local HF cache.
+    Parameters
+    ----------
+    model : str, os.PathLike or None
+        ``None`` or :data:`DEFAULT_MODEL`: the embedded SmolLM2-135M-Instruct (fetched on first
+        use), even if a folder of that name is in the working directory (pass ``./`` + the name).
+        A local folder: ``from_pretrained`` on it. Any other string: a Hugging Face id, used only
+        if it is already in the local HF cache.
+    gguf_file : str, optional
+        A GGUF file name inside the folder ``model``; it is dequantised on load.
+    device : str or torch.device, optional
+        Where to put the whole model (default CPU). A CUDA device needs a CUDA build of torch and
+        that device.
+    dtype : str or torch.dtype, optional
+        ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or the torch dtype.
+    device_map : str or dict, optional
+        Hand placement to accelerate instead of ``device``: ``"auto"``, ``"balanced"``,
+        ``"balanced_low_0"``, ``"sequential"``, a device (``"cpu"``, ``"cuda:1"``, an index), or
+        ``{module name: device}`` where a device is an accelerator index, ``"cuda:i"``, ``"cpu"``
+        (offloaded to host memory when an accelerator runs the rest) or ``"disk"``. Modules
+        offloaded to the CPU or the disk keep their parameters on the ``meta`` device and run on
+        their accelerate hook's ``execution_device``; see
+        :func:`emergence_fast.capture.input_device` and :func:`emergence_fast.capture.model_identity`.
+    max_memory : dict, optional
+        Only with ``device_map``: the most memory per device that accelerate may fill, e.g.
+        ``{0: "20GB", "cpu": "2GB"}``. Keys are accelerator indices (or ``"cuda:i"``), ``"cpu"``,
+        ``"mps"`` or ``"disk"``; values are bytes (int) or a size string (``"200KB"``, ``"2GiB"``).
+        What does not fit goes to the next device, then to the disk.
+    offload_folder : str or os.PathLike, optional
+        Only with ``device_map``: the folder for weights offloaded to the disk. Required when
+        ``device_map`` or ``max_memory`` names ``"disk"``; pass it too when ``max_memory`` may leave
+        part of the model for the disk. Weights already in safetensors are read where they are;
+        the folder receives those that must be re-saved (e.g. a dequantised GGUF checkpoint), and
+        transformers raises when it needs the folder and has none.
 
-    ``dtype``: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or the torch dtype.
-    ``device``: where to put the model (default CPU); ``device_map`` instead hands placement to
-    accelerate (e.g. ``"auto"``); pass one or the other.
+    Returns
+    -------
+    (model, tokenizer)
+        The model in eval mode and its tokenizer as saved; call :func:`ensure_pad_token` before
+        padding batches.
 
-    The tokenizer is returned as saved; call :func:`ensure_pad_token` before padding batches.
-    Returns ``(model, tokenizer)``.
+    Raises
+    ------
+    ValueError, TypeError
+        A bad argument, named in the message: e.g. ``device`` with ``device_map``, ``max_memory``
+        or ``offload_folder`` without ``device_map``, a ``"disk"`` entry without
+        ``offload_folder``, or a CUDA device when CUDA is not available.
+    ModelNotAvailableError
+        ``model`` is neither a local folder nor in the local Hugging Face cache.
     """
     torch_dtype = _resolve_dtype(dtype)
     if device is not None and device_map is not None:
         raise ValueError("pass device or device_map, not both")
     target_device = _resolve_device(device) if device_map is None else None
+    placement = _resolve_placement(device_map, max_memory, offload_folder)
     if gguf_file is not None and not isinstance(gguf_file, str):
         raise TypeError(f"gguf_file must be a file name (str), got {type(gguf_file).__name__}")
 
@@ -189,9 +226,7 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
         if not (Path(source) / gguf_file).is_file():
             raise ValueError(f"gguf_file {gguf_file!r} is not a file in the folder {source!r}")
         file_kwargs["gguf_file"] = gguf_file
-    load_kwargs = {"dtype": torch_dtype}
-    if device_map is not None:
-        load_kwargs["device_map"] = device_map
+    load_kwargs = {"dtype": torch_dtype, **placement}
 
     start = time.perf_counter()
     try:
@@ -210,7 +245,9 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
     if target_device is not None:
         lm.to(target_device)
     lm.eval()
-    logger.info("loaded %s (%s) in %.2f s", source, torch_dtype, time.perf_counter() - start)
+    device_map_used = getattr(lm, "hf_device_map", None)
+    logger.info("loaded %s (%s) in %.2f s%s", source, torch_dtype, time.perf_counter() - start,
+                f", device map {device_map_used}" if device_map_used else "")
     return lm, tokenizer
 
 
@@ -267,9 +304,135 @@ def _resolve_device(device) -> torch.device:
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str or a torch.device, got {type(device).__name__}")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"device {device!r} is not a valid torch device: {exc}") from exc
+    _check_cuda(resolved, f"device={device!r}")
+    return resolved
+
+
+def _check_cuda(device: torch.device, what: str) -> None:
+    """Fail naming ``what`` (the argument and its value) on a CUDA device this process cannot use.
+
+    torch itself only asserts ("Torch not compiled with CUDA enabled") when the model is moved.
+    """
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        build = (f"this torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
+                 else "no CUDA device is visible")
+        raise ValueError(f"{what} asks for CUDA, but CUDA is not available ({build}); use the CPU "
+                         "(device='cpu', or 'cpu'/'disk' in device_map) or a CUDA build of torch on a machine with a GPU")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"{what} names CUDA device {device.index}, but only {count} "
+                         f"{'is' if count == 1 else 'are'} visible (0..{count - 1})")
+
+
+# device_map strings accelerate resolves itself; anything else must be one device.
+_DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+_MAX_MEMORY_NAMES = ("cpu", "mps", "disk")
+
+
+def _placement_device(value, argument: str):
+    """One device_map target: an accelerator index, "disk", or a device string / torch.device."""
+    if isinstance(value, bool):
+        raise TypeError(f"{argument} must be a device (int index, str or torch.device), got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{argument} must be a device index >= 0, got {value}")
+        _check_cuda(torch.device("cuda", value), f"{argument}={value!r}")
+        return value
+    if value == "disk":
+        return value
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{argument} must be a device (int index, str or torch.device), got {type(value).__name__}")
+    try:
+        device = torch.device(value)
+    except RuntimeError as exc:
+        raise ValueError(f"{argument}={value!r} is not a device: {exc}") from exc
+    _check_cuda(device, f"{argument}={value!r}")
+    return value
+
+
+def _resolve_placement(device_map, max_memory, offload_folder) -> dict:
+    """Check device_map, max_memory and offload_folder; return the from_pretrained keyword arguments."""
+    if device_map is None:
+        for name, value in (("max_memory", max_memory), ("offload_folder", offload_folder)):
+            if value is not None:
+                raise ValueError(f"{name} only applies with device_map (e.g. device_map='auto'), which was not given")
+        return {}
+    has_disk = False
+    if isinstance(device_map, dict):
+        if not device_map:
+            raise ValueError("device_map must not be an empty dict")
+        for key, value in device_map.items():
+            if not isinstance(key, str):
+                raise TypeError(f"device_map keys must be module names (str), got {key!r}")
+            _placement_device(value, f"device_map[{key!r}]")
+        has_disk = "disk" in device_map.values()
+    elif isinstance(device_map, str) and device_map in _DEVICE_MAP_STRATEGIES:
+        pass
+    elif isinstance(device_map, (str, int, torch.device)) and not isinstance(device_map, bool):
+        _placement_device(device_map, "device_map")
+        has_disk = device_map == "disk"
+    else:
+        raise TypeError(f"device_map must be one of {_DEVICE_MAP_STRATEGIES}, a device or a dict "
+                        f"{{module name: device}}, got {type(device_map).__name__}")
+    kwargs = {"device_map": device_map}
+
+    if max_memory is not None:
+        if not isinstance(max_memory, dict):
+            raise TypeError(f"max_memory must be a dict {{device: size}} such as {{0: '20GB', 'cpu': '2GB'}}, "
+                            f"got {type(max_memory).__name__}")
+        if not max_memory:
+            raise ValueError("max_memory must name at least one device, e.g. {0: '20GB', 'cpu': '2GB'}")
+        kwargs["max_memory"] = _resolve_max_memory(max_memory)
+        has_disk = has_disk or "disk" in kwargs["max_memory"]
+
+    if offload_folder is not None:
+        if not isinstance(offload_folder, (str, os.PathLike)):
+            raise TypeError(f"offload_folder must be a folder path (str or os.PathLike), got {type(offload_folder).__name__}")
+        folder = Path(os.path.expanduser(os.fspath(offload_folder)))
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"offload_folder {os.fspath(offload_folder)!r} exists and is not a folder")
+        kwargs["offload_folder"] = str(folder)
+    elif has_disk:
+        raise ValueError("device_map puts modules on 'disk' (or max_memory gives the disk room): pass "
+                         "offload_folder= a folder for the offloaded weights")
+    return kwargs
+
+
+def _resolve_max_memory(max_memory: dict) -> dict:
+    from accelerate.utils import convert_file_size_to_int
+
+    resolved = {}
+    for key, size in max_memory.items():
+        if isinstance(key, str) and key.startswith("cuda"):
+            try:
+                device = torch.device(key)
+            except RuntimeError as exc:
+                raise ValueError(f"max_memory key {key!r} is not a device: {exc}") from exc
+            key = 0 if device.index is None else device.index
+        if isinstance(key, bool) or not (isinstance(key, int) or key in _MAX_MEMORY_NAMES):
+            raise ValueError(f"max_memory keys must be accelerator indices (int or 'cuda:i') or one of "
+                             f"{_MAX_MEMORY_NAMES}, got {key!r}")
+        if isinstance(key, int):
+            if key < 0:
+                raise ValueError(f"max_memory keys must be accelerator indices >= 0, got {key}")
+            _check_cuda(torch.device("cuda", key), f"max_memory key {key!r}")
+        if isinstance(size, bool) or not isinstance(size, (int, str)):
+            raise TypeError(f"max_memory[{key!r}] must be bytes (int) or a size such as '2GB', got {size!r}")
+        try:
+            if convert_file_size_to_int(size) < 0:
+                raise ValueError
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"max_memory[{key!r}] must be bytes (int >= 0) or a size such as '200KB', '2GiB', "
+                             f"got {size!r}") from exc
+        if key in resolved:
+            raise ValueError(f"max_memory names device {key!r} twice")
+        resolved[key] = size
+    return resolved
 
 
 def ensure_pad_token(tokenizer):

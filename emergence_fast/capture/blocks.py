@@ -6,7 +6,9 @@ leaving it (``blocks.{l}.hook_resid_post`` = ``blocks.{l+1}.hook_resid_pre``).
 """
 from __future__ import annotations
 
+import hashlib
 import re
+from contextlib import suppress
 from typing import Sequence
 
 import torch
@@ -85,3 +87,168 @@ def hidden_of_call(args: tuple, kwargs: dict) -> torch.Tensor:
         return kwargs["hidden_states"]
     raise ValueError("could not find the block's input hidden state (neither a positional argument nor "
                      "hidden_states=); pass the blocks explicitly")
+
+
+# ---- models dispatched by accelerate (device_map, CPU and disk offload) -------------------------
+
+def _accelerate_hooks(module: nn.Module) -> list:
+    """The accelerate hooks on ``module`` (``_hf_hook``, a SequentialHook unpacked), outermost first."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return []
+    return list(getattr(hook, "hooks", None) or [hook])
+
+
+def _as_device(device) -> torch.device:
+    # accelerate writes execution devices as ints (accelerator index), strings or torch.device.
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    getter = getattr(model, "get_input_embeddings", None)
+    if getter is None:
+        return None
+    try:
+        embeddings = getter()
+    except (NotImplementedError, AttributeError):
+        return None
+    return embeddings if isinstance(embeddings, nn.Module) else None
+
+
+def _first_real_device(module: nn.Module) -> torch.device | None:
+    return next((p.device for p in module.parameters() if p.device.type != "meta"), None)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device the input ids must go to.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model in memory, or one dispatched by accelerate (``from_pretrained(device_map=...)``,
+        which sets ``model.hf_device_map``), whose weights may be offloaded to the CPU or disk.
+
+    Returns
+    -------
+    torch.device
+        For a dispatched model, the device the input embeddings *execute* on: the
+        ``execution_device`` of their accelerate hook (an offloaded module's weights live on
+        ``meta`` but it runs there), else the device of their first parameter that holds data,
+        else that of the model's, else the CPU. For a model in memory, the device of its first
+        parameter (the CPU when it has none).
+    """
+    if getattr(model, "hf_device_map", None) is not None:
+        embeddings = _input_embeddings(model)
+        for module in (embeddings, model):
+            if module is None:
+                continue
+            for hook in _accelerate_hooks(module):
+                if getattr(hook, "execution_device", None) is not None:
+                    return _as_device(hook.execution_device)
+        for module in (embeddings, model):
+            device = None if module is None else _first_real_device(module)
+            if device is not None:
+                return device
+        return torch.device("cpu")
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _offloaded_value(model: nn.Module, name: str) -> torch.Tensor | None:
+    """The data of the ``meta`` parameter ``name`` read through accelerate's offload, or None.
+
+    accelerate keeps an offloaded module's weights in ``module._hf_hook.weights_map`` (a view of
+    the CPU state dict or of the safetensors on disk) keyed by names relative to the hooked module;
+    the innermost hooked ancestor that knows the name wins (what transformers itself does).
+    """
+    parts = name.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:depth])
+        try:
+            module = model.get_submodule(prefix)
+        except AttributeError:
+            continue
+        relative = ".".join(parts[depth:])
+        for hook in _accelerate_hooks(module):
+            weights_map = getattr(hook, "weights_map", None)
+            if weights_map is None:
+                continue
+            try:
+                value = weights_map[relative]
+            except (KeyError, FileNotFoundError):
+                continue
+            if isinstance(value, torch.Tensor) and value.device.type != "meta":
+                return value
+    return None
+
+
+def _weight_sum(model: nn.Module, name: str, parameter: torch.Tensor) -> float | None:
+    """Sum of a parameter's values in float64, on the CPU (the same bits wherever the weight lives)."""
+    data = parameter.detach()
+    if data.device.type == "meta":
+        data = _offloaded_value(model, name)
+        if data is None:
+            return None
+    if data.device.type != "cpu":
+        data = data.to("cpu")
+    # dtype= accumulates in float64 without a float64 copy of the weight (an embedding can be GBs).
+    return float(torch.sum(data, dtype=torch.float64))
+
+
+def _untied_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``named_parameters()`` without the second name of a tied weight, even where the tie came undone.
+
+    In memory a tied weight (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) is one
+    Parameter, listed once. When accelerate offloads both modules, its first forward puts a
+    separate ``meta`` Parameter back into each, so the tie's target would then be listed too.
+    """
+    named = list(model.named_parameters())
+    tied = getattr(model, "all_tied_weights_keys", None)  # transformers >= 5: {target: source}, config-aware
+    if tied is None:
+        tied = {}
+        config = getattr(model, "config", None)
+        if getattr(config, "tie_word_embeddings", False) and hasattr(model, "get_output_embeddings"):
+            with suppress(NotImplementedError, AttributeError):
+                ids = {id(p): n for n, p in named}
+                source = ids.get(id(getattr(_input_embeddings(model), "weight", None)))
+                output = model.get_output_embeddings()
+                target = next((f"{name}.weight" for name, module in model.named_modules() if module is output), None)
+                if source is not None and target is not None:
+                    tied = {target: source}
+    names = {name for name, _ in named}
+    return [(name, p) for name, p in named if not (name in tied and tied[name] in names and tied[name] != name)]
+
+
+def model_identity(model: nn.Module) -> dict:
+    """Name, dtype, size and checksum of ``model``: a resumed run and every rank must see the same model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model in memory or dispatched by accelerate, its weights possibly offloaded to the CPU
+        or the disk (such parameters sit on the ``meta`` device).
+
+    Returns
+    -------
+    dict
+        ``name`` (``config._name_or_path``, else the class name), ``dtype`` (of the first
+        parameter, as ``str``), ``n_parameters`` and ``checksum``: the float64 sum of the first
+        and last parameters rounded to 6 decimals. Offloaded weights are read through accelerate's
+        offload, so the same weights give the same identity in memory and offloaded. Only when an
+        offloaded weight cannot be read is ``checksum`` the string ``"names-and-shapes:<sha256>"``
+        over every parameter's name, shape and dtype (it never equals a weight checksum).
+    """
+    named = _untied_parameters(model)
+    if not named:
+        raise ValueError(f"model {type(model).__name__} has no parameters to identify it by")
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    sums = [_weight_sum(model, n, p) for n, p in (named[0], named[-1])]
+    if all(s is not None for s in sums):
+        checksum = round(sums[0] + sums[1], 6)
+    else:
+        digest = hashlib.sha256()
+        for n, p in named:
+            digest.update(f"{n}:{tuple(p.shape)}:{p.dtype};".encode())
+        checksum = f"names-and-shapes:{digest.hexdigest()[:16]}"
+    return {"name": name, "dtype": str(named[0][1].dtype), "n_parameters": sum(p.numel() for _, p in named),
+            "checksum": checksum}

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .blocks import find_blocks, hidden_of, hidden_of_call, parse_hook_point
+from .blocks import find_blocks, hidden_of, hidden_of_call, input_device, parse_hook_point
 
 
 class _StopForward(Exception):
@@ -51,9 +51,23 @@ class BlockCapture:
 
     ``layers`` holds block indices or TransformerLens point names: block ``l``'s input is
     ``blocks.{l}.hook_resid_pre`` and its output ``blocks.{l}.hook_resid_post``, both captured.
+
+    The model may be spread over devices by accelerate (``device_map``, CPU and disk offload):
+    the ids go to :func:`input_device`, each block's states are picked on the device it ran on
+    and moved to ``out_device`` (default ``None``: the device of the first hooked block's
+    output) before they are stacked.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[int | str] | None = None, *, blocks=None, stop_early=True):
+    def __init__(self, model: nn.Module, layers: Sequence[int | str] | None = None, *, blocks=None, stop_early=True,
+                 out_device: str | torch.device | None = None):
+        if out_device is not None:
+            if not isinstance(out_device, (str, torch.device)):
+                raise TypeError(f"out_device must be None, a str or a torch.device, got {type(out_device).__name__}")
+            try:
+                out_device = torch.device(out_device)
+            except RuntimeError as exc:
+                raise ValueError(f"out_device {out_device!r} is not a valid torch device: {exc}") from exc
+        self.out_device = out_device
         self.model = model
         self.blocks = find_blocks(model, blocks)
         n = len(self.blocks)
@@ -72,19 +86,26 @@ class BlockCapture:
 
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
             positions: Sequence[int] | torch.Tensor | None = None):
-        """Forward ``input_ids [B, T]``; returns ``(inputs, outputs)`` each ``[layers, B, P, d]``."""
+        """Forward ``input_ids [B, T]``; returns ``(inputs, outputs)`` each ``[layers, B, P, d]`` on ``out_device``."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if positions is None:
             positions = torch.arange(int(attention_mask.sum(-1).min()))
         positions = torch.as_tensor(positions, dtype=torch.long)
-        index = real_positions(attention_mask, positions).to(input_ids.device)  # [B, P]
+        device = input_device(self.model)
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        index = real_positions(attention_mask, positions)  # [B, P]
+        indices: dict[torch.device, torch.Tensor] = {index.device: index}
         inputs: dict[int, torch.Tensor] = {}
         outputs: dict[int, torch.Tensor] = {}
         last = max(self.layers)
 
         def gather(hidden: torch.Tensor) -> torch.Tensor:
-            return hidden.gather(1, index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            # Blocks of a dispatched model run on different devices: pick the positions where the state is.
+            at = indices.get(hidden.device)
+            if at is None:
+                at = indices[hidden.device] = index.to(hidden.device)
+            return hidden.gather(1, at.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
         def make_hook(layer: int):
             def hook(module, args, kwargs, output):
@@ -108,5 +129,6 @@ class BlockCapture:
         finally:
             for handle in handles:
                 handle.remove()
-        return (torch.stack([inputs[layer] for layer in self.layers]),
-                torch.stack([outputs[layer] for layer in self.layers]))
+        out = self.out_device if self.out_device is not None else outputs[self.layers[0]].device
+        return (torch.stack([inputs[layer].to(out) for layer in self.layers]),
+                torch.stack([outputs[layer].to(out) for layer in self.layers]))
