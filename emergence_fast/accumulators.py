@@ -1,17 +1,9 @@
 """Streaming state for estimators: exact, mergeable, serialisable.
 
-:class:`GaussianMIAccumulator` keeps, per batch cell, the count, the float64 mean and the
-centred comoment of ``z = [x, y]`` and combines chunks with the pairwise update of
-Chan, Golub & LeVeque (1979, "Updating formulae and a pairwise algorithm for computing
-sample variances"):
-
-    n = n_a + n_b,  delta = mean_b - mean_a,
-    mean = mean_a + delta * n_b / n,
-    M = M_a + M_b + delta delta^T * n_a n_b / n.
-
-So chunks, shards and resumed runs combine to the one-shot result up to float64 rounding,
-and memory is O(batch x (dx + dy)^2), independent of N. Across ranks the same merge runs as
-two all-reduces (:meth:`GaussianMIAccumulator.all_reduce`).
+:class:`GaussianMIAccumulator` keeps, per batch cell, the count and the double-double sums of
+``z - c`` and ``(z - c)(z - c)^T`` for ``z = [x, y]`` and a reference row ``c``: chunks, shards,
+ranks and resumed runs add up to the one-process state in any order, and memory is
+O(batch x (dx + dy)^2), independent of N.
 
 :class:`SubspaceGaussianAccumulator` bounds that memory at any width: the same statistics of
 each side projected on a per-cell principal subspace found from a pilot sample.
@@ -24,12 +16,52 @@ import numpy as np
 import torch
 
 from . import distributed
+from ._dispatch import gram
 from ._validation import as_samples
 from .estimators import gaussian
 
 
+def _two_sum(a: torch.Tensor, b: torch.Tensor):
+    """``s = fl(a + b)`` and the exact rounding error ``e``: ``a + b = s + e`` (Knuth's TwoSum)."""
+    s = a + b
+    v = s - a
+    return s, (a - (s - v)) + (b - v)
+
+
+class _ExactSum:
+    """A float64 sum kept as a double-double ``hi + lo`` (about 106 bits): reproducible in any order.
+
+    Adding the same terms in another order changes ``lo`` by about 2^-106 of the sum, so ``hi``
+    (the float64 value read out) is the same, bit for bit, except in the rare case where the
+    exact sum lies within that distance of a float64 rounding midpoint (He & Ding 2001,
+    "Using accurate arithmetics to improve numerical reproducibility and stability in parallel
+    applications"). This is what lets N ranks reproduce one process's state.
+    """
+
+    def __init__(self, shape, device):
+        self.hi = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.lo = torch.zeros_like(self.hi)
+
+    def add_(self, term: torch.Tensor, lo: torch.Tensor | None = None, where=slice(None)):
+        hi, err = _two_sum(self.hi[where], term)
+        low = self.lo[where] + err + (0 if lo is None else lo)
+        self.hi[where], self.lo[where] = _two_sum(hi, low)
+
+
 class GaussianMIAccumulator:
-    """Streaming sufficient statistics for Gaussian entropies and I(X;Y).
+    r"""Streaming sufficient statistics for Gaussian entropies and I(X;Y), reproducible across ranks.
+
+    Per batch cell it keeps the count and the sums :math:`S_1 = \sum_i (z_i - c)`,
+    :math:`S_2 = \sum_i (z_i - c)(z_i - c)^T` of ``z = [x, y]`` shifted by a reference row
+    :math:`c` (the first row it sees, or :meth:`set_reference`): shifted data keep a
+    massive-activation offset from cancelling in the float32 Gram of each update, and sums,
+    unlike running means, are the same whatever the order in which the updates and the
+    shards are added. The sums are double-double (:class:`_ExactSum`), so one process, N ranks
+    (:meth:`all_reduce`), a merge and a resumed run give the same state bit for bit in
+    practice; ``mean`` and ``comoment`` are read out as
+    :math:`c + S_1/n` and :math:`S_2 - S_1 S_1^T / n`.
+
+    Memory is ``16 (dx + dy)^2`` bytes per cell, independent of N.
 
     Parameters
     ----------
@@ -53,8 +85,9 @@ class GaussianMIAccumulator:
         device = torch.device(device) if device is not None else torch.device("cpu")
         dim = dx + dy
         self.count = torch.zeros(batch_shape, dtype=torch.int64, device=device)
-        self.mean = torch.zeros(*batch_shape, dim, dtype=torch.float64, device=device)
-        self.comoment = torch.zeros(*batch_shape, dim, dim, dtype=torch.float64, device=device)
+        self.reference = None
+        self.s1 = _ExactSum((*batch_shape, dim), device)
+        self.s2 = _ExactSum((*batch_shape, dim, dim), device)
 
     def _check_update(self, x, y):
         x = as_samples(x, "x", min_samples=1)
@@ -71,54 +104,97 @@ class GaussianMIAccumulator:
                              f"{y.shape[-2]}; the state is unchanged")
         return x, y
 
+    def set_reference(self, x: torch.Tensor, y: torch.Tensor) -> "GaussianMIAccumulator":
+        """Shift by the row ``[x, y]`` (``[*batch_shape, 1, d]`` each) instead of the first row seen.
+
+        Ranks that must add up to one process's state share one reference; call it before any update.
+        """
+        if int(self.count.sum()):
+            raise ValueError("set_reference must come before the first update; the state is unchanged")
+        x, y = self._check_update(x, y)
+        self.reference = torch.cat([x[..., 0, :], y[..., 0, :]], -1).to(device=self.count.device, dtype=torch.float64)
+        return self
+
     def update(self, x: torch.Tensor, y: torch.Tensor) -> "GaussianMIAccumulator":
         """Add paired samples ``x [*batch_shape, n, dx]``, ``y [*batch_shape, n, dy]``."""
         x, y = self._check_update(x, y)
+        if self.reference is None:
+            self.set_reference(x[..., :1, :], y[..., :1, :])
         dtype = torch.promote_types(x.dtype, y.dtype)
-        z = torch.cat([x.to(device=self.mean.device, dtype=dtype), y.to(device=self.mean.device, dtype=dtype)], -1)
-        z = z.reshape(-1, *z.shape[-2:])
+        z = torch.cat([x.to(device=self.count.device, dtype=dtype), y.to(device=self.count.device, dtype=dtype)], -1)
+        z, reference = z.reshape(-1, *z.shape[-2:]), self.reference.reshape(-1, 1, self.dx + self.dy)
         for cells in self._cell_chunks():
-            self._combine(cells, *gaussian.moments(z[cells], self.backend))
+            # Shift in float64, then the Gram in the data's precision (float32 unless float64 came in).
+            shifted = (z[cells].to(torch.float64) - reference[cells]).to(z.dtype if z.dtype == torch.float64
+                                                                         else torch.float32)
+            self._add(cells, torch.full((shifted.shape[0],), shifted.shape[-2], dtype=torch.int64),
+                      shifted.sum(-2, dtype=torch.float64), gram(shifted, shifted, backend=self.backend).double())
         return self
 
+    def _add(self, cells, count, s1, s2, s1_lo=None, s2_lo=None):
+        dim = self.dx + self.dy
+        self.count.view(-1)[cells] += count.to(self.count.device)
+        for total, term, lo, shape in ((self.s1, s1, s1_lo, (-1, dim)), (self.s2, s2, s2_lo, (-1, dim, dim))):
+            flat = _ExactSum.__new__(_ExactSum)
+            flat.hi, flat.lo = total.hi.view(shape), total.lo.view(shape)
+            flat.add_(term, lo, cells)
+
     def merge(self, other: "GaussianMIAccumulator") -> "GaussianMIAccumulator":
-        """Fold in another accumulator's state (another shard, process or resumed run)."""
+        """Fold in another accumulator's state (another shard, process or resumed run).
+
+        With the same reference the sums add reproducibly; otherwise ``other`` is re-shifted to
+        this reference first (exact algebra, float64 rounding).
+        """
         if not isinstance(other, GaussianMIAccumulator):
             raise TypeError(f"other must be a GaussianMIAccumulator, got {type(other).__name__}")
         if (other.dx, other.dy, other.batch_shape) != (self.dx, self.dy, self.batch_shape):
             raise ValueError(f"other has (dx, dy, batch_shape)={(other.dx, other.dy, other.batch_shape)}, "
                              f"expected {(self.dx, self.dy, self.batch_shape)}")
-        device = self.mean.device
+        if other.reference is None:
+            return self
+        if self.reference is None:
+            self.reference = other.reference.to(self.count.device).clone()
         dim = self.dx + self.dy
-        count, mean, comoment = (other.count.reshape(-1).to(device), other.mean.reshape(-1, dim).to(device),
-                                 other.comoment.reshape(-1, dim, dim).to(device))
+        device = self.count.device
+        count = other.count.reshape(-1).to(device)
+        s1_hi, s1_lo = other.s1.hi.reshape(-1, dim).to(device), other.s1.lo.reshape(-1, dim).to(device)
+        s2_hi, s2_lo = other.s2.hi.reshape(-1, dim, dim).to(device), other.s2.lo.reshape(-1, dim, dim).to(device)
+        shift = (other.reference.to(device) - self.reference).reshape(-1, dim)  # other's rows = ours + shift
         for cells in self._cell_chunks():
-            self._combine(cells, count[cells], mean[cells], comoment[cells])
+            if bool(shift[cells].any()):
+                s1 = s1_hi[cells] + s1_lo[cells]
+                n, d = count[cells].to(torch.float64)[:, None], shift[cells]
+                s2 = (s2_hi[cells] + s2_lo[cells] + d.unsqueeze(-1) * s1.unsqueeze(-2) + s1.unsqueeze(-1) * d.unsqueeze(-2)
+                      + (n * d).unsqueeze(-1) * d.unsqueeze(-2))
+                self._add(cells, count[cells], s1 + n * d, s2)
+            else:
+                self._add(cells, count[cells], s1_hi[cells], s2_hi[cells], s1_lo[cells], s2_lo[cells])
         return self
 
     def all_reduce(self, world: "distributed.World") -> "GaussianMIAccumulator":
-        """Combine every rank's state in place, so each rank holds the state of all ranks' samples.
+        """Combine every rank's state in place: each rank then holds the state of all ranks' samples.
 
-        The count-weighted merge of Chan et al. written as sums: with :math:`n = \\sum_r n_r`,
-        :math:`\\bar z = \\sum_r n_r \\bar z_r / n` and
-        :math:`M = \\sum_r M_r + n_r (\\bar z_r - \\bar z)(\\bar z_r - \\bar z)^T`; a rank with no
-        samples adds zeros. It equals merging the ranks one by one up to float64 rounding, and
-        needs no buffer beyond the state itself.
+        Every rank must have used the same reference (:meth:`set_reference`). The double-double
+        sums are gathered a chunk of cells at a time and added in rank order, so the result is
+        what one process accumulating every sample would hold. A rank without samples adds zeros.
         """
         if not world.distributed:
             return self
+        if self.reference is None:
+            raise ValueError("all_reduce needs the reference row shared by every rank: call set_reference first")
         dim = self.dx + self.dy
-        own = self.count.to(torch.float64)
-        total = distributed.all_reduce_sum_(self.count.clone(), world)
-        weighted = distributed.all_reduce_sum_(self.mean * own.unsqueeze(-1), world)
-        mean = weighted / total.clamp_min(1).to(torch.float64).unsqueeze(-1)
-        flat_mean, flat_own = mean.reshape(-1, dim), own.reshape(-1)
-        for cells in self._cell_chunks():
-            delta = self.mean.view(-1, dim)[cells] - flat_mean[cells]
-            self.comoment.view(-1, dim, dim)[cells].baddbmm_(
-                delta.unsqueeze(-1), (flat_own[cells].unsqueeze(-1) * delta).unsqueeze(-2))
-        distributed.all_reduce_sum_(self.comoment, world)
-        self.mean, self.count = mean, total
+        distributed.all_reduce_sum_(self.count, world)
+        cells = self.count.numel()
+        step = max(1, (1 << 24) // (dim * dim * world.world_size))  # gathered chunk: about 128 MiB of float64
+        for total, shape in ((self.s1, (cells, dim)), (self.s2, (cells, dim, dim))):
+            hi, lo = total.hi.view(shape), total.lo.view(shape)
+            for start in range(0, cells, step):
+                chunk = slice(start, min(start + step, cells))
+                parts = distributed.all_gather(torch.stack([hi[chunk], lo[chunk]]), world)
+                summed = _ExactSum(hi[chunk].shape, hi.device)
+                for part in parts:
+                    summed.add_(part[0].to(hi.device), part[1].to(hi.device))
+                hi[chunk], lo[chunk] = summed.hi, summed.lo
         return self
 
     def _cell_chunks(self):
@@ -127,34 +203,43 @@ class GaussianMIAccumulator:
         step = max(1, (1 << 25) // (self.dx + self.dy) ** 2)
         return [slice(lo, min(lo + step, cells)) for lo in range(0, cells, step)]
 
-    def _combine(self, cells: slice, count_b, mean_b, comoment_b):
-        dim = self.dx + self.dy
-        count = self.count.view(-1)[cells]
-        mean = self.mean.view(-1, dim)[cells]
-        comoment = self.comoment.view(-1, dim, dim)[cells]
-        total = count + count_b
-        safe_total = total.clamp_min(1).to(torch.float64)
-        delta = mean_b - mean
-        cross = (count.to(torch.float64) * count_b / safe_total).unsqueeze(-1)
-        comoment.add_(comoment_b).baddbmm_(delta.unsqueeze(-1), (cross * delta).unsqueeze(-2))
-        mean.add_(delta * (count_b / safe_total).unsqueeze(-1))
-        count.copy_(total)
+    def moments(self, index=...):
+        """``(count, mean, comoment)`` of the cells ``index`` selects along the leading batch dims (float64)."""
+        count = self.count[index]
+        n = count.to(torch.float64).clamp_min(1).unsqueeze(-1)
+        s1 = self.s1.hi[index]
+        reference = torch.zeros_like(s1) if self.reference is None else self.reference[index]
+        comoment = self.s2.hi[index] - s1.unsqueeze(-1) * (s1 / n).unsqueeze(-2)
+        comoment = 0.5 * (comoment + comoment.transpose(-1, -2))  # exact symmetry for the Cholesky downstream
+        return count, reference + s1 / n, comoment
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.moments()[1]
+
+    @property
+    def comoment(self) -> torch.Tensor:
+        return self.moments()[2]
 
     def state_dict(self) -> dict:
-        return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape,
-                "count": self.count.clone(), "mean": self.mean.clone(), "comoment": self.comoment.clone()}
+        return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape, "count": self.count.clone(),
+                "reference": None if self.reference is None else self.reference.clone(),
+                "s1": self.s1.hi.clone(), "s1_lo": self.s1.lo.clone(), "s2": self.s2.hi.clone(),
+                "s2_lo": self.s2.lo.clone()}
 
     def load_state_dict(self, state: dict) -> "GaussianMIAccumulator":
-        missing = {"dx", "dy", "batch_shape", "count", "mean", "comoment"} - set(state)
+        missing = {"dx", "dy", "batch_shape", "count", "reference", "s1", "s1_lo", "s2", "s2_lo"} - set(state)
         if missing:
             raise ValueError(f"state is missing keys {sorted(missing)}")
         if (state["dx"], state["dy"], tuple(state["batch_shape"])) != (self.dx, self.dy, self.batch_shape):
             raise ValueError(f"state has (dx, dy, batch_shape)={(state['dx'], state['dy'], tuple(state['batch_shape']))}, "
                              f"expected {(self.dx, self.dy, self.batch_shape)}")
-        device = self.mean.device
+        device = self.count.device
         self.count = state["count"].to(device=device, dtype=torch.int64).clone()
-        self.mean = state["mean"].to(device=device, dtype=torch.float64).clone()
-        self.comoment = state["comoment"].to(device=device, dtype=torch.float64).clone()
+        self.reference = None if state["reference"] is None else state["reference"].to(device, torch.float64).clone()
+        for total, hi, lo in ((self.s1, "s1", "s1_lo"), (self.s2, "s2", "s2_lo")):
+            total.hi = state[hi].to(device=device, dtype=torch.float64).clone()
+            total.lo = state[lo].to(device=device, dtype=torch.float64).clone()
         return self
 
     def _ready(self):
@@ -241,6 +326,9 @@ class SubspaceGaussianAccumulator:
         self.dx, self.dy = basis_x.shape[-2], basis_y.shape[-2]
         device = basis_x.device
         self.inner = GaussianMIAccumulator(self.rank, self.rank, self.batch_shape, device=device, backend=backend)
+        # The projections are centred on the pilot mean already: zero is a shared reference every rank knows.
+        zeros = torch.zeros(*self.batch_shape, 1, self.rank, dtype=torch.float64, device=device)
+        self.inner.set_reference(zeros, zeros)
         # Per side: sum and sum of squares of the standardised coordinates, summed over columns at the end.
         self.total_sum = torch.zeros(*self.batch_shape, 2, max(self.dx, self.dy), dtype=torch.float64, device=device)
         self.total_square = torch.zeros(*self.batch_shape, 2, dtype=torch.float64, device=device)

@@ -195,6 +195,17 @@ def gather_ordered(items: list, world: World) -> list:
     return [item for part in parts for item in part]
 
 
+def all_gather(tensor: torch.Tensor, world: World) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` (same shape everywhere), in rank order, on every rank."""
+    if not world.distributed:
+        return [tensor]
+    device = collective_device(world, tensor.device)
+    moved = tensor.to(device).contiguous()
+    parts = [torch.empty_like(moved) for _ in range(world.world_size)]
+    dist.all_gather(parts, moved, group=world.group)
+    return parts
+
+
 def any_rank(flag: bool, world: World) -> bool:
     """True on every rank when ``flag`` is True on any rank (e.g. "some rank found a checkpoint")."""
     if not world.distributed:

@@ -344,7 +344,8 @@ def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_
     n_layers, seq_len = moments.count.shape
     out = torch.zeros(6, n_layers, seq_len, dtype=torch.float64, device=micro_in.device)
     for layer in distributed.shard(n_layers, world):  # per layer: bounds the float64 temporaries in memory
-        macro = _estimate(estimator, moments.count[layer], moments.comoment[layer], moments.dx, options, base, subspace)
+        count, _, comoment = moments.moments(layer)
+        macro = _estimate(estimator, count, comoment, moments.dx, options, base, subspace)
         if subspace:
             count, comoment = micro_subspace_moments(micro_in[layer:layer + 1], micro_out[layer:layer + 1],
                                                      tokens.to(micro_in.device), input_ids, state.rank)
@@ -419,7 +420,7 @@ def _notes(macro, micro, macro_bias, micro_bias, ceiling_macro, ceiling_micro, i
     return notes
 
 
-DEFAULT_STATE_MEMORY = "4GB"
+DEFAULT_STATE_MEMORY = "8GB"
 # The smallest useful bounded states: a subspace of rank >= max(pca, 8) from a pilot of >= 4 rows per
 # direction, and a reservoir of 64 rows; below these the run is refused with the minimum it needs.
 MIN_SUBSPACE_RANK = 8
@@ -468,13 +469,13 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
             raise ValueError(f"state_memory={format_bytes(budget)} is too small for any estimator here: a reservoir "
                              f"of {MIN_RESERVOIR} rows for {cells} cells of width {width} needs {format_bytes(minimum)}")
         return StatePlan("reservoir", capacity * row + fold, fold_batches, capacity=capacity)
-    full = cells * (8 * (2 * width) ** 2 + 16 * width + 8)
+    full = cells * (16 * (2 * width) ** 2 + 48 * width + 8)  # double-double sums (GaussianMIAccumulator)
     if full + fold <= budget:
         return StatePlan("full", full + fold, fold_batches)
     floor = max(MIN_SUBSPACE_RANK, options.get("pca") or 0, options.get("k") or 0)
 
     def cost(rank, pilot):
-        subspace = cells * (8 * (2 * rank) ** 2 + 2 * width * rank * 8 + 4 * width * 8)
+        subspace = cells * (16 * (2 * rank) ** 2 + 2 * width * rank * 8 + 6 * width * 8)
         return subspace + max(fold, cells * pilot * 2 * width * 4)
 
     for rank in range(min(width, max(MAX_SUBSPACE_RANK, floor)), floor - 1, -8 if floor < MAX_SUBSPACE_RANK else -1):
@@ -547,6 +548,8 @@ def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoi
 
         iterator = tqdm(iterator, total=len(folds), initial=done, unit="fold",
                         desc="IE macro pass" + (f" (rank 0 of {world.world_size})" if world.distributed else ""))
+    if isinstance(state, GaussianMIAccumulator) and world.distributed:
+        _share_reference(capture, input_ids, bos, batch_size, positions, device, state, world)
     last_checkpoint = done
     for f in iterator:
         fold_lo = folds[f] * fold_size
@@ -575,6 +578,23 @@ def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoi
             last_checkpoint = f + 1
     timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
     return state
+
+
+def _share_reference(capture, input_ids, bos, batch_size, positions, device, state, world):
+    """Give every rank the reference row one process would use: sample 0's states, as batch 0 computes them."""
+    reference = torch.zeros(*state.batch_shape, state.dx + state.dy, dtype=torch.float64, device=device)
+    if world.is_main:
+        if state.reference is None:
+            block_in, block_out = capture.run(_prepend(input_ids[:batch_size], bos).to(device), positions=positions)
+            reference = torch.cat([block_in[:, 0], block_out[:, 0]], -1).to(reference)
+        else:
+            reference = state.reference.to(reference)
+    reference = distributed.broadcast_(reference, world)
+    if state.reference is None:
+        state.set_reference(reference[..., None, : state.dx], reference[..., None, state.dx:])
+    elif not torch.equal(state.reference, reference):
+        raise ValueError("this rank's checkpoint was written with another reference row than rank 0's: the "
+                         "checkpoints come from different runs; delete them or run without resume")
 
 
 def _new_state(plan, capture, input_ids, bos, batch_size, width, device, backend, reservoir_seed, world):
@@ -624,9 +644,9 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     the streaming state at the first fold after that many batches; ``resume=True`` continues
     from it and gives the result of an uninterrupted run.
 
-    Memory: ``state_memory`` (bytes, or a string such as ``"256MB"``, ``"8GB"``; default 4 GB)
+    Memory: ``state_memory`` (bytes, or a string such as ``"256MB"``, ``"8GB"``; default 8 GB)
     bounds the streaming state per rank, fold buffer included. When full-width moments
-    (``8 (2d)^2`` bytes per cell) do not fit, the moment estimators run on a two-pass
+    (``16 (2d)^2`` bytes per cell) do not fit, the moment estimators run on a two-pass
     principal-subspace state (:class:`~emergence_fast.accumulators.SubspaceGaussianAccumulator`:
     a seeded pilot sample finds each cell's top-``r`` directions, the pass then accumulates the
     projected moments), and ``result.config["state"]`` says so; the reservoir shrinks to fit.
