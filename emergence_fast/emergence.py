@@ -47,7 +47,7 @@ from ._dispatch import gram
 from . import distributed
 from ._validation import format_bytes, parse_bytes
 from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
-from .capture import BlockCapture
+from .capture import BlockCapture, input_device, model_identity
 from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
 from .estimators import MI_METHODS, gaussian, sliced
 from .estimators.uncertainty import estimate_with_stderr
@@ -204,15 +204,6 @@ def _uses_bos(tokenizer, add_bos) -> int | None:
     if isinstance(add_bos, int):
         return add_bos
     raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
-
-
-def _model_identity(model) -> dict:
-    """Name, dtype, size and a checksum of the first and last weights: a resumed run must be the same model."""
-    parameters = list(model.parameters())
-    checksum = float(parameters[0].detach().double().sum() + parameters[-1].detach().double().sum())
-    return {"name": getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__,
-            "dtype": str(parameters[0].dtype), "n_parameters": sum(p.numel() for p in parameters),
-            "checksum": round(checksum, 6)}
 
 
 def _fingerprint(input_ids: torch.Tensor) -> str:
@@ -537,7 +528,7 @@ def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoi
     one a single process computes and only the float64 merges differ in order.
     """
     n_samples, seq_len = input_ids.shape
-    device = next(capture.model.parameters()).device
+    device = input_device(capture.model)
     positions = [(0 if bos is None else 1) + t for t in range(seq_len)]
     fold_size = plan.fold_batches * batch_size
     folds = distributed.shard(math.ceil(n_samples / fold_size), world)
@@ -685,14 +676,14 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     unit = "nats" if base is None else ("bits" if base == 2 else f"log{base}")
     bos = _uses_bos(tokenizer, add_bos)
     offset = 0 if bos is None else 1
-    device = next(model.parameters()).device
-    capture = BlockCapture(model, layers, blocks=blocks)
+    device = input_device(model)
+    capture = BlockCapture(model, layers, blocks=blocks, out_device=device)
     positions = list(range(seq_len))
     width = _block_width(model, capture, input_ids, bos, device)
     cells_shape = (len(capture.layers), seq_len)
     plan = _plan_state(estimator, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
                        reservoir_size, budget)
-    config = {"model": _model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
+    config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
               "reservoir": [plan.capacity, reservoir_seed] if estimator in SAMPLE_ESTIMATORS else None, "bos": bos,
