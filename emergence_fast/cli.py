@@ -19,7 +19,7 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
-from emergence_fast.emergence import CHECKPOINT_NAME, ESTIMATORS
+from emergence_fast.emergence import DEFAULT_STATE_MEMORY, ESTIMATORS, checkpoint_path
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 
@@ -104,39 +104,62 @@ def _parse_option(text: str):
         return key, value
 
 
+def _max_memory(text):
+    """``--max-memory cpu=8GB,0=70GB`` -> ``{"cpu": "8GB", 0: "70GB"}``."""
+    if not text:
+        return None
+    pairs = [item.partition("=") for item in text.split(",")]
+    if any(not key or not sep or not value for key, sep, value in pairs):
+        raise ValueError(f"--max-memory must be DEVICE=SIZE[,DEVICE=SIZE...] (e.g. cpu=8GB,0=70GB), got {text!r}")
+    return {int(key) if key.isdigit() else key: value for key, _, value in pairs}
+
+
 def run_ie(args, out=None) -> None:
-    from . import datasets, models, report
+    from . import datasets, distributed, models, report
     from .emergence import information_emergence
 
     out = out or sys.stdout
-    model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype)
-    data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots, seq_len=args.seq_len,
-                                 seed=args.seed)
-    if args.estimator == "sliced":
-        options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
-    elif args.estimator == "gaussian":
-        options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
-    else:
-        options = None
-    if args.option:
-        options = {**(options or {}), **dict(_parse_option(text) for text in args.option)}
-    layers = [int(v) for v in args.layers.split(",")] if args.layers else None
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
-                                   estimator_options=options, batch_size=args.batch_size,
-                                   reservoir_size=args.reservoir_size,
-                                   base=None if args.nats else 2, checkpoint_dir=out_dir, resume=args.resume,
-                                   checkpoint_every=args.checkpoint_every, progress=not args.quiet,
-                                   backend=args.backend)
-    result.config["model_source"] = args.model or models.DEFAULT_MODEL
-    written = [report.write_json(result, out_dir / "ie.json"), report.write_csv(result, out_dir / "ie.csv")]
-    written += result.plot(out_dir)
-    checkpoint = out_dir / CHECKPOINT_NAME
-    if not args.keep_checkpoint and checkpoint.exists():
-        checkpoint.unlink()  # the results are written; the state (d^2 per cell, GBs for real models) is not needed
-    print(report.summary_table(result), file=out)
-    print("wrote " + ", ".join(str(p) for p in written), file=out)
+    world = distributed.init(args.dist_backend)
+    try:
+        if args.device is not None and args.device_map is not None:
+            raise ValueError("pass --device or --device-map, not both")
+        model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype,
+                                             device_map=args.device_map, max_memory=_max_memory(args.max_memory),
+                                             offload_folder=args.offload_folder)
+        data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots,
+                                     seq_len=args.seq_len, seed=args.seed)
+        if args.estimator == "sliced":
+            options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
+        elif args.estimator == "gaussian":
+            options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
+        else:
+            options = None
+        if args.option:
+            options = {**(options or {}), **dict(_parse_option(text) for text in args.option)}
+        layers = [int(v) if v.strip().isdigit() else v.strip() for v in args.layers.split(",")] if args.layers else None
+        out_dir = Path(args.out)
+        if world.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(world)  # every rank checkpoints into --out
+        result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
+                                       estimator_options=options, batch_size=args.batch_size,
+                                       update_samples=args.update_samples, reservoir_size=args.reservoir_size, base=None if args.nats else 2,
+                                       checkpoint_dir=out_dir, resume=args.resume,
+                                       checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                                       backend=args.backend, state_memory=args.state_memory, world=world)
+        result.config["model_source"] = args.model or models.DEFAULT_MODEL
+        if world.is_main:
+            written = [report.write_json(result, out_dir / "ie.json"), report.write_csv(result, out_dir / "ie.csv")]
+            written += result.plot(out_dir)
+        distributed.barrier(world)  # the results are on disk before any rank drops its checkpoint
+        checkpoint = checkpoint_path(out_dir, world)
+        if not args.keep_checkpoint and checkpoint.exists():
+            checkpoint.unlink()  # the results are written; the state (d^2 per cell, GBs for real models) is not needed
+        if world.is_main:
+            print(report.summary_table(result), file=out)
+            print("wrote " + ", ".join(str(p) for p in written), file=out)
+    finally:
+        distributed.shutdown(world)
 
 
 def main(argv=None) -> int:
@@ -146,14 +169,24 @@ def main(argv=None) -> int:
     ie = sub.add_parser("ie", help="Information Emergence of a model on a dataset")
     ie.add_argument("--model", help="local folder or cached Hugging Face id (default: embedded SmolLM2-135M-Instruct)")
     ie.add_argument("--gguf-file", help="GGUF file name inside --model")
-    ie.add_argument("--device", default=None)
+    ie.add_argument("--device", default=None, help="where to put the model (default cpu); or use --device-map")
+    ie.add_argument("--device-map", default=None,
+                    help="accelerate placement for models larger than one device, e.g. auto (with --max-memory)")
+    ie.add_argument("--max-memory", default=None, help="with --device-map: DEVICE=SIZE,... e.g. cpu=8GB,0=70GB")
+    ie.add_argument("--offload-folder", default=None, help="with --device-map: folder for weights offloaded to disk")
+    ie.add_argument("--state-memory", default=DEFAULT_STATE_MEMORY,
+                    help="budget for the streaming state per rank, e.g. 256MB or 8GB (default: %(default)s); above it "
+                         "IE runs on a principal-subspace state and says so")
+    ie.add_argument("--dist-backend", default="auto", choices=("auto", "gloo", "nccl"),
+                    help="torch.distributed backend under torchrun/accelerate launch (default: %(default)s)")
     ie.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     ie.add_argument("--dataset", default="icl-animal", help="icl-animal | icl-country | icl-color | text:PATH")
     ie.add_argument("--n-samples", type=int, default=1024)
     ie.add_argument("--k-shots", type=int, default=4, help="entities per ICL sample (T = 2k tokens)")
     ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span")
     ie.add_argument("--seed", type=int, default=0)
-    ie.add_argument("--layers", help="comma-separated block indices (default: all)")
+    ie.add_argument("--layers", help="comma-separated block indices or TransformerLens names "
+                                     "blocks.L.hook_resid_pre|post (default: all)")
     ie.add_argument("--estimator", default="gaussian", choices=ESTIMATORS)
     ie.add_argument("--option", action="append", metavar="KEY=VALUE",
                     help="estimator option, repeatable (e.g. --option k=5 --option jitter=1e-3)")
@@ -164,13 +197,16 @@ def main(argv=None) -> int:
     ie.add_argument("--slice-k", type=int, default=4, help="sliced: projection dimension per side")
     ie.add_argument("--n-slices", type=int, default=64, help="sliced: random slices averaged")
     ie.add_argument("--batch-size", type=int, default=32)
+    ie.add_argument("--update-samples", type=int, default=512,
+                    help="samples folded into the state at once: the unit of work per rank and of checkpoints "
+                         "(default: %(default)s)")
     ie.add_argument("--nats", action="store_true", help="report nats instead of bits")
     ie.add_argument("--backend", default=None)
     ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs)")
     ie.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     ie.add_argument("--checkpoint-every", type=int, default=32, help="batches between checkpoints")
     ie.add_argument("--keep-checkpoint", action="store_true",
-                    help="keep ie_checkpoint.pt after a finished run (it is removed once the results are written)")
+                    help="keep ie_checkpoint*.pt (one per rank) after a finished run (it is removed once the results are written)")
     ie.add_argument("--quiet", action="store_true", help="no progress bar")
 
     estimators = sub.add_parser("estimators", help="run the estimators on synthetic data with known answers")
@@ -182,7 +218,11 @@ def main(argv=None) -> int:
     if args.command in ("icl", "mirage"):
         args.func(args)
     elif args.command == "ie":
-        run_ie(args)
+        try:
+            run_ie(args)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            print(f"emergence-fast ie: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "estimators":
         demo(seed=args.seed)
     else:

@@ -263,14 +263,37 @@ def text_dataset(path, tokenizer, n_samples: int, seq_len: int, seed: int = 0) -
 
 def load_dataset(spec: str, tokenizer, n_samples: int, *, k_shots: int = 8, seq_len: int = 8,
                  seed: int = 0) -> TokenDataset:
-    """``spec`` is one of ``icl-country``, ``icl-animal``, ``icl-color`` (``k_shots`` shots) or
-    ``text:PATH`` (``seq_len`` tokens)."""
+    """``spec`` is one of ``icl-country``, ``icl-animal``, ``icl-color`` (``k_shots`` shots),
+    ``text:PATH`` (``seq_len`` tokens) or ``ids:PATH``: pre-tokenized ids, an integer ``[N', T]``
+    tensor saved with ``torch.save`` (``.pt``) or numpy (``.npy``), of which the first ``n_samples``
+    rows are used as they are (no BOS is added by the file; IE's ``add_bos`` still applies)."""
+    if isinstance(spec, str) and spec.startswith("ids:") and len(spec) > len("ids:"):
+        return ids_dataset(spec[len("ids:"):], n_samples)
     if spec in ICL_ENTITY_FILES:
         return icl_dataset(spec, tokenizer, n_samples, k_shots, seed=seed)
     if isinstance(spec, str) and spec.startswith("text:") and len(spec) > len("text:"):
         return text_dataset(spec[len("text:"):], tokenizer, n_samples, seq_len, seed=seed)
-    raise ValueError(f"spec must be one of {tuple(ICL_ENTITY_FILES)} or 'text:PATH' (a .txt or .jsonl file), "
+    raise ValueError(f"spec must be one of {tuple(ICL_ENTITY_FILES)}, 'text:PATH' (a .txt or .jsonl file) or "
+                     "'ids:PATH' (a .pt or .npy integer tensor [N, T]), "
                      f"got {spec!r}")
+
+
+def ids_dataset(path, n_samples: int) -> TokenDataset:
+    """The first ``n_samples`` rows of a saved integer tensor ``[N, T]`` (``.pt`` or ``.npy``)."""
+    n_samples = _positive_int(n_samples, "n_samples")
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"dataset ids:{path} is not a file")
+    try:
+        ids = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(path, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"dataset ids:{path} could not be read as a tensor ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
+        raise ValueError(f"dataset ids:{path} must hold an integer tensor [N, T], got "
+                         f"{type(ids).__name__ if not isinstance(ids, torch.Tensor) else (tuple(ids.shape), ids.dtype)}")
+    if ids.shape[0] < n_samples:
+        raise ValueError(f"n_samples={n_samples} but dataset ids:{path} has only {ids.shape[0]} rows")
+    return TokenDataset(ids[:n_samples].long(), name=f"ids:{path.name}", info={"source": str(path)})
 
 
 def _check_ids(input_ids) -> torch.Tensor:
