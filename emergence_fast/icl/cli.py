@@ -6,13 +6,21 @@ sequences. ``tree``: P(concept | C^n) from depth --depth continuation trees. ``g
 --n-samples sampled sequences per p(Tails), with metrics against Bernoulli, Window Average and
 a fitted Markov chain. Each writes JSON, CSV and a PNG (transitions marked) under --out.
 
+Under ``torchrun --nproc_per_node=K`` (or any launcher that sets RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT) the prompts' batches are shared out across the K ranks and the result is the one
+process's, bit for bit; the ranks first check that they run the same configuration on the same
+model, and only rank 0 prints and writes files.
+
 Register it with :func:`add_parser` on the main parser's subparsers; it sets ``func=run``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from .. import distributed
 
 TASKS = ("judge", "tree", "generate")
 
@@ -42,7 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-prefix-cache", action="store_true", help="run every prompt in full (reference path)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the transition CIs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/icl", help="output folder")
+    parser.add_argument("--out", default="runs/icl", help="output folder (written by rank 0 only)")
+    parser.add_argument("--dist-backend", default="auto", choices=distributed.DIST_BACKENDS,
+                        help="torch.distributed backend under torchrun: auto (NCCL with CUDA GPUs, else gloo), gloo, nccl")
     parser.set_defaults(func=run)
     return parser
 
@@ -52,14 +62,62 @@ def _positive(value, name):
         raise SystemExit(f"--{name} must be >= 1, got {value}")
 
 
-def run(args, out=None) -> list[Path]:
-    """Run the task in ``args`` (parsed by the parser from :func:`add_parser`); return the files written."""
+# Arguments that do not change the result: where it goes, and where each rank computes.
+_LOCAL_ARGS = ("out", "device", "dist_backend", "func", "command")
+
+
+def rank_device(device, world: distributed.World):
+    """``device`` for this rank: a bare ``"cuda"`` becomes this rank's GPU (``LOCAL_RANK``) in a job of several ranks."""
+    if device is None or not world.distributed or str(device) != "cuda":
+        return device
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local) if local is not None else torch.cuda.current_device()}"
+
+
+def model_identity(model, tokenizer) -> dict:
+    """What the ranks of one job must agree on about the loaded model (cheap to compare)."""
+    config = getattr(model, "config", None)
+    return {"model_class": type(model).__name__, "model_type": getattr(config, "model_type", None),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "param_dtype": str(next(model.parameters()).dtype), "vocab": len(tokenizer)}
+
+
+def _load_agreed(args, world):
+    """Load the model on every rank; check that every rank runs the same configuration on the same model.
+
+    A rank whose load failed still takes part in the check (with its error), so the others fail
+    at once instead of waiting for it.
+    """
     from .. import models
-    from . import concepts as C
+
+    config = {key: value for key, value in sorted(vars(args).items()) if key not in _LOCAL_ARGS}
+    try:
+        model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file,
+                                             device=rank_device(args.device, world), dtype=args.dtype)
+    except Exception as exc:
+        if world.distributed:
+            _agree({**config, "error": f"{type(exc).__name__}: {exc}"}, world)
+        raise
+    _agree({**config, **model_identity(model, tokenizer)}, world)
+    return model, tokenizer
+
+
+def _agree(value, world):
+    try:
+        distributed.check_agreement(value, world)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def run(args, out=None) -> list[Path]:
+    """Run the task in ``args`` (parsed by the parser from :func:`add_parser`); return the files written.
+
+    Joins the launcher's process group when there is one (:func:`emergence_fast.distributed.init`);
+    on ranks other than 0 nothing is printed or written and the list is empty.
+    """
     from . import prompts as P
-    from . import randomness as R
-    from . import report
-    from .runner import PromptRunner
 
     out = out or sys.stdout
     for name in ("max_len", "depth", "n_samples", "batch_size", "max_new_tokens", "crop_length"):
@@ -71,11 +129,29 @@ def run(args, out=None) -> list[Path]:
         p_tails = (tuple(int(v) for v in args.p_tails.split(",")) if args.p_tails else P.P_TAILS_PAPER)
     except ValueError as exc:
         raise SystemExit(f"bad argument: {exc}") from exc
+    try:
+        world = distributed.init(getattr(args, "dist_backend", "auto"))
+    except ValueError as exc:
+        raise SystemExit(f"bad argument --dist-backend: {exc}") from None
+    try:
+        return _run(args, out, world, concepts, p_tails)
+    finally:
+        distributed.shutdown(world)
 
-    model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype)
+
+def _run(args, out, world, concepts, p_tails) -> list[Path]:
+    from .. import models
+    from . import concepts as C
+    from . import prompts as P
+    from . import randomness as R
+    from . import report
+    from .runner import PromptRunner
+
+    model, tokenizer = _load_agreed(args, world)
     if args.chat and not P.has_chat_template(tokenizer):
         raise SystemExit("--chat needs a tokenizer with a chat template; this one has none")
-    runner = PromptRunner(model, tokenizer, batch_size=args.batch_size, prefix_cache=not args.no_prefix_cache)
+    runner = PromptRunner(model, tokenizer, batch_size=args.batch_size, prefix_cache=not args.no_prefix_cache,
+                          world=world)
     source = args.model or models.DEFAULT_MODEL
     out_dir = Path(args.out)
     if args.task == "judge":
@@ -87,7 +163,11 @@ def run(args, out=None) -> list[Path]:
     else:
         result = R.generate_flips(model, tokenizer, p_tails, args.n_samples, max_new_tokens=args.max_new_tokens,
                                   crop_length=args.crop_length, seed=args.seed, chat=args.chat, runner=runner)
-        result.config["model_source"] = source
+    result.config["model_source"] = source
+    result.provenance["distributed"] = {"world_size": world.world_size, "backend": world.backend}
+    if not world.is_main:
+        return []
+    if args.task == "generate":
         written = report.write_generation_result(result, out_dir)
         for row in result.to_rows():
             print(f"{row['source']:>15s} p={row['p_tails']:.2f} n={row['n']:3d} "
@@ -96,11 +176,11 @@ def run(args, out=None) -> list[Path]:
                   file=out)
         print("wrote " + ", ".join(str(p) for p in written), file=out)
         return written
-    result.config["model_source"] = source
     written = report.write_concept_result(result, out_dir)
     print(report.transition_table(result), file=out)
+    ranks = f" on {world.world_size} ranks" if world.distributed else ""
     print(f"{result.provenance['runner']['prompts']} prompts, {result.provenance['runner']['forward_calls']} forward "
-          f"calls, {result.provenance['seconds']:.1f} s", file=out)
+          f"calls{ranks}, {result.provenance['seconds']:.1f} s", file=out)
     print("wrote " + ", ".join(str(p) for p in written), file=out)
     return written
 

@@ -218,6 +218,8 @@ def judgment_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int
     tokenizer's chat template. Every curve gets its transition statistics
     (:func:`emergence_fast.transitions.summarize`, ``n_boot`` bootstrap replicates; the period of
     a concept curve is its length). Pass ``runner`` to share one (and its statistics) across calls.
+    Inside a torch.distributed process group every rank must make the same call: the runner shares
+    the batches out across the ranks and every rank returns the whole, single-process result.
     """
     max_len = _positive_int(max_len, "max_len")
     items = _sequences(concepts, n_random, max_len, seed)

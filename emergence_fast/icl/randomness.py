@@ -397,7 +397,9 @@ def generate_flips(model, tokenizer, p_tails=P.P_TAILS_PAPER, n_samples: int = 2
     Sampling stops for a row at ``]``, at eos, once ``crop_length`` flips are parsed, or after
     ``max_new_tokens`` tokens. Rows with fewer than ``crop_length`` flips are dropped before the
     metrics, as in the paper. ``compare`` adds Bernoulli, Window Average and Markov-chain samples
-    (as many as the model's kept rows, seeded by ``seed``).
+    (as many as the model's kept rows, seeded by ``seed``). Inside a torch.distributed process group
+    every rank must make the same call: the sample batches of all p(Tails) are shared out across
+    the ranks (:meth:`~emergence_fast.icl.runner.PromptRunner.sample_many`).
     """
     if isinstance(p_tails, numbers.Integral):
         p_tails = (p_tails,)
@@ -413,12 +415,12 @@ def generate_flips(model, tokenizer, p_tails=P.P_TAILS_PAPER, n_samples: int = 2
 
     start = time.perf_counter()
     texts, stats = {}, []
+    # One call for every p(Tails): under a process group the ranks share out all their sample batches.
+    ids = runner.encode(P.format_prompts(tokenizer, [P.generation_prompt(pct) for pct in p_tails], chat), chat=chat)
+    all_samples = runner.sample_many(ids, n_samples, max_new_tokens, seeds=[seed + 7919 * i for i in range(len(p_tails))],
+                                     temperature=temperature, stop=done)
     for i, pct in enumerate(p_tails):
-        prompt = P.format_prompts(tokenizer, [P.generation_prompt(pct)], chat)
-        ids = runner.encode(prompt, chat=chat)[0]
-        samples = runner.sample(ids, n_samples, max_new_tokens, seed=seed + 7919 * i, temperature=temperature,
-                                stop=done)
-        texts[pct] = tokenizer.batch_decode(samples)
+        texts[pct] = tokenizer.batch_decode(all_samples[i])
         flips = crop([parse_flips(t) for t in texts[pct]], crop_length)
         p = pct / 100
         if compare and flips.shape[0]:

@@ -28,6 +28,18 @@ Sampling (the generation task) runs the prompt once, expands its cache to the sa
 draws every token by inverse-CDF sampling from per-row seeded uniforms, so a row's sample
 depends on the seed and its row index only, not on the batch size or device (up to
 floating-point differences in the logits, which can move a draw that lands on a CDF boundary).
+
+Data parallelism (torch.distributed: ``torchrun``, or a caller's own process group). The work is
+planned first, from the prompts and ``batch_size`` only: the groups, their trunk cuts and the
+batches of every group, in order (for sampling: the ``batch_size``-row batches of every prompt).
+Those batches are the units: each rank runs a contiguous run of them
+(:func:`emergence_fast.distributed.shard`), computing the trunk cache of every group it touches
+(the same one-sequence forward pass on every rank, so the same bits), and the per-batch results
+are gathered in batch order (:func:`emergence_fast.distributed.gather_ordered`). A batch is thus
+computed exactly as one process computes it, whatever the number of ranks: a batched forward on
+a CPU can differ in the last bits when the rows of a batch change, so prompts are never split
+across ranks one by one. Whether the model's cache can be shared is probed once, on the first
+trunk, by every rank alike.
 """
 from __future__ import annotations
 
@@ -38,10 +50,17 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed
+
 
 @dataclass
 class RunnerStats:
-    """What a runner did: prompts asked for, distinct prompts, forward calls, tokens fed to the model."""
+    """What a runner did: prompts asked for, distinct prompts, forward calls, tokens fed to the model.
+
+    Under a process group of more than one rank, ``forward_calls``, ``tokens_fed`` and
+    ``prefix_tokens`` are totals over the ranks (each rank that works on a prompt group runs its
+    trunk, so they can exceed one process's counts by a trunk per extra rank).
+    """
 
     prompts: int = 0
     unique_prompts: int = 0
@@ -68,6 +87,17 @@ def _check_positive_int(value, name: str) -> int:
     return value
 
 
+@dataclass
+class _Group:
+    """Prompts sharing one trunk: ``trunk`` (an index into the unique prompts, None for full
+    prompts), ``cut`` (trunk tokens cached: the longest member prefix), ``batches`` as
+    ``(prompt indices, prefix lengths)``. Depends on the prompts and ``batch_size`` only."""
+
+    trunk: int | None
+    cut: int
+    batches: list
+
+
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -83,9 +113,16 @@ class PromptRunner:
     full (still batched): the reference for tests and benchmarks. Models whose cache is not a
     plain per-layer key/value store (sliding-window layers, recurrent state) fall back to full
     prompts automatically.
+
+    ``world`` (an :class:`emergence_fast.distributed.World`; None: the process group that exists
+    when a method is called, if any) splits the work across ranks: every rank must call the same
+    methods with the same arguments, and every rank gets the whole result. The units are whole
+    batches of a plan that does not depend on the number of ranks (see :meth:`map_last_logits`,
+    :meth:`sample_many`), so the result equals one process's bit for bit.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 32, prefix_cache: bool = True):
+    def __init__(self, model, tokenizer, *, batch_size: int = 32, prefix_cache: bool = True,
+                 world: distributed.World | None = None):
         if not callable(model) or not hasattr(model, "parameters"):
             raise TypeError(f"model must be a torch causal language model, got {type(model).__name__}")
         if not callable(tokenizer) or not hasattr(tokenizer, "batch_decode"):
@@ -96,6 +133,9 @@ class PromptRunner:
         self.tokenizer = tokenizer
         self.batch_size = _check_positive_int(batch_size, "batch_size")
         self.prefix_cache = prefix_cache
+        if world is not None and not isinstance(world, distributed.World):
+            raise TypeError(f"world must be an emergence_fast.distributed.World or None, got {type(world).__name__}")
+        self.world = world
         self.device = _model_device(model)
         self.stats = RunnerStats()
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -125,55 +165,139 @@ class PromptRunner:
         self.stats.prefix_tokens += len(trunk)
         return _plain_kv(getattr(out, "past_key_values", None), len(trunk))
 
+    def _world(self) -> distributed.World:
+        return self.world if self.world is not None else distributed.current()
+
     def map_last_logits(self, sequences: Sequence[Sequence[int]], fn: Callable[[torch.Tensor], object]):
         """``fn(logits [B, V])`` on the logits after the last token of every sequence, rows in input order.
 
         ``fn`` returns a tensor with one row per logits row, or an object with ``index(rows)`` and
         a ``cat(list)`` static method (e.g. :class:`~emergence_fast.icl.readout.ReadoutBatch`);
         the batch results are joined and returned in the order of ``sequences``.
+
+        Under a process group of more than one rank (:attr:`world`, default
+        :func:`emergence_fast.distributed.current`), the batches are split across the ranks; each
+        batch is the one a single process would run (same prompts, same trunk cache), so every
+        rank returns the single-process result, bit for bit. ``fn``'s per-batch results then
+        travel between ranks pickled: a tensor result goes through the CPU and comes back on the
+        model's device; any other result must be picklable and hold CPU tensors only (as
+        :class:`~emergence_fast.icl.readout.ReadoutBatch` does).
         """
         seqs = _validate_sequences(sequences)
+        world = self._world()
         self.stats.prompts += len(seqs)
         unique = list(dict.fromkeys(seqs))
         self.stats.unique_prompts += len(unique)
-        outputs, position, offset = [], {}, 0
+        before = self._work_counters()
+        outputs = []
         with torch.no_grad():
-            for trunk, members in self._groups(unique):
-                kv = None
-                prefix_len = [0] * len(members)
-                if trunk is not None:
-                    prefix_len = [min(_lcp(unique[i], trunk), len(unique[i]) - 1) for i in members]
-                    if max(prefix_len) > 0:
-                        kv = self._trunk_cache(trunk[:max(prefix_len)])
-                    if kv is None:
-                        prefix_len = [0] * len(members)
-                # Bucket by tail length (no padding); within a bucket, short prefixes first.
-                order = sorted(range(len(members)),
-                               key=lambda j: (len(unique[members[j]]) - prefix_len[j], prefix_len[j]))
-                start = 0
-                while start < len(order):
-                    tail = len(unique[members[order[start]]]) - prefix_len[order[start]]
-                    stop = start
-                    while (stop < len(order) and stop - start < self.batch_size
-                           and len(unique[members[order[stop]]]) - prefix_len[order[stop]] == tail):
-                        stop += 1
-                    rows = order[start:stop]
-                    for k, j in enumerate(rows):
-                        position[members[j]] = offset + k
-                    outputs.append(fn(self._run_batch([unique[members[j]] for j in rows],
-                                                      [prefix_len[j] for j in rows], kv)))
-                    offset += len(rows)
-                    start = stop
+            plan, kv_group, kv = self._plan(unique)
+            units = [(g, b) for g, group in enumerate(plan) for b in range(len(group.batches))]
+            mine = [units[u] for u in distributed.shard(len(units), world)]
+            if kv_group not in {g for g, _ in mine}:
+                kv_group, kv = -1, None  # the probe's trunk is another rank's work
+            for g, b in mine:
+                group = plan[g]
+                if group.cut and kv_group != g:
+                    kv_group, kv = g, None  # free the previous trunk's cache before building the next
+                    kv = self._trunk_cache(unique[group.trunk][:group.cut])
+                rows, prefix_len = group.batches[b]
+                seqs_b = [unique[i] for i in rows]
+                if group.cut and kv is not None:
+                    logits = self._run_batch(seqs_b, prefix_len, kv)
+                else:  # no trunk, or (unexpectedly) a trunk whose cache cannot be shared: full prompts
+                    logits = self._run_full(seqs_b)
+                outputs.append(fn(logits))
+            kv = None
+        if world.distributed:
+            outputs = [o.cpu() if isinstance(o, torch.Tensor) else o for o in outputs]
+            outputs = distributed.gather_ordered(outputs, world)
+            self._sum_work_counters(before, world)
+        position = {i: k for k, i in enumerate(i for group in plan for rows, _ in group.batches for i in rows)}
         index = {s: position[k] for k, s in enumerate(unique)}
         rows = torch.tensor([index[s] for s in seqs], dtype=torch.long)
         if isinstance(outputs[0], torch.Tensor):
-            return torch.cat(outputs)[rows.to(outputs[0].device)]
+            joined = torch.cat(outputs)
+            if world.distributed:
+                joined = joined.to(self.device)
+            return joined[rows.to(joined.device)]
         return type(outputs[0]).cat(outputs).index(rows)
+
+    def _plan(self, unique):
+        """The rank-independent work plan: groups, each with its trunk cut and its batches.
+
+        Returns ``(plan, kv_group, kv)``: the list of :class:`_Group`, and the trunk cache computed
+        to probe whether this model's cache can be cut and shared (kept for reuse; ``kv_group`` is
+        its group's index, -1 if none was computed). A model whose cache cannot be shared is
+        planned as one group of full prompts, the ``prefix_cache=False`` path.
+        """
+        groups = []
+        for trunk, members in self._groups(unique):
+            prefix_len = [0] * len(members)
+            if trunk is not None:
+                trunk_seq = unique[trunk]
+                prefix_len = [min(_lcp(unique[i], trunk_seq), len(unique[i]) - 1) for i in members]
+            groups.append((trunk, members, prefix_len))
+        kv_group, kv = -1, None
+        probe = next((g for g, (trunk, _, p) in enumerate(groups) if trunk is not None and max(p) > 0), None)
+        if probe is not None:
+            trunk, _, prefix_len = groups[probe]
+            kv = self._trunk_cache(unique[trunk][:max(prefix_len)])
+            if kv is None:
+                groups = [(None, list(range(len(unique))), [0] * len(unique))]
+            else:
+                kv_group = probe
+        plan = []
+        for trunk, members, prefix_len in groups:
+            # Bucket by tail length (no padding); within a bucket, short prefixes first.
+            order = sorted(range(len(members)),
+                           key=lambda j: (len(unique[members[j]]) - prefix_len[j], prefix_len[j]))
+            batches, start = [], 0
+            while start < len(order):
+                tail = len(unique[members[order[start]]]) - prefix_len[order[start]]
+                stop = start
+                while (stop < len(order) and stop - start < self.batch_size
+                       and len(unique[members[order[stop]]]) - prefix_len[order[stop]] == tail):
+                    stop += 1
+                picked = order[start:stop]
+                batches.append(([members[j] for j in picked], [prefix_len[j] for j in picked]))
+                start = stop
+            cut = max(prefix_len) if trunk is not None else 0
+            plan.append(_Group(trunk if cut else None, cut, batches))
+        return plan, kv_group, kv
+
+    def _work_counters(self) -> tuple[int, int, int]:
+        return self.stats.forward_calls, self.stats.tokens_fed, self.stats.prefix_tokens
+
+    def _sum_work_counters(self, before, world) -> None:
+        """Replace this rank's work since ``before`` by the sum over every rank's."""
+        mine = [now - then for now, then in zip(self._work_counters(), before)]
+        total = [sum(column) for column in zip(*distributed.gather_ordered([mine], world))]
+        self.stats.forward_calls, self.stats.tokens_fed, self.stats.prefix_tokens = (
+            then + t for then, t in zip(before, total))
+
+    def _run_full(self, seqs) -> torch.Tensor:
+        """Last-token logits of full prompts, one forward per run of equal lengths (no padding), in ``seqs`` order."""
+        if len({len(s) for s in seqs}) == 1:
+            return self._run_batch(seqs, [0] * len(seqs), None)
+        parts, order = [], sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        start = 0
+        while start < len(order):
+            stop = start
+            while stop < len(order) and len(seqs[order[stop]]) == len(seqs[order[start]]):
+                stop += 1
+            parts.append(self._run_batch([seqs[i] for i in order[start:stop]], [0] * (stop - start), None))
+            start = stop
+        logits = torch.cat(parts)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return logits[inverse.to(logits.device)]
 
     def _groups(self, unique):
         """Split prompts into (trunk, members): each trunk is the longest prompt left, and its
         members are the prompts that share at least half their tokens with it. A prompt alone in
-        its group gets no trunk (its own forward pass is cheaper)."""
+        its group gets no trunk (its own forward pass is cheaper). ``trunk`` is an index into
+        ``unique`` (None for no trunk)."""
         if not self.prefix_cache:
             return [(None, list(range(len(unique))))]
         remaining = sorted(range(len(unique)), key=lambda i: -len(unique[i]))
@@ -182,8 +306,8 @@ class PromptRunner:
             trunk = unique[remaining[0]]
             members = [i for i in remaining if 2 * _lcp(unique[i], trunk) >= len(unique[i])]
             taken = set(members)
+            groups.append((remaining[0] if len(members) > 1 else None, members))
             remaining = [i for i in remaining if i not in taken]
-            groups.append((trunk if len(members) > 1 else None, members))
         return groups
 
     def _run_batch(self, seqs, prefix_len, kv) -> torch.Tensor:
@@ -217,27 +341,59 @@ class PromptRunner:
         continuations so far) marks rows as finished; it is called every ``check_every`` tokens,
         and finished rows leave the batch. A row also finishes at the tokenizer's eos token.
         """
-        prompt = _validate_sequences([prompt_ids])[0]
+        return self.sample_many([prompt_ids], n_samples, max_new_tokens, seeds=[seed], temperature=temperature,
+                                stop=stop, check_every=check_every)[0]
+
+    def sample_many(self, prompts: Sequence[Sequence[int]], n_samples: int, max_new_tokens: int, *,
+                    seeds: Sequence[int] | None = None, temperature: float = 1.0,
+                    stop: Callable[[list[str]], list[bool]] | None = None,
+                    check_every: int = 8) -> list[list[list[int]]]:
+        """:meth:`sample` for several prompts: ``out[p]`` holds the ``n_samples`` rows of ``prompts[p]``,
+        sampled with ``seeds[p]`` (default: ``p``).
+
+        The units of work are the ``batch_size``-row batches of every prompt, in prompt order;
+        under a process group of more than one rank each rank samples a contiguous run of them
+        (running the prompt of each batch it holds) and every rank gets every row.
+        """
+        prompts = _validate_sequences(prompts)
         n_samples = _check_positive_int(n_samples, "n_samples")
         max_new_tokens = _check_positive_int(max_new_tokens, "max_new_tokens")
         check_every = _check_positive_int(check_every, "check_every")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        seeds = list(range(len(prompts))) if seeds is None else list(seeds)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"seeds must hold one seed per prompt, got {len(seeds)} for {len(prompts)} prompts")
+        for seed in seeds:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        self.stats.prompts += 1
-        self.stats.unique_prompts += 1
-        kv = None
-        if len(prompt) > 1:
-            with torch.no_grad():
-                kv = self._trunk_cache(prompt[:-1])
-        outputs: list[list[int]] = [[] for _ in range(n_samples)]
-        for lo in range(0, n_samples, self.batch_size):
+        world = self._world()
+        self.stats.prompts += len(prompts)
+        self.stats.unique_prompts += len(prompts)
+        before = self._work_counters()
+        units = [(p, lo) for p in range(len(prompts)) for lo in range(0, n_samples, self.batch_size)]
+        local, kv_prompt, kv = [], -1, None
+        for p, lo in (units[u] for u in distributed.shard(len(units), world)):
+            prompt = prompts[p]
+            if kv_prompt != p:
+                kv_prompt, kv = p, None
+                if len(prompt) > 1:
+                    with torch.no_grad():
+                        kv = self._trunk_cache(prompt[:-1])
             rows = list(range(lo, min(lo + self.batch_size, n_samples)))
+            outputs: list[list[int]] = [[] for _ in range(n_samples)]
             with torch.no_grad():
-                self._sample_rows(prompt, kv, rows, outputs, max_new_tokens, seed, float(temperature), stop,
+                self._sample_rows(prompt, kv, rows, outputs, max_new_tokens, int(seeds[p]), float(temperature), stop,
                                   check_every)
-        return outputs
+            local.append([outputs[r] for r in rows])
+        kv = None
+        if world.distributed:
+            local = distributed.gather_ordered(local, world)
+            self._sum_work_counters(before, world)
+        out: list[list[list[int]]] = [[] for _ in prompts]
+        for (p, _), rows in zip(units, local):
+            out[p].extend(rows)
+        return out
 
     def _sample_rows(self, prompt, kv, rows, outputs, max_new_tokens, seed, temperature, stop, check_every):
         eos = getattr(self.tokenizer, "eos_token_id", None)

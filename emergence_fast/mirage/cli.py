@@ -6,6 +6,10 @@
 Writes ``mirage.json``, ``mirage.csv`` and ``mirage_curves.png`` to ``--out`` and prints the
 table. :func:`add_parser` registers the subcommand on an ``argparse`` subparsers object and sets
 ``func`` to :func:`run`.
+
+Under ``torchrun --nproc_per_node=K`` each model's scoring batches are shared out across the K
+ranks (every rank loads every model); the ranks first check that they run the same configuration
+and loaded the same models, the result is the one process's, and only rank 0 prints and writes.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import distributed
 from .metrics import LIVE_METRICS
 from .tasks import TASKS
 
@@ -50,18 +55,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin", type=float, default=2.0,
                         help="BIC margin by which a sigmoid must beat the smooth fits to count as sharp")
-    parser.add_argument("--out", default="runs/mirage", help="output folder (mirage.json, mirage.csv, mirage_curves.png)")
+    parser.add_argument("--out", default="runs/mirage",
+                        help="output folder (mirage.json, mirage.csv, mirage_curves.png), written by rank 0 only")
+    parser.add_argument("--dist-backend", default="auto", choices=distributed.DIST_BACKENDS,
+                        help="torch.distributed backend under torchrun: auto (NCCL with CUDA GPUs, else gloo), gloo, nccl")
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args, out=None) -> int:
-    """Build the family (files or live models), analyse it, write the files and print the table."""
-    from . import readers, report
-    from .live import run_family
+# Arguments that do not change the result: where it goes, and where each rank computes.
+_LOCAL_ARGS = ("out", "device", "dist_backend", "func", "command")
 
-    out = out or sys.stdout
+
+def run(args, out=None) -> int:
+    """Build the family (files or live models), analyse it, write the files and print the table.
+
+    Joins the launcher's process group when there is one (:func:`emergence_fast.distributed.init`);
+    ranks other than 0 compute the same result but print and write nothing.
+    """
+    try:
+        world = distributed.init(getattr(args, "dist_backend", "auto"))
+    except ValueError as exc:
+        raise SystemExit(f"bad argument --dist-backend: {exc}") from None
+    try:
+        return _run(args, out or sys.stdout, world)
+    finally:
+        distributed.shutdown(world)
+
+
+def _run(args, out, world) -> int:
+    from ..icl.cli import rank_device
+    from . import readers, report
+    from .live import RanksDisagree, run_family
+
     declared = {"lower_is_better": tuple(args.lower_is_better), "higher_is_better": tuple(args.higher_is_better)}
+    try:
+        distributed.check_agreement({key: value for key, value in sorted(vars(args).items())
+                                     if key not in _LOCAL_ARGS}, world)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if args.results:
         if not args.metrics:
             raise SystemExit("mirage --results needs --metrics (e.g. --metrics acc,ppl)")
@@ -72,12 +104,17 @@ def run(args, out=None) -> int:
         unknown = [m for m in wanted if m not in LIVE_METRICS]
         if unknown:
             raise SystemExit(f"unknown metric(s) {unknown} for --models: known are {list(LIVE_METRICS)}")
-        family = run_family(args.models, args.task, n_examples=args.n_examples,
-                            shots=2 if args.shots is None else args.shots, seed=args.seed,
-                            batch_size=args.batch_size, continuation=args.continuation, device=args.device,
-                            dtype=args.dtype)
+        try:
+            family = run_family(args.models, args.task, n_examples=args.n_examples,
+                                shots=2 if args.shots is None else args.shots, seed=args.seed,
+                                batch_size=args.batch_size, continuation=args.continuation,
+                                device=rank_device(args.device, world), dtype=args.dtype, world=world)
+        except RanksDisagree as exc:
+            raise SystemExit(str(exc)) from None
         family.values = {m: family.values[m] for m in wanted}
     result = report.analyse(family, n_boot=args.n_boot, ci=args.ci, seed=args.seed, margin=args.margin, **declared)
+    if not world.is_main:
+        return 0
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [report.write_json(result, out_dir / "mirage.json"), report.write_csv(result, out_dir / "mirage.csv"),

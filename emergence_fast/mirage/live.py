@@ -4,6 +4,11 @@ Models load one at a time (:func:`emergence_fast.models.load_model`; ``"default"
 the embedded SmolLM2-135M-Instruct) and are released before the next, so a family never has to
 fit in memory at once. A model's size is its parameter count (``model.parameters()`` counts
 tied embeddings once).
+
+Under torch.distributed every rank loads every model (a replica per rank) and scores a share of
+the examples' batches (:func:`.scoring.score_targets`); before scoring a model, the ranks check
+that they loaded the same one (name, class, parameter count, vocabulary), and a model that failed
+to load on some ranks only makes every rank fail at once instead of waiting on the others.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import math
 
 import numpy as np
 
+from .. import distributed
 from .metrics import LIVE_METRICS
 from .readers import Family
 from .scoring import score_targets
@@ -27,14 +33,53 @@ def count_parameters(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+class RanksDisagree(ValueError):
+    """The ranks of one job loaded different models, or some failed to load theirs."""
+
+
+def _check(value: dict, world) -> None:
+    try:
+        distributed.check_agreement(value, world, "model")
+    except ValueError as exc:
+        raise RanksDisagree(str(exc)) from None
+
+
+def model_identity(name, model, tokenizer) -> dict:
+    """What the ranks of one job must agree on about a loaded model (JSON-like, cheap to compare)."""
+    config = getattr(model, "config", None)
+    return {"model": None if name is None else str(name), "class": type(model).__name__,
+            "n_parameters": count_parameters(model), "dtype": str(next(model.parameters()).dtype),
+            "model_type": getattr(config, "model_type", None), "vocab": len(tokenizer)}
+
+
+def load_agreed(loader, name, world: distributed.World):
+    """``loader(name)`` on every rank, then a check that every rank loaded the same model
+    (:class:`RanksDisagree` when not).
+
+    A rank whose load failed still takes part in the check (with its error), so the others fail
+    at once instead of waiting for it; when every rank failed alike, the load's own error is raised.
+    """
+    try:
+        model, tokenizer = loader(name)
+    except Exception as exc:  # re-raised below, after the ranks compare notes
+        if not world.distributed:
+            raise
+        _check({"model": None if name is None else str(name), "error": f"{type(exc).__name__}: {exc}"}, world)
+        raise
+    _check(model_identity(name, model, tokenizer), world)
+    return model, tokenizer
+
+
 def run_family(models, task: str, *, n_examples: int = 200, shots: int = 2, seed: int = 0, batch_size: int = 16,
-               continuation: str = "teacher_forced", device=None, dtype=None, loader=None) -> Family:
+               continuation: str = "teacher_forced", device=None, dtype=None, loader=None, world=None) -> Family:
     """Score ``task`` (see :mod:`.tasks`) on every model of ``models`` (folders, cached hub ids,
     ``"default"``) and return the :class:`~.readers.Family` with per-example values of every
     metric in :data:`~.metrics.LIVE_METRICS`, the per-token loss and the target lengths.
 
     ``loader(name) -> (model, tokenizer)`` replaces :func:`emergence_fast.models.load_model`
-    (tests pass tiny in-memory models this way).
+    (tests pass tiny in-memory models this way). ``world`` (an
+    :class:`emergence_fast.distributed.World`; None: the current process group, if any) shares
+    each model's scoring out across ranks; every rank returns the whole family.
     """
     if isinstance(models, str):
         models = [models]
@@ -50,11 +95,12 @@ def run_family(models, task: str, *, n_examples: int = 200, shots: int = 2, seed
         def loader(name):
             return model_loading.load_model(None if name in DEFAULT_ALIASES else name, device=device, dtype=dtype)
 
+    world = world if world is not None else distributed.current()
     rows = []
     for name in models:
-        model, tokenizer = loader(name)
+        model, tokenizer = load_agreed(loader, name, world)
         scored = score_targets(model, tokenizer, examples.prompts, examples.targets, batch_size=batch_size,
-                               continuation=continuation)
+                               continuation=continuation, world=world)
         rows.append((str(name) if name is not None else "default", count_parameters(model), scored.metrics(),
                      scored.per_token_loss(), scored.target_lengths()))
         del model, tokenizer, scored

@@ -18,6 +18,11 @@ side ``padding_side`` names; the attention mask hides the padding and explicit p
 :math:`\mathrm{cumsum}(\text{mask}) - 1` give every real token the position it has unpadded,
 so left and right padding give the unbatched log-probabilities. Sequences are batched in order
 of length to keep padding small, and results come back in the caller's order.
+
+Under torch.distributed (``torchrun``, or a caller's process group) the batches are the units of
+work: each rank scores a contiguous run of them and the per-batch results are gathered in batch
+order, so every example is scored in the same batch, with the same padding, as by one process
+(a batched CPU forward can differ in the last bits when a batch's rows change).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import distributed
 from . import metrics as mm
 
 CONTINUATIONS = ("teacher_forced", "free_running")
@@ -147,7 +153,7 @@ def _forward_logits(model, ids, mask, positions, takes_positions: bool) -> torch
 
 
 def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, padding_side: str = "right",
-                  continuation: str = "teacher_forced", device=None) -> ScoredTargets:
+                  continuation: str = "teacher_forced", device=None, world=None) -> ScoredTargets:
     """Per-token target log-probs and the greedy continuation of every (prompt, target) pair.
 
     ``model``: any Hugging Face causal LM (the embedded default included); ``tokenizer``: its
@@ -155,6 +161,11 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
     or ``"left"`` (the results agree); ``continuation`` is ``"teacher_forced"`` (one pass) or
     ``"free_running"`` (plus a greedy generation of each target's length). ``device`` defaults
     to the model's.
+
+    ``world`` (an :class:`emergence_fast.distributed.World`; None: the current process group, if
+    any) shares the batches out across ranks: every rank passes the same model and inputs, runs a
+    contiguous run of the batches, and gets every example's result, identical to one process's
+    (a batch holds the same examples whatever the number of ranks).
     """
     prompts = _check_strings(prompts, "prompts")
     targets = _check_strings(targets, "targets")
@@ -170,6 +181,8 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
         raise TypeError(f"model must be a torch causal LM, got {type(model).__name__}")
     if not callable(tokenizer):
         raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+    if world is not None and not isinstance(world, distributed.World):
+        raise TypeError(f"world must be an emergence_fast.distributed.World or None, got {type(world).__name__}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
 
     prompt_ids = [_encode_prompt(tokenizer, p) for p in prompts]
@@ -187,37 +200,51 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
     pad_id = _pad_id(tokenizer)
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     order = sorted(range(len(prompts)), key=lambda i: -(len(prompt_ids[i]) + len(target_ids[i])))
-    log_probs, greedy = [None] * len(prompts), [None] * len(prompts)
+    # The units of work: batches of the length order, which depends on the inputs and batch_size only.
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    world = world if world is not None else distributed.current()
+    local = []
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            sequences = [prompt_ids[i] + target_ids[i] for i in chunk]
-            ids, mask, positions, offsets = _batch(sequences, pad_id, padding_side, device)
-            logits = _forward_logits(model, ids, mask, positions, takes_positions)
-            rows, cols, wanted = [], [], []
-            for row, (i, offset) in enumerate(zip(chunk, offsets)):
-                first = offset + len(prompt_ids[i]) - 1  # the logits at position j predict token j + 1
-                rows += [row] * len(target_ids[i])
-                cols += range(first, first + len(target_ids[i]))
-                wanted += target_ids[i]
-            picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].float()
-            token_lp = torch.log_softmax(picked, dim=-1).gather(-1, torch.tensor(wanted, device=device)[:, None])[:, 0]
-            token_lp = token_lp.double().cpu().numpy()
-            argmax = picked.argmax(-1).cpu().tolist()
-            at = 0
-            for i in chunk:
-                n = len(target_ids[i])
-                log_probs[i] = token_lp[at:at + n]
-                greedy[i] = argmax[at:at + n]
-                at += n
-            if continuation == "free_running":
-                generated = _generate(model, [prompt_ids[i] for i in chunk], [len(target_ids[i]) for i in chunk],
-                                      pad_id, tokenizer.eos_token_id, device)
-                for i, tokens in zip(chunk, generated):
-                    greedy[i] = tokens
+        for b in distributed.shard(len(batches), world):
+            local.append(_score_batch(model, tokenizer, batches[b], prompt_ids, target_ids, pad_id, padding_side,
+                                      continuation, takes_positions, device))
+    results = distributed.gather_ordered(local, world)
+    log_probs, greedy = [None] * len(prompts), [None] * len(prompts)
+    for chunk, (chunk_log_probs, chunk_greedy) in zip(batches, results):
+        for i, lp, g in zip(chunk, chunk_log_probs, chunk_greedy):
+            log_probs[i], greedy[i] = lp, g
     return ScoredTargets(prompts, targets, target_ids, log_probs, greedy,
                          [tokenizer.decode(g, skip_special_tokens=False) for g in greedy],
                          [tokenizer.decode(t, skip_special_tokens=False) for t in target_ids], continuation)
+
+
+def _score_batch(model, tokenizer, chunk, prompt_ids, target_ids, pad_id, padding_side, continuation,
+                 takes_positions, device):
+    """One batch (the examples ``chunk``): per example, the target's token log-probs (float64
+    numpy) and the greedy tokens at the target positions."""
+    sequences = [prompt_ids[i] + target_ids[i] for i in chunk]
+    ids, mask, positions, offsets = _batch(sequences, pad_id, padding_side, device)
+    logits = _forward_logits(model, ids, mask, positions, takes_positions)
+    rows, cols, wanted = [], [], []
+    for row, (i, offset) in enumerate(zip(chunk, offsets)):
+        first = offset + len(prompt_ids[i]) - 1  # the logits at position j predict token j + 1
+        rows += [row] * len(target_ids[i])
+        cols += range(first, first + len(target_ids[i]))
+        wanted += target_ids[i]
+    picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].float()
+    token_lp = torch.log_softmax(picked, dim=-1).gather(-1, torch.tensor(wanted, device=device)[:, None])[:, 0]
+    token_lp = token_lp.double().cpu().numpy()
+    argmax = picked.argmax(-1).cpu().tolist()
+    log_probs, greedy, at = [], [], 0
+    for i in chunk:
+        n = len(target_ids[i])
+        log_probs.append(token_lp[at:at + n])
+        greedy.append(argmax[at:at + n])
+        at += n
+    if continuation == "free_running":
+        greedy = _generate(model, [prompt_ids[i] for i in chunk], [len(target_ids[i]) for i in chunk],
+                           pad_id, tokenizer.eos_token_id, device)
+    return log_probs, greedy
 
 
 def _generate(model, prompts, lengths, pad_id, eos_id, device):
@@ -236,9 +263,10 @@ def _generate(model, prompts, lengths, pad_id, eos_id, device):
 
 
 def score_choices(model, tokenizer, prompts, options, *, batch_size: int = 16,
-                  padding_side: str = "right", device=None) -> ChoiceScores:
+                  padding_side: str = "right", device=None, world=None) -> ChoiceScores:
     """Total log-probability of every option after its prompt, all options of all prompts batched
-    together in one :func:`score_targets` call. ``options[i]`` is the list of option strings of prompt ``i``."""
+    together in one :func:`score_targets` call. ``options[i]`` is the list of option strings of prompt ``i``;
+    ``world`` as in :func:`score_targets`."""
     prompts = _check_strings(prompts, "prompts")
     if isinstance(options, (str, bytes)):
         raise TypeError("options must be a list of option lists, one per prompt")
@@ -254,7 +282,7 @@ def score_choices(model, tokenizer, prompts, options, *, batch_size: int = 16,
         flat_options += opts
         owner += [i] * len(opts)
     scored = score_targets(model, tokenizer, flat_prompts, flat_options, batch_size=batch_size,
-                           padding_side=padding_side, device=device)
+                           padding_side=padding_side, device=device, world=world)
     totals = np.array([lp.sum() for lp in scored.token_log_probs])
     counts = scored.target_lengths()
     owner = np.array(owner)

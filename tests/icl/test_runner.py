@@ -116,3 +116,28 @@ def test_bad_arguments():
         runner.sample((1, 2), 2, 3, temperature=0)
     with pytest.raises(ValueError, match="n_samples"):
         runner.sample((1, 2), 0, 3)
+
+
+def test_sample_many_is_sample_per_prompt():
+    model = tiny_model("llama")
+    tok = coin_tokenizer()
+    runner = PromptRunner(model, tok, batch_size=2)
+    prompts = runner.encode([P.generation_prompt(30), P.generation_prompt(70)])
+    many = runner.sample_many(prompts, 3, 6, seeds=[3, 4])
+    assert many == [PromptRunner(model, tok, batch_size=2).sample(p, 3, 6, seed=s) for p, s in zip(prompts, (3, 4))]
+    assert runner.stats.prompts == 2
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        runner.sample_many(prompts, 3, 6, seeds=[1])
+    with pytest.raises(TypeError, match="world"):
+        PromptRunner(model, tok, world="gloo")
+
+
+def test_full_prompts_of_mixed_lengths_come_back_in_order():
+    """The fallback for a trunk whose cache cannot be shared: equal-length runs, rows in input order."""
+    model = tiny_model("gpt2")
+    runner = PromptRunner(model, coin_tokenizer())
+    seqs = [(5, 6, 7), (9,), (5, 6), (8, 7, 6), (4,)]
+    with torch.no_grad():
+        got = runner._run_full(seqs)
+    torch.testing.assert_close(got, brute_force(model, seqs), rtol=1e-4, atol=1e-5)
+    assert runner.stats.forward_calls == 3

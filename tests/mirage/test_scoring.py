@@ -126,3 +126,8 @@ def test_embedded_default_model_scores_a_known_fact():
     assert scored.greedy_text[0] == " Paris"
     assert scored.metrics()["exact_match"][0] == 1.0
     assert scored.token_log_probs[0].sum() > np.log(0.3)
+
+
+def test_world_must_be_a_world():
+    with pytest.raises(TypeError, match="world"):
+        score_targets(tiny_gpt2(), char_tokenizer(), ["A:"], [" 1"], world="gloo")
