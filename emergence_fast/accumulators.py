@@ -368,7 +368,8 @@ class SubspaceGaussianAccumulator:
         r = self.rank
         inside = torch.stack([self.inner.comoment[..., :r, :r].diagonal(dim1=-2, dim2=-1).sum(-1),
                               self.inner.comoment[..., r:, r:].diagonal(dim1=-2, dim2=-1).sum(-1)], -1)
-        return inside / total
+        # A constant side (a position holding one token, at the embedding) has nothing to capture.
+        return torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
 
     def state_dict(self) -> dict:
         names = ("mean_x", "scale_x", "basis_x", "mean_y", "scale_y", "basis_y")

@@ -123,6 +123,10 @@ def run_ie(args, out=None) -> None:
     try:
         if args.device is not None and args.device_map is not None:
             raise ValueError("pass --device or --device-map, not both")
+        if world.distributed and args.model in (None, models.DEFAULT_MODEL):
+            if world.is_main:
+                models.fetch_default_model()  # once, not once per rank
+            distributed.barrier(world)
         model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype,
                                              device_map=args.device_map, max_memory=_max_memory(args.max_memory),
                                              offload_folder=args.offload_folder)

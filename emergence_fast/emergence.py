@@ -417,6 +417,7 @@ DEFAULT_STATE_MEMORY = "8GB"
 MIN_SUBSPACE_RANK = 8
 MAX_SUBSPACE_RANK = 64
 PILOT_ROWS_PER_DIRECTION = 16
+MAX_PILOT = 4096
 MIN_RESERVOIR = 64
 
 
@@ -469,10 +470,15 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
         subspace = cells * (16 * (2 * rank) ** 2 + 2 * width * rank * 8 + 6 * width * 8)
         return subspace + max(fold, cells * pilot * 2 * width * 4)
 
+    # Rank first (up to MAX_SUBSPACE_RANK), then the largest pilot the budget allows, up to all samples
+    # (then the top components are exact) or MAX_PILOT (then a second pass over N costs one small extra pass).
     for rank in range(min(width, max(MAX_SUBSPACE_RANK, floor)), floor - 1, -8 if floor < MAX_SUBSPACE_RANK else -1):
-        pilot = min(n_samples, PILOT_ROWS_PER_DIRECTION * rank)
-        if rank <= min(width, pilot) and cost(rank, pilot) <= budget:
-            return StatePlan("subspace", cost(rank, pilot), fold_batches, rank=rank, pilot=pilot)
+        smallest = min(n_samples, PILOT_ROWS_PER_DIRECTION * rank)
+        if rank > min(width, smallest) or cost(rank, smallest) > budget:
+            continue
+        room = (budget - cost(rank, 0) + fold) // (cells * 2 * width * 4) if budget > cost(rank, 0) else 0
+        pilot = max(smallest, min(n_samples, MAX_PILOT, room))
+        return StatePlan("subspace", cost(rank, pilot), fold_batches, rank=rank, pilot=pilot)
     rank = min(width, floor)
     pilot = min(n_samples, PILOT_ROWS_PER_DIRECTION * rank)
     raise ValueError(f"state_memory={format_bytes(budget)} is too small for any estimator here: full moments need "
@@ -511,7 +517,7 @@ def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device,
     return SubspaceGaussianAccumulator(*sides, backend=backend)
 
 
-def _checkpoint_path(checkpoint_dir, world) -> Path | None:
+def checkpoint_path(checkpoint_dir, world) -> Path | None:
     if checkpoint_dir is None:
         return None
     name = CHECKPOINT_NAME if not world.distributed else \
@@ -691,7 +697,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
               "state": {key: value for key, value in plan.describe().items() if key != "bytes"}}
     distributed.check_agreement({**config, "world_size": world.world_size}, world)
 
-    checkpoint = _checkpoint_path(checkpoint_dir, world)
+    checkpoint = checkpoint_path(checkpoint_dir, world)
     state, done, resumed_batches = None, 0, 0
     if resume and checkpoint is not None and checkpoint.exists():
         payload = _load_checkpoint(checkpoint, {**config, "world_size": world.world_size})
@@ -773,4 +779,6 @@ def _state_notes(plan, state, estimator, options, reservoir_size, budget) -> lis
     return [f"state: full-width moments exceed state_memory={format_bytes(budget)}; computed {what}, each side "
             f"projected on its top-{plan.rank} principal directions from a {plan.pilot}-sample pilot pass. The subspace "
             f"holds {worst:.1%} or more of every cell's standardised variance (mean {float(captured.mean()):.1%}); "
-            "with the whole data as pilot the top components are exact."]
+            + ("the pilot is the whole data, so the top components are those of the full-width state (to float32 "
+               "rounding)." if plan.pilot >= state.count.min() else "the pilot is a subsample: the top components are "
+               "estimated from it, an error that shrinks as the pilot grows (raise state_memory for a larger one).")]
