@@ -47,11 +47,18 @@ def load(out: Path) -> dict:
     return json.loads((out / "ie.json").read_text())
 
 
+def _tensor(rows) -> torch.Tensor:
+    """ie.json numbers; non-finite ones are written as strings ("inf", "nan")."""
+    return torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)
+
+
 def assert_same_estimates(a: dict, b: dict):
     for name in ("macro", "micro", "emergence", "macro_stderr", "micro_stderr"):
-        x, y = torch.tensor(a[name], dtype=torch.float64), torch.tensor(b[name], dtype=torch.float64)
-        scale = torch.maximum(torch.tensor(a["macro"], dtype=torch.float64).abs(), x.abs()).clamp_min(1e-6)
-        assert bool(((x - y).abs() <= 1e-12 * scale).all()), name
+        x, y = _tensor(a[name]), _tensor(b[name])
+        assert torch.equal(x.isfinite(), y.isfinite()) and torch.equal(x.isnan(), y.isnan()), name
+        finite = x.isfinite()
+        scale = torch.maximum(_tensor(a["macro"]).abs(), x.abs()).clamp_min(1e-6)
+        assert bool(((x - y).abs() <= 1e-12 * scale)[finite].all()), name
 
 
 def test_torchrun_two_ranks_writes_the_one_process_result(model_dir, tmp_path):
@@ -149,3 +156,18 @@ def test_wide_model_fits_the_state_budget(tmp_path):
     assert any("exceed state_memory=256 MB" in note for note in report["notes"])
     # The run may use the model's memory plus the budget, plus transient float64 estimate work (< 256 MB here).
     assert peak - loaded < 2 * 256e6, (peak, loaded)
+
+
+def test_accelerate_launch_gives_the_one_process_result(model_dir, tmp_path):
+    """accelerate's multi-process launcher (torchrun underneath; gloo on this CPU) needs no code change."""
+    ids = tmp_path / "ids.pt"
+    torch.save(icl_ids(40, k_shots=2, n_entities=20, seed=5), ids)
+    args = ["--batch-size", "6", "--update-samples", "6"]
+    one = run([sys.executable, *ie_args(model_dir, ids, 40, tmp_path / "one", *args)])
+    assert one.returncode == 0, one.stderr
+    launched = run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    *ie_args(model_dir, ids, 40, tmp_path / "acc", *args)])
+    assert launched.returncode == 0, launched.stderr
+    assert load(tmp_path / "acc")["provenance"]["world"]["world_size"] == 2
+    assert_same_estimates(load(tmp_path / "one"), load(tmp_path / "acc"))
