@@ -127,7 +127,8 @@ def run_ie(args, out=None) -> None:
             if world.is_main:
                 models.fetch_default_model()  # once, not once per rank
             distributed.barrier(world)
-        model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=args.device, dtype=args.dtype,
+        model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file,
+                                             device=distributed.rank_device(args.device, world), dtype=args.dtype,
                                              device_map=args.device_map, max_memory=_max_memory(args.max_memory),
                                              offload_folder=args.offload_folder)
         data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots,

@@ -106,6 +106,14 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
+def rank_device(device, world: World):
+    """``device`` for this rank: a bare ``"cuda"`` becomes this rank's GPU (``LOCAL_RANK``) in a job of several ranks."""
+    if device is None or not world.distributed or str(device) != "cuda":
+        return device
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local) if local is not None else torch.cuda.current_device()}"
+
+
 def collective_device(world: World, preferred: torch.device | None = None) -> torch.device:
     """Where tensors must live for this group's collectives: CUDA for NCCL, ``preferred`` or CPU otherwise."""
     if world.backend == "nccl":

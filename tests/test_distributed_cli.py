@@ -91,7 +91,7 @@ def _kill_rank_when_checkpointed(process, checkpoint: Path, rank: int, deadline_
             environ = (pid / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"RANK={rank}".encode() in environ and f"TORCHELASTIC_RUN_ID".encode() in b"".join(environ) and \
+        if f"RANK={rank}".encode() in environ and "TORCHELASTIC_RUN_ID".encode() in b"".join(environ) and \
                 str(checkpoint.parent).encode() in (pid / "cmdline").read_bytes():
             os.kill(int(pid.name), signal.SIGKILL)
             return

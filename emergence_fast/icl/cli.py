@@ -16,7 +16,6 @@ Register it with :func:`add_parser` on the main parser's subparsers; it sets ``f
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -66,16 +65,6 @@ def _positive(value, name):
 _LOCAL_ARGS = ("out", "device", "dist_backend", "func", "command")
 
 
-def rank_device(device, world: distributed.World):
-    """``device`` for this rank: a bare ``"cuda"`` becomes this rank's GPU (``LOCAL_RANK``) in a job of several ranks."""
-    if device is None or not world.distributed or str(device) != "cuda":
-        return device
-    import torch
-
-    local = os.environ.get("LOCAL_RANK")
-    return f"cuda:{int(local) if local is not None else torch.cuda.current_device()}"
-
-
 def model_identity(model, tokenizer) -> dict:
     """What the ranks of one job must agree on about the loaded model (cheap to compare)."""
     config = getattr(model, "config", None)
@@ -95,7 +84,7 @@ def _load_agreed(args, world):
     config = {key: value for key, value in sorted(vars(args).items()) if key not in _LOCAL_ARGS}
     try:
         model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file,
-                                             device=rank_device(args.device, world), dtype=args.dtype)
+                                             device=distributed.rank_device(args.device, world), dtype=args.dtype)
     except Exception as exc:
         if world.distributed:
             _agree({**config, "error": f"{type(exc).__name__}: {exc}"}, world)

@@ -84,7 +84,6 @@ def run(args, out=None) -> int:
 
 
 def _run(args, out, world) -> int:
-    from ..icl.cli import rank_device
     from . import readers, report
     from .live import RanksDisagree, run_family
 
@@ -108,7 +107,7 @@ def _run(args, out, world) -> int:
             family = run_family(args.models, args.task, n_examples=args.n_examples,
                                 shots=2 if args.shots is None else args.shots, seed=args.seed,
                                 batch_size=args.batch_size, continuation=args.continuation,
-                                device=rank_device(args.device, world), dtype=args.dtype, world=world)
+                                device=distributed.rank_device(args.device, world), dtype=args.dtype, world=world)
         except RanksDisagree as exc:
             raise SystemExit(str(exc)) from None
         family.values = {m: family.values[m] for m in wanted}
