@@ -1,4 +1,4 @@
-"""Command line: ``emergence-fast ie | icl | mirage | estimators | backends``.
+"""Command line: ``emergence-fast ie | icl | mirage | bench | estimators | backends``.
 
 ``ie`` runs Information Emergence on a model (the embedded SmolLM2-135M-Instruct by default)
 and writes ``ie.json``, ``ie.csv`` and plots. ``icl`` (:mod:`emergence_fast.icl.cli`) runs the
@@ -20,6 +20,7 @@ import torch
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
 from emergence_fast.emergence import DEFAULT_STATE_MEMORY, ESTIMATORS, checkpoint_path
+from emergence_fast import bench
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 
@@ -219,9 +220,16 @@ def main(argv=None) -> int:
     sub.add_parser("backends", help="list the backends and why any is unavailable")
     icl_cli.add_parser(sub)
     mirage_cli.add_parser(sub)
+    bench.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command in ("icl", "mirage"):
         args.func(args)
+    elif args.command == "bench":
+        try:
+            args.func(args)
+        except ValueError as exc:
+            print(f"emergence-fast bench: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "ie":
         try:
             run_ie(args)
