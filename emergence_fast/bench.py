@@ -253,8 +253,8 @@ def bench_model(model, tokenizer, *, n_samples: int, k_shots: int, batch_size: i
         ``tokens`` (count), ``bare_forward_s`` and ``ie_macro_pass_s`` (seconds), ``bare_tokens_per_s``
         and ``ie_tokens_per_s`` (tokens/s), ``overhead`` (``ie_macro_pass_s / bare_forward_s - 1``, a
         fraction), ``ratio`` (``ie_tokens_per_s / bare_tokens_per_s``), the IE timings in seconds
-        (``ie_forward_s``, ``ie_accumulate_s``, ``ie_micro_pass_s``, ``ie_estimate_s``, ``ie_total_s``)
-        and a description of the data.
+        (``ie_forward_s``, ``ie_accumulate_s``, ``ie_pilot_s``: state setup, ``ie_micro_pass_s``,
+        ``ie_estimate_s``, ``ie_total_s``), the kind of IE state (``ie_state``) and a description of the data.
     """
     from .capture import input_device
     from .emergence import information_emergence
@@ -282,6 +282,7 @@ def bench_model(model, tokenizer, *, n_samples: int, k_shots: int, batch_size: i
     bare_rate, ie_rate = tokens / bare, tokens / macro
     return {"data": description, "n_samples": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
             "batch_size": batch_size, "layers": len(result.layers), "positions": len(result.positions),
+            "ie_state": (result.config.get("state") or {}).get("kind"),
             "tokens": tokens, "bare_forward_s": bare, "bare_tokens_per_s": bare_rate,
             "ie_macro_pass_s": macro, "ie_tokens_per_s": ie_rate, "ie_tokens_per_s_reported": t["tokens_per_s_macro"],
             "ratio": ie_rate / bare_rate, "overhead": macro / bare - 1,
@@ -652,8 +653,8 @@ def format_table(result: dict) -> str:
                      ["IE macro pass (capture + accumulate)", f"{m['ie_macro_pass_s']:.2f}",
                       _num(m["ie_tokens_per_s"]), f"{100 * m['overhead']:+.0f}%"],
                      ["  of which accumulate", f"{m['ie_accumulate_s']:.2f}", "", ""],
-                     *([["IE pilot pass (subspace state)", f"{m['ie_pilot_s']:.2f}", "", ""]] if m["ie_pilot_s"] > 0.005
-                       else []),
+                     *([[f"IE state setup ({m.get('ie_state') or 'state'}; pilot pass if subspace)",
+                         f"{m['ie_pilot_s']:.2f}", "", ""]] if m["ie_pilot_s"] > 0.005 else []),
                      ["IE micro pass", f"{m['ie_micro_pass_s']:.2f}", "", ""],
                      ["IE estimates", f"{m['ie_estimate_s']:.2f}", "", ""]],
                     ["pass", "seconds", "tokens/s", "overhead"]),
