@@ -651,8 +651,11 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     Scale: under ``torchrun``/``accelerate launch``, or inside a caller's process group, each
     rank (``world``: an :class:`emergence_fast.distributed.World`, default the current process
     group) runs a contiguous share of the folds and the states are combined with collectives;
-    every rank returns the one-process result (moment estimators to float64 rounding, the
-    reservoir exactly). Checkpoints are per rank; resume with the same number of ranks.
+    every rank returns the one-process result (the reproducible sums of
+    :class:`~emergence_fast.GaussianMIAccumulator` make it bit-identical in practice; the
+    reservoir is exact). Every rank of the group must call it; to run on one rank alone inside
+    a job that has a group, pass ``world=emergence_fast.distributed.World()``. Checkpoints are
+    per rank; resume with the same number of ranks.
 
     Raises
     ------
