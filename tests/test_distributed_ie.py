@@ -31,6 +31,7 @@ def _worker(rank, world_size, port, options, n_samples, out_dir):
         torch.save({name: getattr(result, name) for name in ESTIMATES} | {"config": result.config,
                                                                          "world": result.provenance["world"]},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.distributed.barrier()  # no rank tears its connections down while a peer still reads from them
     finally:
         torch.distributed.destroy_process_group()
 
@@ -108,6 +109,7 @@ def _disagreeing_worker(rank, world_size, port, out_dir):
     except ValueError as exc:
         with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
             f.write(str(exc))
+        torch.distributed.barrier()  # no rank tears its connections down while a peer still reads from them
     finally:
         torch.distributed.destroy_process_group()
 
