@@ -155,8 +155,14 @@ class GaussianMIAccumulator:
 
     def _add(self, cells, count, s1, s2, s1_lo=None, s2_lo=None):
         dim = self.dx + self.dy
+        # Cells that are still empty take the first term as it is: exact, and a tenth of the cost.
+        first = not bool(self.count.view(-1)[cells].any())
         self.count.view(-1)[cells] += count.to(self.count.device)
         for total, term, lo, shape in ((self.s1, s1, s1_lo, (-1, dim)), (self.s2, s2, s2_lo, (-1, dim, dim))):
+            if first:
+                total.hi.view(shape)[cells] = term
+                total.lo.view(shape)[cells] = 0.0 if lo is None else lo
+                continue
             flat = _ExactSum.__new__(_ExactSum)
             flat.hi, flat.lo = total.hi.view(shape), total.lo.view(shape)
             flat.add_(term, lo, cells)
