@@ -37,11 +37,14 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=512)
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--state-memory", default=None, help="passed to ie (e.g. 512MB for the subspace state)")
     args = parser.parse_args()
     ie = ["-m", "emergence_fast.cli", "ie", "--dataset", "icl-animal", "--k-shots", "4", "--n-samples",
-          str(args.n_samples), "--batch-size", "32", "--update-samples", "32", "--quiet"]
+          str(args.n_samples), "--batch-size", "32", "--update-samples", "128", "--quiet"]
     if args.model:
         ie += ["--model", args.model]
+    if args.state_memory:
+        ie += ["--state-memory", args.state_memory]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rows = []
@@ -54,17 +57,19 @@ def main() -> None:
             wall, result = run(command, threads, tmp / label.replace(" ", "_"))
             rows.append((label, wall, result))
     base = rows[0][1]
-    print(f"IE, SmolLM2-135M, icl-animal, N = {args.n_samples}, T = 8, 30 blocks, batch 32, folds of 32 samples; "
+    print(f"IE, SmolLM2-135M, icl-animal, N = {args.n_samples}, T = 8, 30 blocks, batch 32, folds of 128 samples; "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs")
-    print("| run | wall s (incl. model load) | macro pass s (rank 0) | estimate s | speed-up vs 1 thread | "
-          "max rel. diff vs 1 process |")
-    print("|---|---|---|---|---|---|")
+    print(f"state: {rows[0][2]['config']['state']}")
+    print("| run | wall s (incl. load) | state setup s | macro pass s | checkpoint s | merge s | estimate s | "
+          "speed-up (wall) | max rel. diff vs 1 process |")
+    print("|---|---|---|---|---|---|---|---|---|")
     reference = torch.tensor(rows[0][2]["macro"], dtype=torch.float64)
     for label, wall, result in rows:
         macro = torch.tensor(result["macro"], dtype=torch.float64)
         diff = float(((macro - reference).abs() / reference.abs().clamp_min(1e-12)).max())
         timings = result["provenance"]["timings"]
-        print(f"| {label} | {wall:.1f} | {timings['macro_pass_s']:.1f} | {timings['estimate_s']:.1f} | "
+        print(f"| {label} | {wall:.1f} | {timings['pilot_s']:.1f} | {timings['macro_pass_s']:.1f} | "
+              f"{timings['checkpoint_s']:.1f} | {timings['merge_s']:.1f} | {timings['estimate_s']:.1f} | "
               f"{base / wall:.2f}x | {diff:.1e} |")
     print(f"scaling efficiency ({args.ranks} ranks vs 1 rank, wall): {base / (args.ranks * rows[2][1]):.0%}")
 

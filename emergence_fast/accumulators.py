@@ -199,30 +199,58 @@ class GaussianMIAccumulator:
                 self._add(cells, count[cells], s1_hi[cells], s2_hi[cells], s1_lo[cells], s2_lo[cells])
         return self
 
+    def reduce_to_owners(self, world: "distributed.World") -> range:
+        """Sum every rank's state into the rank that owns it, split along the first batch dim.
+
+        Rank ``r`` owns the rows ``distributed.shard(batch_shape[0], r)`` (IE: the layers it will
+        estimate) and ends with their exact one-process state; its other rows are left
+        meaningless. Each owner gathers its rows' double-double sums from every rank and adds
+        them in rank order, so a rank receives about one state's worth of bytes whatever the
+        number of ranks (an all-gather of whole states would receive ``world_size - 1`` of them).
+        Every rank must have used the same reference (:meth:`set_reference`).
+
+        Returns the range of rows this rank owns.
+        """
+        rows = self.batch_shape[0] if self.batch_shape else 1
+        if not world.distributed:
+            return range(rows)
+        if self.reference is None:
+            raise ValueError("merging ranks needs the reference row shared by every rank: call set_reference first")
+        dim = self.dx + self.dy
+        distributed.all_reduce_sum_(self.count, world)
+        per_row = self.count.numel() // rows
+        step = max(1, (1 << 24) // (dim * dim * world.world_size * per_row))  # about 128 MiB gathered at once
+        for owner in range(world.world_size):
+            owned = distributed.shard(rows, distributed.World(owner, world.world_size))
+            for start in range(owned.start, owned.stop, step):
+                chunk = slice(start, min(start + step, owned.stop))
+                for total in (self.s1, self.s2):
+                    part = torch.stack([total.hi[chunk], total.lo[chunk]])
+                    parts = distributed.gather(part, world, dst=owner)
+                    if world.rank == owner:
+                        summed = _ExactSum(part.shape[1:], part.device)
+                        for piece in parts:
+                            summed.add_(piece[0].to(part.device), piece[1].to(part.device))
+                        total.hi[chunk], total.lo[chunk] = summed.hi, summed.lo
+        return distributed.shard(rows, world)
+
     def all_reduce(self, world: "distributed.World") -> "GaussianMIAccumulator":
         """Combine every rank's state in place: each rank then holds the state of all ranks' samples.
 
-        Every rank must have used the same reference (:meth:`set_reference`). The double-double
-        sums are gathered a chunk of cells at a time and added in rank order, so the result is
-        what one process accumulating every sample would hold. A rank without samples adds zeros.
+        :meth:`reduce_to_owners`, then each owner broadcasts its rows: what one process
+        accumulating every sample would hold. A rank without samples adds zeros.
         """
         if not world.distributed:
             return self
-        if self.reference is None:
-            raise ValueError("all_reduce needs the reference row shared by every rank: call set_reference first")
-        dim = self.dx + self.dy
-        distributed.all_reduce_sum_(self.count, world)
-        cells = self.count.numel()
-        step = max(1, (1 << 24) // (dim * dim * world.world_size))  # gathered chunk: about 128 MiB of float64
-        for total, shape in ((self.s1, (cells, dim)), (self.s2, (cells, dim, dim))):
-            hi, lo = total.hi.view(shape), total.lo.view(shape)
-            for start in range(0, cells, step):
-                chunk = slice(start, min(start + step, cells))
-                parts = distributed.all_gather(torch.stack([hi[chunk], lo[chunk]]), world)
-                summed = _ExactSum(hi[chunk].shape, hi.device)
-                for part in parts:
-                    summed.add_(part[0].to(hi.device), part[1].to(hi.device))
-                hi[chunk], lo[chunk] = summed.hi, summed.lo
+        self.reduce_to_owners(world)
+        rows = self.batch_shape[0] if self.batch_shape else 1
+        for owner in range(world.world_size):
+            owned = distributed.shard(rows, distributed.World(owner, world.world_size))
+            if len(owned):
+                for total in (self.s1, self.s2):
+                    for t in (total.hi, total.lo):
+                        t[owned.start:owned.stop] = distributed.broadcast_(t[owned.start:owned.stop].contiguous(),
+                                                                           world, src=owner)
         return self
 
     def _cell_chunks(self):
@@ -250,10 +278,10 @@ class GaussianMIAccumulator:
         return self.moments()[2]
 
     def state_dict(self) -> dict:
-        return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape, "count": self.count.clone(),
-                "reference": None if self.reference is None else self.reference.clone(),
-                "s1": self.s1.hi.clone(), "s1_lo": self.s1.lo.clone(), "s2": self.s2.hi.clone(),
-                "s2_lo": self.s2.lo.clone()}
+        """The state's tensors, by reference as in ``torch.nn.Module.state_dict`` (no copy of GBs of state)."""
+        return {"dx": self.dx, "dy": self.dy, "batch_shape": self.batch_shape, "count": self.count,
+                "reference": self.reference, "s1": self.s1.hi, "s1_lo": self.s1.lo, "s2": self.s2.hi,
+                "s2_lo": self.s2.lo}
 
     def load_state_dict(self, state: dict) -> "GaussianMIAccumulator":
         missing = {"dx", "dy", "batch_shape", "count", "reference", "s1", "s1_lo", "s2", "s2_lo"} - set(state)
@@ -385,25 +413,34 @@ class SubspaceGaussianAccumulator:
     def all_reduce(self, world) -> "SubspaceGaussianAccumulator":
         """Combine every rank's state in place (see :meth:`GaussianMIAccumulator.all_reduce`)."""
         self.inner.all_reduce(world)
-        distributed.all_reduce_sum_(self.total_sum, world)
-        distributed.all_reduce_sum_(self.total_square, world)
+        self._reduce_totals(world)
         return self
 
-    def captured_variance(self) -> torch.Tensor:
-        """``[*batch_shape, 2]``: the fraction of each side's total standardised variance inside its subspace."""
-        n = self.inner.count.to(torch.float64).unsqueeze(-1)
-        total = self.total_square - self.total_sum.square().sum(-1) / n
+    def reduce_to_owners(self, world) -> range:
+        """See :meth:`GaussianMIAccumulator.reduce_to_owners`; the variance totals (diagnostic) go to every rank."""
+        self._reduce_totals(world)
+        return self.inner.reduce_to_owners(world)
+
+    def _reduce_totals(self, world):
+        distributed.all_reduce_sum_(self.total_sum, world)
+        distributed.all_reduce_sum_(self.total_square, world)
+
+    def captured_variance(self, index=...) -> torch.Tensor:
+        """``[*batch_shape, 2]`` (or the cells ``index`` selects): the fraction of each side's total
+        standardised variance inside its subspace."""
+        count, _, comoment = self.inner.moments(index)
+        n = count.to(torch.float64).unsqueeze(-1)
+        total = self.total_square[index] - self.total_sum[index].square().sum(-1) / n
         r = self.rank
-        inside = torch.stack([self.inner.comoment[..., :r, :r].diagonal(dim1=-2, dim2=-1).sum(-1),
-                              self.inner.comoment[..., r:, r:].diagonal(dim1=-2, dim2=-1).sum(-1)], -1)
+        inside = torch.stack([comoment[..., :r, :r].diagonal(dim1=-2, dim2=-1).sum(-1),
+                              comoment[..., r:, r:].diagonal(dim1=-2, dim2=-1).sum(-1)], -1)
         # A constant side (a position holding one token, at the embedding) has nothing to capture.
         return torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
 
     def state_dict(self) -> dict:
         names = ("mean_x", "scale_x", "basis_x", "mean_y", "scale_y", "basis_y")
-        return {"inner": self.inner.state_dict(), "total_sum": self.total_sum.clone(),
-                "total_square": self.total_square.clone(),
-                **{name: t.clone() for name, t in zip(names, (t for side in self.sides for t in side))}}
+        return {"inner": self.inner.state_dict(), "total_sum": self.total_sum, "total_square": self.total_square,
+                **dict(zip(names, (t for side in self.sides for t in side)))}
 
     @classmethod
     def from_state_dict(cls, state: dict, *, device=None, backend=None) -> "SubspaceGaussianAccumulator":

@@ -214,6 +214,17 @@ def all_gather(tensor: torch.Tensor, world: World) -> list[torch.Tensor]:
     return parts
 
 
+def gather(tensor: torch.Tensor, world: World, dst: int) -> list[torch.Tensor] | None:
+    """Every rank's ``tensor`` (same shape everywhere) in rank order on rank ``dst``; None elsewhere."""
+    if not world.distributed:
+        return [tensor]
+    device = collective_device(world, tensor.device)
+    moved = tensor.to(device).contiguous()
+    parts = [torch.empty_like(moved) for _ in range(world.world_size)] if world.rank == dst else None
+    dist.gather(moved, parts, dst=dst, group=world.group)
+    return parts
+
+
 def any_rank(flag: bool, world: World) -> bool:
     """True on every rank when ``flag`` is True on any rank (e.g. "some rank found a checkpoint")."""
     if not world.distributed:

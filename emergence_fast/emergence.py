@@ -538,7 +538,7 @@ def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoi
     positions = [(0 if bos is None else 1) + t for t in range(seq_len)]
     fold_size = plan.fold_batches * batch_size
     folds = distributed.shard(math.ceil(n_samples / fold_size), world)
-    timings.update(forward_s=0.0, accumulate_s=0.0, samples=0)
+    timings.update(forward_s=0.0, accumulate_s=0.0, checkpoint_s=0.0, samples=0)
     iterator = range(done, len(folds))
     if progress and world.is_main:
         from tqdm.auto import tqdm
@@ -569,10 +569,12 @@ def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoi
         batches_now = math.ceil(min((folds[f] + 1) * fold_size, n_samples) / batch_size) - folds.start * plan.fold_batches
         if checkpoint is not None and ((f + 1 - last_checkpoint) * plan.fold_batches >= checkpoint_every
                                        or f + 1 == len(folds)):
+            start = time.perf_counter()
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(checkpoint, {"config": config, "folds_done": f + 1, "batches_done": batches_now,
                                           "state": state.state_dict()})
             last_checkpoint = f + 1
+            timings["checkpoint_s"] += time.perf_counter() - start
     timings["macro_pass_s"] = timings["forward_s"] + timings["accumulate_s"]
     return state
 
@@ -718,7 +720,12 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     timings["pilot_s"] = time.perf_counter() - start
     state = _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoint, checkpoint_every,
                         {**config, "world_size": world.world_size}, progress, timings, world)
-    state.all_reduce(world)
+    start = time.perf_counter()
+    if isinstance(state, PairReservoir):
+        state.all_reduce(world)
+    else:
+        state.reduce_to_owners(world)  # each rank gets the layers it estimates (_estimate_from_moments)
+    timings["merge_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     tokens = torch.unique(input_ids)
@@ -742,7 +749,14 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
     notes = _notes(macro.cpu(), micro.cpu(), macro_bias.cpu(), micro_bias.cpu(), ceiling_macro, ceiling_micro,
                    input_ids, options, unit)
-    notes += _state_notes(plan, state, estimator, options, reservoir_size, budget)
+    captured = None
+    if isinstance(state, SubspaceGaussianAccumulator):  # each rank holds its own layers' merged state
+        captured = torch.zeros(*cells_shape, 2, dtype=torch.float64, device=device)
+        owned = distributed.shard(cells_shape[0], world)
+        if len(owned):
+            captured[owned.start:owned.stop] = state.captured_variance(slice(owned.start, owned.stop)).to(captured)
+        captured = distributed.owner_sum(captured, world)
+    notes += _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples)
     notes.append("ceiling: for injective blocks the true MI between consecutive hidden states equals the prefix "
                  "entropy (macro) or the token entropy (micro); estimates above it measure the estimator, not the data.")
     timings["tokens_per_s_macro"] = timings["samples"] * (seq_len + offset) / max(timings["macro_pass_s"], 1e-9)
@@ -750,7 +764,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
                   "timings": timings, "resumed_from_batch": resumed_batches, "world": world.describe(),
                   "state_bytes": plan.bytes, "state_memory": budget}
     if isinstance(state, SubspaceGaussianAccumulator):
-        provenance["subspace_captured_variance"] = state.captured_variance().cpu().tolist()
+        provenance["subspace_captured_variance"] = captured.cpu().tolist()
     try:
         import transformers
 
@@ -766,14 +780,13 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
         notes=notes)
 
 
-def _state_notes(plan, state, estimator, options, reservoir_size, budget) -> list[str]:
+def _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples) -> list[str]:
     """Say which estimator was actually computed when the budget forced a bounded state."""
     if plan.kind == "reservoir" and plan.capacity < reservoir_size:
         return [f"state: the reservoir holds {plan.capacity} rows per cell, not the {reservoir_size} asked for, to fit "
                 f"state_memory={format_bytes(budget)}."]
     if plan.kind != "subspace":
         return []
-    captured = state.captured_variance()
     worst = float(captured.min())
     what = {"gaussian": f"Gaussian MI of the top-{options['pca']} principal components" if options.get("pca")
             else f"Gaussian MI of the whole rank-{plan.rank} subspace (a lower bound on the full-width Gaussian MI by "
@@ -783,5 +796,5 @@ def _state_notes(plan, state, estimator, options, reservoir_size, budget) -> lis
             f"projected on its top-{plan.rank} principal directions from a {plan.pilot}-sample pilot pass. The subspace "
             f"holds {worst:.1%} or more of every cell's standardised variance (mean {float(captured.mean()):.1%}); "
             + ("the pilot is the whole data, so the top components are those of the full-width state (to float32 "
-               "rounding)." if plan.pilot >= state.count.min() else "the pilot is a subsample: the top components are "
+               "rounding)." if plan.pilot >= n_samples else "the pilot is a subsample: the top components are "
                "estimated from it, an error that shrinks as the pilot grows (raise state_memory for a larger one).")]

@@ -138,3 +138,39 @@ def test_shards_cover_every_unit_once():
         for size in range(1, 6):
             units = [u for rank in range(size) for u in distributed.shard(n, distributed.World(rank, size))]
             assert units == list(range(n))
+
+
+def _accumulator_worker(rank, world_size, port, out_dir):
+    from emergence_fast import GaussianMIAccumulator
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        data = torch.randn(5, 3, 240, 7, generator=torch.Generator().manual_seed(0)) * 100 + 1e4
+        acc = GaussianMIAccumulator(4, 3, (5, 3)).set_reference(data[..., :1, :4], data[..., :1, 4:])
+        rows = [(0, 50), (50, 50), (50, 240)][rank]  # rank 1 holds nothing
+        for lo in range(rows[0], rows[1], 30):
+            hi = min(lo + 30, rows[1])
+            acc.update(data[..., lo:hi, :4], data[..., lo:hi, 4:])
+        acc.all_reduce(distributed.current())
+        torch.save(acc.moments(), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_accumulator_all_reduce_is_the_one_stream_state_bit_for_bit(tmp_path):
+    from emergence_fast import GaussianMIAccumulator
+
+    mp.spawn(_accumulator_worker, args=(3, free_port(), str(tmp_path)), nprocs=3)
+    data = torch.randn(5, 3, 240, 7, generator=torch.Generator().manual_seed(0)) * 100 + 1e4
+    # The same updates as the ranks' (each update's float32 Gram is the term that must match), in one stream.
+    whole = GaussianMIAccumulator(4, 3, (5, 3))
+    for first, last in ((0, 50), (50, 240)):
+        for lo in range(first, last, 30):
+            hi = min(lo + 30, last)
+            whole.update(data[..., lo:hi, :4], data[..., lo:hi, 4:])
+    for rank in range(3):
+        for a, b in zip(torch.load(tmp_path / f"rank{rank}.pt"), whole.moments()):
+            assert torch.equal(a, b)
