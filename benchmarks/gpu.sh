@@ -14,3 +14,12 @@ $PY -m emergence_fast.cli backends
 TRITON_INTERPRET=0 $PY -m pytest tests -q -k "cuda or gpu or triton or gram or entropy or knn" -p no:cacheprovider
 $PY -m pytest benchmarks --benchmark-enable --benchmark-only -q --benchmark-json="${OUT:-.}/bench.json"
 $PY -m benchmarks.roofline --write benchmarks/RESULTS.md
+# The user-facing benchmark on the GPU, and IE under NCCL when there are GPUs for two ranks (never run yet).
+$PY -m emergence_fast.cli bench --out "${OUT:-.}/bench-gpu"
+if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+  $PY -m torch.distributed.run --standalone --nproc_per_node=2 -m emergence_fast.cli ie --device cuda \
+      --dist-backend nccl --n-samples 1024 --quiet --out "${OUT:-.}/ie-nccl"
+  $PY -m emergence_fast.cli ie --device cuda --n-samples 1024 --quiet --out "${OUT:-.}/ie-one"
+  $PY -c "import json,sys; a,b=(json.load(open(f'${OUT:-.}/{d}/ie.json')) for d in ('ie-one','ie-nccl')); \
+print('nccl vs one process, max |diff| macro:', max(abs(x-y) for r,s in zip(a['macro'],b['macro']) for x,y in zip(r,s)))"
+fi
