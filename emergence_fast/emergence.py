@@ -490,8 +490,9 @@ def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device,
     """First pass of the subspace state: per-cell principal directions from ``plan.pilot`` seeded samples.
 
     The pilot is the bottom-``pilot`` of :func:`hash_priority` over sample indices, fixed by the
-    seed alone; its batches are split over ranks and its rows combined exactly, and rank 0's
-    basis is broadcast, so every rank (and a one-process run) projects on the same subspace.
+    seed alone; its batches are split over ranks and its rows combined exactly; each rank
+    decomposes its own layers' cells and the bases are combined exactly, so every rank (and a
+    one-process run with the same thread count) projects on the same subspace.
     """
     n_samples, seq_len = input_ids.shape
     n_layers = len(capture.layers)
@@ -504,15 +505,15 @@ def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device,
         rows[0, :, :, lo:hi] = block_in.transpose(1, 2).to(rows)
         rows[1, :, :, lo:hi] = block_out.transpose(1, 2).to(rows)
     rows = distributed.owner_sum(rows, world).view(2, n_layers * seq_len, plan.pilot, width)
+    owned = distributed.shard(n_layers, world)  # each rank decomposes its layers' cells; one owner each
     sides = []
     for side in range(2):
         mean = torch.zeros(n_layers * seq_len, width, dtype=torch.float64, device=device)
-        scale, basis = torch.ones_like(mean), mean.new_zeros(n_layers * seq_len, width, plan.rank)
-        if world.is_main:
-            for cell in range(n_layers * seq_len):  # one [pilot, width] float64 copy at a time
-                m, s, q = standardised_basis(rows[side, cell:cell + 1], plan.rank)
-                mean[cell], scale[cell], basis[cell, :, : q.shape[-1]] = m[0], s[0], q[0]
-        sides += [distributed.broadcast_(t, world).view(n_layers, seq_len, *t.shape[1:]) for t in (mean, scale, basis)]
+        scale, basis = torch.zeros_like(mean), mean.new_zeros(n_layers * seq_len, width, plan.rank)
+        for cell in range(owned.start * seq_len, owned.stop * seq_len):  # one [pilot, width] float64 copy at a time
+            m, s, q = standardised_basis(rows[side, cell:cell + 1], plan.rank)
+            mean[cell], scale[cell], basis[cell, :, : q.shape[-1]] = m[0], s[0], q[0]
+        sides += [distributed.owner_sum(t, world).view(n_layers, seq_len, *t.shape[1:]) for t in (mean, scale, basis)]
     del rows
     return SubspaceGaussianAccumulator(*sides, backend=backend)
 
