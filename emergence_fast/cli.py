@@ -159,6 +159,7 @@ def run_ie(args, out=None) -> None:
             written += result.plot(out_dir)
         distributed.barrier(world)  # the results are on disk before any rank drops its checkpoint
         checkpoint = checkpoint_path(out_dir, world)
+        checkpoint.with_suffix(".tmp").unlink(missing_ok=True)  # a save cut short by a killed earlier run
         if not args.keep_checkpoint and checkpoint.exists():
             checkpoint.unlink()  # the results are written; the state (d^2 per cell, GBs for real models) is not needed
         if world.is_main:
