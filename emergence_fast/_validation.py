@@ -92,3 +92,13 @@ def format_bytes(size: float) -> str:
             return f"{size:.3g} {unit}"
         size /= 1000
     return f"{size:.3g} TB"
+
+
+def as_device(value, name: str) -> torch.device:
+    """A ``torch.device`` from a str or device; TypeError/ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a str or a torch.device, got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except RuntimeError as exc:
+        raise ValueError(f"{name}={value!r} is not a valid torch device: {exc}") from exc

@@ -42,11 +42,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from ._dispatch import gram
-from . import distributed
 from ._validation import format_bytes, parse_bytes
-from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
+from .accumulators import (GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority,
+                           standardised_basis)
 from .capture import BlockCapture, input_device, model_identity
 from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
 from .estimators import MI_METHODS, gaussian, sliced

@@ -27,6 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers import modeling_gguf_pytorch_utils as gguf_utils
 from transformers.utils import logging as hf_logging
 
+from ._validation import as_device
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -301,12 +303,7 @@ def _resolve_dtype(dtype) -> torch.dtype:
 def _resolve_device(device) -> torch.device:
     if device is None:
         return torch.device("cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str or a torch.device, got {type(device).__name__}")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device {device!r} is not a valid torch device: {exc}") from exc
+    resolved = as_device(device, "device")
     _check_cuda(resolved, f"device={device!r}")
     return resolved
 
@@ -347,11 +344,7 @@ def _placement_device(value, argument: str):
         return value
     if not isinstance(value, (str, torch.device)):
         raise TypeError(f"{argument} must be a device (int index, str or torch.device), got {type(value).__name__}")
-    try:
-        device = torch.device(value)
-    except RuntimeError as exc:
-        raise ValueError(f"{argument}={value!r} is not a device: {exc}") from exc
-    _check_cuda(device, f"{argument}={value!r}")
+    _check_cuda(as_device(value, argument), f"{argument}={value!r}")
     return value
 
 

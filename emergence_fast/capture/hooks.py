@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .._validation import as_device
 from .blocks import find_blocks, hidden_of, hidden_of_call, input_device, parse_hook_point
 
 
@@ -60,14 +61,7 @@ class BlockCapture:
 
     def __init__(self, model: nn.Module, layers: Sequence[int | str] | None = None, *, blocks=None, stop_early=True,
                  out_device: str | torch.device | None = None):
-        if out_device is not None:
-            if not isinstance(out_device, (str, torch.device)):
-                raise TypeError(f"out_device must be None, a str or a torch.device, got {type(out_device).__name__}")
-            try:
-                out_device = torch.device(out_device)
-            except RuntimeError as exc:
-                raise ValueError(f"out_device {out_device!r} is not a valid torch device: {exc}") from exc
-        self.out_device = out_device
+        self.out_device = None if out_device is None else as_device(out_device, "out_device")
         self.model = model
         self.blocks = find_blocks(model, blocks)
         n = len(self.blocks)
