@@ -245,17 +245,15 @@ def _micro_states(capture: BlockCapture, tokens: torch.Tensor, bos, batch_size, 
     """
     offset = 0 if bos is None else 1
     batches = [(lo, min(lo + batch_size, tokens.numel())) for lo in range(0, tokens.numel(), batch_size)]
-    states = None
+    # float32 (float64 for a float64 model) on every rank, including a rank without batches: the buffers must match.
+    dtype = torch.float64 if next(capture.model.parameters()).dtype == torch.float64 else torch.float32
+    states = torch.zeros(2, len(capture.layers), tokens.numel(), width, device=device, dtype=dtype)
     for b in distributed.shard(len(batches), world):
         lo, hi = batches[b]
         ids = _prepend(tokens[lo:hi].unsqueeze(-1), bos).to(device)
         block_in, block_out = capture.run(ids, positions=[offset])
-        if states is None:
-            states = block_in.new_zeros(2, len(capture.layers), tokens.numel(), block_in.shape[-1])
-        states[0, :, lo:hi] = block_in[:, :, 0]
-        states[1, :, lo:hi] = block_out[:, :, 0]
-    if states is None:  # this rank ran no micro batch
-        states = torch.zeros(2, len(capture.layers), tokens.numel(), width, device=device)
+        states[0, :, lo:hi] = block_in[:, :, 0].to(states)
+        states[1, :, lo:hi] = block_out[:, :, 0].to(states)
     states = distributed.owner_sum(states, world)
     return states[0], states[1]
 
