@@ -76,9 +76,12 @@ def parse_bytes(value, name: str) -> int:
         if unit not in _SIZE_UNITS or not number:
             raise ValueError(f"{name} must be a positive size such as 256MB, 8GB or 1.5GiB, got {value!r}")
         try:
-            size = int(float(number) * _SIZE_UNITS[unit])
+            scaled = float(number) * _SIZE_UNITS[unit]
         except ValueError:
             raise ValueError(f"{name} must be a positive size such as 256MB, 8GB or 1.5GiB, got {value!r}") from None
+        if not math.isfinite(scaled):
+            raise ValueError(f"{name} must be a finite positive size such as 256MB or 8GB, got {value!r}")
+        size = int(scaled)
     else:
         raise ValueError(f"{name} must be a positive size such as 256MB or 8GB (or a number of bytes), got {value!r}")
     if size <= 0:

@@ -90,8 +90,9 @@ def _check_sizes(sizes: dict, flag: bool = False) -> dict:
         value = sizes[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name(key)} must be a positive integer, got {value!r}")
-    if sizes["n_samples"] < 2:
-        raise ValueError(f"{name('n_samples')} must be at least 2 (IE needs two samples), got {sizes['n_samples']}")
+    if sizes["n_samples"] < 17:
+        raise ValueError(f"{name('n_samples')} must be at least 17 (IE's default estimator, top-8 PCA with the Wishart "
+                         f"correction, needs more than 16 samples), got {sizes['n_samples']}")
     min_time = sizes["min_time_s"]
     if isinstance(min_time, bool) or not isinstance(min_time, (int, float)) or not min_time >= 0 or min_time > 60:
         raise ValueError(f"{name('min_time_s')} must be a number of seconds in [0, 60], got {min_time!r}")
@@ -122,6 +123,12 @@ def _check_out_dir(out_dir, flag: bool = False) -> Path:
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"{name}: {str(parent)!r} in {str(path)!r} is a file, not a folder")
+    try:  # fail now, not after minutes of measuring
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{name} {str(path)!r} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"{name} {str(path)!r} is not writable")
     return path
 
 
@@ -713,9 +720,10 @@ def run(args, out=None) -> dict:
              if getattr(args, key, None) is not None}
     _check_out_dir(args.out, flag=True)
     for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (key == "n_samples" and value < 2):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (key == "n_samples" and value < 17):
             raise ValueError(f"--{key.replace('_', '-')} must be a positive integer"
-                             f"{' >= 2' if key == 'n_samples' else ''}, got {value!r}")
+                             f"{' >= 17 (IE default estimator needs more than 16 samples)' if key == 'n_samples' else ''}"
+                             f", got {value!r}")
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:

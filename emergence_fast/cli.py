@@ -20,7 +20,7 @@ import torch
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
 from emergence_fast.emergence import DEFAULT_STATE_MEMORY, ESTIMATORS, checkpoint_path
-from emergence_fast import bench
+from emergence_fast import bench, distributed
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 
@@ -112,11 +112,36 @@ def _max_memory(text):
     pairs = [item.partition("=") for item in text.split(",")]
     if any(not key or not sep or not value for key, sep, value in pairs):
         raise ValueError(f"--max-memory must be DEVICE=SIZE[,DEVICE=SIZE...] (e.g. cpu=8GB,0=70GB), got {text!r}")
-    return {int(key) if key.isdigit() else key: value for key, _, value in pairs}
+    return {int(key) if key.isdigit() else key: int(value) if value.isdigit() else value for key, _, value in pairs}
+
+
+_LOCKS = []  # held until the process exits
+
+
+def _claim_out_dir(out_dir: Path) -> str | None:
+    """Create ``--out`` and lock it for this run; the reason it cannot be used, or None.
+
+    Two runs writing one folder would overwrite each other's checkpoints and results: the
+    second is refused while the first holds the lock (released when its process exits).
+    """
+    import fcntl
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / ".emergence-fast.lock", "w")
+    except OSError as exc:
+        return f"--out {str(out_dir)!r} cannot be used: {exc.strerror or exc}"
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return f"--out {str(out_dir)!r} is in use by another emergence-fast run; wait for it or choose another --out"
+    _LOCKS.append(handle)
+    return None
 
 
 def run_ie(args, out=None) -> None:
-    from . import datasets, distributed, models, report
+    from . import datasets, models, report
     from .emergence import information_emergence
 
     out = out or sys.stdout
@@ -144,9 +169,10 @@ def run_ie(args, out=None) -> None:
             options = {**(options or {}), **dict(_parse_option(text) for text in args.option)}
         layers = [int(v) if v.strip().isdigit() else v.strip() for v in args.layers.split(",")] if args.layers else None
         out_dir = Path(args.out)
-        if world.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        distributed.barrier(world)  # every rank checkpoints into --out
+        problem = _claim_out_dir(out_dir) if world.is_main else None
+        problem = distributed.broadcast_object(problem, world)  # every rank checkpoints into --out
+        if problem:
+            raise ValueError(problem)
         result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
                                        estimator_options=options, batch_size=args.batch_size,
                                        update_samples=args.update_samples, reservoir_size=args.reservoir_size, base=None if args.nats else 2,
@@ -187,7 +213,9 @@ def main(argv=None) -> int:
     ie.add_argument("--dist-backend", default="auto", choices=("auto", "gloo", "nccl"),
                     help="torch.distributed backend under torchrun/accelerate launch (default: %(default)s)")
     ie.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
-    ie.add_argument("--dataset", default="icl-animal", help="icl-animal | icl-country | icl-color | text:PATH")
+    ie.add_argument("--dataset", default="icl-animal",
+                    help="icl-animal | icl-country | icl-color | text:PATH (.txt or .jsonl) | ids:PATH (.pt or .npy "
+                         "integer tensor [N, T]) (default: %(default)s)")
     ie.add_argument("--n-samples", type=int, default=1024)
     ie.add_argument("--k-shots", type=int, default=4, help="entities per ICL sample (T = 2k tokens)")
     ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span")
@@ -227,15 +255,20 @@ def main(argv=None) -> int:
         args.func(args)
     elif args.command == "bench":
         try:
+            if distributed.launched():
+                raise ValueError("bench measures one process; run it without torchrun/accelerate launch "
+                                 "(benchmarks/scaling_ranks.py compares 1 and K ranks)")
             args.func(args)
-        except ValueError as exc:
-            print(f"emergence-fast bench: error: {exc}", file=sys.stderr)
+        except (ValueError, TypeError, OSError) as exc:
+            print(f"emergence-fast bench: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                  file=sys.stderr)
             return 2
     elif args.command == "ie":
         try:
             run_ie(args)
-        except (ValueError, TypeError, FileNotFoundError) as exc:
-            print(f"emergence-fast ie: error: {exc}", file=sys.stderr)
+        except (ValueError, TypeError, OSError) as exc:
+            print(f"emergence-fast ie: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                  file=sys.stderr)
             return 2
     elif args.command == "estimators":
         demo(seed=args.seed)

@@ -106,6 +106,13 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
+def _global_rank(world: World, rank: int) -> int:
+    """The global rank of ``world``'s rank ``rank`` (collectives name peers by global rank)."""
+    if world.group is None or world.group is dist.group.WORLD:
+        return rank
+    return dist.get_global_rank(world.group, rank)
+
+
 def rank_device(device, world: World):
     """``device`` for this rank: a bare ``"cuda"`` becomes this rank's GPU (``LOCAL_RANK``) in a job of several ranks."""
     if device is None or not world.distributed or str(device) != "cuda":
@@ -177,7 +184,7 @@ def broadcast_(tensor: torch.Tensor, world: World, src: int = 0) -> torch.Tensor
         return tensor
     device = collective_device(world, tensor.device)
     moved = tensor if tensor.device == device else tensor.to(device)
-    dist.broadcast(moved, src=src, group=world.group)
+    dist.broadcast(moved, src=_global_rank(world, src), group=world.group)
     return tensor if moved is tensor else tensor.copy_(moved)
 
 
@@ -186,7 +193,7 @@ def broadcast_object(value, world: World, src: int = 0):
     if not world.distributed:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=src, group=world.group)
+    dist.broadcast_object_list(box, src=_global_rank(world, src), group=world.group)
     return box[0]
 
 
@@ -221,7 +228,7 @@ def gather(tensor: torch.Tensor, world: World, dst: int) -> list[torch.Tensor] |
     device = collective_device(world, tensor.device)
     moved = tensor.to(device).contiguous()
     parts = [torch.empty_like(moved) for _ in range(world.world_size)] if world.rank == dst else None
-    dist.gather(moved, parts, dst=dst, group=world.group)
+    dist.gather(moved, parts, dst=_global_rank(world, dst), group=world.group)
     return parts
 
 

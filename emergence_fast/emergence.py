@@ -226,8 +226,12 @@ def _load_checkpoint(path: Path, config: dict):
         raise ValueError(f"checkpoint {path} is corrupt: it does not hold an IE checkpoint (config, state, "
                          "folds_done, batches_done); it was left in place: delete it or run without resume")
     if payload.get("config") != config:
-        raise ValueError(f"checkpoint {path} was written by a different run configuration; it was left in place. "
-                         f"Checkpoint config: {payload.get('config')}; this run: {config}")
+        saved = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+        differ = [key for key in sorted({*saved, *config}, key=str) if saved.get(key) != config.get(key)]
+        first = differ[0] if differ else None
+        raise ValueError(f"checkpoint {path} was written by a different run configuration ({', '.join(map(str, differ))} "
+                         f"differ; {first}: checkpoint {saved.get(first)!r}, this run {config.get(first)!r}); it was "
+                         "left in place: delete it or run without resume")
     return payload
 
 
@@ -524,6 +528,16 @@ def checkpoint_path(checkpoint_dir, world) -> Path | None:
     return Path(checkpoint_dir) / name
 
 
+def _check_checkpoint_world(checkpoint_dir: Path, world) -> None:
+    """``resume`` with another number of ranks would silently start over: refuse, naming the files."""
+    ours = {checkpoint_path(checkpoint_dir, distributed.World(rank, world.world_size)).name
+            for rank in range(world.world_size)}
+    others = sorted(p.name for p in checkpoint_dir.glob(CHECKPOINT_NAME.replace(".pt", "*.pt")) if p.name not in ours)
+    if others:
+        raise ValueError(f"resume: {checkpoint_dir} holds checkpoints of a run on another number of ranks ({', '.join(others)}"
+                         f"), and this run has {world.world_size}; resume with that number, or delete them to start over")
+
+
 def _macro_pass(capture, input_ids, bos, batch_size, plan, state, done, checkpoint, checkpoint_every, config,
                 progress, timings, world):
     """Stream this rank's folds, from the ``done``-th on, through the hooks into ``state``.
@@ -703,10 +717,20 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
 
     checkpoint = checkpoint_path(checkpoint_dir, world)
     state, done, resumed_batches = None, 0, 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        payload = _load_checkpoint(checkpoint, {**config, "world_size": world.world_size})
-        state = _load_state(plan, payload, width, cells_shape, device, backend)
-        done, resumed_batches = payload["folds_done"], payload["batches_done"]
+    if resume and checkpoint is not None:
+        _check_checkpoint_world(Path(checkpoint_dir), world)
+        problem = None
+        if checkpoint.exists():
+            try:
+                payload = _load_checkpoint(checkpoint, {**config, "world_size": world.world_size})
+                state = _load_state(plan, payload, width, cells_shape, device, backend)
+                done, resumed_batches = payload["folds_done"], payload["batches_done"]
+            except ValueError as exc:
+                problem = str(exc).splitlines()[0]
+        # One rank's bad checkpoint stops every rank with its message, not the others with a broken pipe.
+        problems = [p for p in distributed.gather_ordered([problem], world) if p]
+        if problems:
+            raise ValueError(problems[0])
     timings = {}
     start = time.perf_counter()
     # A rank without a checkpoint starts its share over. The pilot pass is collective, so when any

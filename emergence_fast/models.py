@@ -304,6 +304,8 @@ def _resolve_device(device) -> torch.device:
     if device is None:
         return torch.device("cpu")
     resolved = as_device(device, "device")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]' (or use device_map), got {device!r}")
     _check_cuda(resolved, f"device={device!r}")
     return resolved
 

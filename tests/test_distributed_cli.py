@@ -173,3 +173,27 @@ def test_accelerate_launch_gives_the_one_process_result(model_dir, tmp_path):
     assert launched.returncode == 0, launched.stderr
     assert load(tmp_path / "acc")["provenance"]["world"]["world_size"] == 2
     assert_same_estimates(load(tmp_path / "one"), load(tmp_path / "acc"))
+
+
+def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
+    import fcntl
+
+    ids = tmp_path / "ids.pt"
+    torch.save(icl_ids(40, k_shots=2, n_entities=20), ids)
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / ".emergence-fast.lock", "w") as held:  # as the first run holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = run([sys.executable, *ie_args(model_dir, ids, 40, out)])
+    assert second.returncode == 2 and "is in use by another emergence-fast run" in second.stderr
+    assert not (out / "ie.json").exists()
+    assert run([sys.executable, *ie_args(model_dir, ids, 40, out)]).returncode == 0  # released: runs
+
+
+def test_max_memory_in_plain_bytes_and_bench_under_torchrun(model_dir, tmp_path):
+    from emergence_fast.cli import _max_memory
+
+    assert _max_memory("cpu=1000,0=70GB") == {"cpu": 1000, 0: "70GB"}
+    launched = run([*TORCHRUN, "--nproc_per_node=2", "-m", "emergence_fast.cli", "bench", "--quick", "--model",
+                    str(model_dir), "--out", str(tmp_path / "b")])
+    assert launched.returncode != 0 and "bench measures one process" in launched.stderr

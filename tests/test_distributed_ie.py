@@ -174,3 +174,26 @@ def test_accumulator_all_reduce_is_the_one_stream_state_bit_for_bit(tmp_path):
     for rank in range(3):
         for a, b in zip(torch.load(tmp_path / f"rank{rank}.pt"), whole.moments()):
             assert torch.equal(a, b)
+
+
+def _subgroup_worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        group = torch.distributed.new_group([1, 2])  # a caller's sub-group without global rank 0
+        if rank in (1, 2):
+            world = distributed.World(torch.distributed.get_rank(group), 2, group, "gloo")
+            result = ie.information_emergence(tiny_model("gpt2"), None, icl_ids(30, k_shots=2, n_entities=20),
+                                              add_bos=False, batch_size=4, update_samples=4, world=world)
+            torch.save(result.macro, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_sub_group_without_global_rank_zero(tmp_path):
+    mp.spawn(_subgroup_worker, args=(3, free_port(), str(tmp_path)), nprocs=3)
+    whole = run_one({"batch_size": 4, "update_samples": 4}, 30)
+    for rank in (1, 2):
+        assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), whole.macro)

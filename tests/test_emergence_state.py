@@ -83,3 +83,25 @@ def test_bad_budgets(gpt2, budget, match):
 def test_parse_bytes_units():
     assert parse_bytes("256MB", "m") == 256_000_000 and parse_bytes("1.5GiB", "m") == 1.5 * 2**30
     assert parse_bytes(4096, "m") == 4096 and parse_bytes(" 8 gb ", "m") == 8e9
+
+
+def test_resume_with_another_number_of_ranks_is_refused(gpt2, tmp_path):
+    ids = icl_ids(40, k_shots=2, n_entities=20)
+    for rank in range(2):
+        (tmp_path / f"ie_checkpoint.rank{rank}-of-2.pt").write_bytes(b"from a 2-rank run")
+    with pytest.raises(ValueError, match=r"another number of ranks \(ie_checkpoint.rank0-of-2.pt, ie_checkpoint.rank1"):
+        ie.information_emergence(gpt2, None, ids, checkpoint_dir=tmp_path, resume=True, **OPTIONS)
+
+
+def test_a_changed_option_on_resume_names_the_key(gpt2, tmp_path):
+    ids = icl_ids(40, k_shots=2, n_entities=20)
+    ie.information_emergence(gpt2, None, ids, checkpoint_dir=tmp_path, **OPTIONS)
+    changed = {**OPTIONS, "estimator_options": {"pca": 3, "bias_correction": "none"}}
+    with pytest.raises(ValueError, match="estimator_options differ; estimator_options: checkpoint"):
+        ie.information_emergence(gpt2, None, ids, checkpoint_dir=tmp_path, resume=True, **changed)
+
+
+@pytest.mark.parametrize("budget", ["inf", "-inf", "1e400", "nanGB"])
+def test_non_finite_budgets(budget):
+    with pytest.raises(ValueError, match="state_memory"):
+        parse_bytes(budget, "state_memory")

@@ -237,6 +237,8 @@ def model_identity(model: nn.Module) -> dict:
         offload, so the same weights give the same identity in memory and offloaded. Only when an
         offloaded weight cannot be read is ``checksum`` the string ``"names-and-shapes:<sha256>"``
         over every parameter's name, shape and dtype (it never equals a weight checksum).
+        ``weights``: a sha256 over every parameter's name, shape and ~256 strided values, which
+        sees a change in any layer.
     """
     named = _untied_parameters(model)
     if not named:
@@ -251,4 +253,25 @@ def model_identity(model: nn.Module) -> dict:
             digest.update(f"{n}:{tuple(p.shape)}:{p.dtype};".encode())
         checksum = f"names-and-shapes:{digest.hexdigest()[:16]}"
     return {"name": name, "dtype": str(named[0][1].dtype), "n_parameters": sum(p.numel() for _, p in named),
-            "checksum": checksum}
+            "checksum": checksum, "weights": _sampled_fingerprint(model, named)}
+
+
+def _sampled_fingerprint(model: nn.Module, named) -> str:
+    """sha256 over every parameter's name, shape and about 256 evenly strided values (their exact bits).
+
+    Cheap in memory at any size, and it sees a change in any layer, where ``checksum`` reads only
+    the first and last weights. Offloaded weights are read through accelerate's offload like
+    ``checksum``'s (one pass over a disk-offloaded model's weights, about one forward's reads).
+    """
+    digest = hashlib.sha256()
+    for name, parameter in named:
+        digest.update(f"{name}:{tuple(parameter.shape)}:{parameter.dtype};".encode())
+        data = parameter.detach()
+        if data.device.type == "meta":
+            data = _offloaded_value(model, name)
+            if data is None:
+                return "names-and-shapes:" + digest.hexdigest()[:16]
+        if data.numel():
+            flat = data.reshape(-1)
+            digest.update(flat[:: max(1, flat.numel() // 256)].to("cpu", torch.float64).numpy().tobytes())
+    return digest.hexdigest()[:16]
