@@ -6,9 +6,11 @@ import glob
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-PACKAGES = ["emergence_fast", "emergence_fast.capture", "emergence_fast.estimators", "emergence_fast.kernels"]
+# Every sub-package of emergence_fast (a wheel once shipped without icl/ and mirage/), plus kernels/ mapped in.
+PACKAGES = ["emergence_fast"] + [f"emergence_fast.{name}" for name in find_packages("emergence_fast")] + [
+    "emergence_fast.kernels"]
 PACKAGE_DIR = {"emergence_fast.kernels": "kernels"}
 
 
