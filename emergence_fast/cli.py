@@ -140,6 +140,14 @@ def _claim_out_dir(out_dir: Path) -> str | None:
     return None
 
 
+def _release_out_dir(out_dir: Path) -> None:
+    """Remove this run's lock file from a finished ``--out`` (a killed run's lock dies with its process)."""
+    for handle in [h for h in _LOCKS if Path(h.name).parent == out_dir]:
+        Path(handle.name).unlink(missing_ok=True)
+        handle.close()
+        _LOCKS.remove(handle)
+
+
 def run_ie(args, out=None) -> None:
     from . import datasets, models, report
     from .emergence import information_emergence
@@ -149,6 +157,9 @@ def run_ie(args, out=None) -> None:
     try:
         if args.device is not None and args.device_map is not None:
             raise ValueError("pass --device or --device-map, not both")
+        if args.checkpoint_every < 0 or (args.resume and args.checkpoint_every == 0):
+            raise ValueError(f"--checkpoint-every must be >= 0 (0: no checkpoints, which --resume cannot use), got "
+                             f"{args.checkpoint_every}")
         if world.distributed and args.model in (None, models.DEFAULT_MODEL):
             if world.is_main:
                 models.fetch_default_model()  # once, not once per rank
@@ -176,8 +187,9 @@ def run_ie(args, out=None) -> None:
         result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
                                        estimator_options=options, batch_size=args.batch_size,
                                        update_samples=args.update_samples, reservoir_size=args.reservoir_size, base=None if args.nats else 2,
-                                       checkpoint_dir=out_dir, resume=args.resume,
-                                       checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                                       checkpoint_dir=out_dir if args.checkpoint_every else None,
+                                       resume=args.resume, checkpoint_every=max(1, args.checkpoint_every),
+                                       progress=not args.quiet,
                                        backend=args.backend, state_memory=args.state_memory, world=world)
         result.config["model_source"] = args.model or models.DEFAULT_MODEL
         if world.is_main:
@@ -191,6 +203,7 @@ def run_ie(args, out=None) -> None:
         if world.is_main:
             print(report.summary_table(result), file=out)
             print("wrote " + ", ".join(str(p) for p in written), file=out)
+            _release_out_dir(out_dir)
     finally:
         distributed.shutdown(world)
 
@@ -239,7 +252,9 @@ def main(argv=None) -> int:
     ie.add_argument("--backend", default=None)
     ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs)")
     ie.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    ie.add_argument("--checkpoint-every", type=int, default=32, help="batches between checkpoints")
+    ie.add_argument("--checkpoint-every", type=int, default=32,
+                    help="batches between checkpoints (one per rank, also written at the end of the pass); 0 writes "
+                         "none, e.g. when the state is GBs and a rerun is cheap (default: %(default)s)")
     ie.add_argument("--keep-checkpoint", action="store_true",
                     help="keep ie_checkpoint*.pt (one per rank) after a finished run (it is removed once the results are written)")
     ie.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -197,3 +197,15 @@ def test_max_memory_in_plain_bytes_and_bench_under_torchrun(model_dir, tmp_path)
     launched = run([*TORCHRUN, "--nproc_per_node=2", "-m", "emergence_fast.cli", "bench", "--quick", "--model",
                     str(model_dir), "--out", str(tmp_path / "b")])
     assert launched.returncode != 0 and "bench measures one process" in launched.stderr
+
+
+def test_checkpoint_every_zero_writes_no_checkpoint_and_leaves_only_results(model_dir, tmp_path):
+    ids = tmp_path / "ids.pt"
+    torch.save(icl_ids(40, k_shots=2, n_entities=20), ids)
+    done = run([sys.executable, *ie_args(model_dir, ids, 40, tmp_path / "o", "--checkpoint-every", "0")])
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["ie.csv", "ie.json", "ie_heatmap.png",
+                                                                  "ie_positions.png"]
+    refused = run([sys.executable, *ie_args(model_dir, ids, 40, tmp_path / "o", "--checkpoint-every", "0",
+                                            "--resume")])
+    assert refused.returncode == 2 and "--checkpoint-every" in refused.stderr
