@@ -46,8 +46,8 @@ def log_base(base) -> float:
     """The divisor that turns nats into units of ``base`` (None = nats)."""
     if base is None:
         return 1.0
-    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0 or base == 1:
-        raise ValueError(f"base must be a positive number other than 1 (e.g. 2 for bits), got {base!r}")
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0 or base == 1 or not math.isfinite(base):
+        raise ValueError(f"base must be a finite positive number other than 1 (e.g. 2 for bits), got {base!r}")
     return math.log(base)
 
 

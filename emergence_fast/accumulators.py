@@ -175,6 +175,8 @@ class GaussianMIAccumulator:
         """
         if not isinstance(other, GaussianMIAccumulator):
             raise TypeError(f"other must be a GaussianMIAccumulator, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("other is this accumulator: merging a state with itself would count every sample twice")
         if (other.dx, other.dy, other.batch_shape) != (self.dx, self.dy, self.batch_shape):
             raise ValueError(f"other has (dx, dy, batch_shape)={(other.dx, other.dy, other.batch_shape)}, "
                              f"expected {(self.dx, self.dy, self.batch_shape)}")
@@ -290,6 +292,15 @@ class GaussianMIAccumulator:
         if (state["dx"], state["dy"], tuple(state["batch_shape"])) != (self.dx, self.dy, self.batch_shape):
             raise ValueError(f"state has (dx, dy, batch_shape)={(state['dx'], state['dy'], tuple(state['batch_shape']))}, "
                              f"expected {(self.dx, self.dy, self.batch_shape)}")
+        dim = self.dx + self.dy
+        expected = {"count": self.batch_shape, "s1": (*self.batch_shape, dim), "s1_lo": (*self.batch_shape, dim),
+                    "s2": (*self.batch_shape, dim, dim), "s2_lo": (*self.batch_shape, dim, dim)}
+        if state["reference"] is not None:
+            expected["reference"] = (*self.batch_shape, dim)
+        wrong = {key: tuple(state[key].shape) for key, shape in expected.items()
+                 if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != shape}
+        if wrong:
+            raise ValueError(f"state has tensors of the wrong shape {wrong}; expected {expected}; the state is unchanged")
         device = self.count.device
         self.count = state["count"].to(device=device, dtype=torch.int64).clone()
         self.reference = None if state["reference"] is None else state["reference"].to(device, torch.float64).clone()

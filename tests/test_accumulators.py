@@ -199,3 +199,24 @@ def test_sums_are_reproducible_in_any_order_and_split(generator):
     merged = parts[2].merge(parts[1]).merge(parts[0])
     for a, b in zip(merged.moments(), whole.moments()):
         assert torch.equal(a, b)
+
+
+def test_self_merge_and_wrong_shaped_state_are_refused(generator):
+    x, y = paired(generator, lead=(2,), n=50)
+    acc = GaussianMIAccumulator(5, 4, (2,)).update(x, y)
+    with pytest.raises(ValueError, match="count every sample twice"):
+        acc.merge(acc)
+    state = {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in acc.state_dict().items()}
+    state["s2"] = state["s2"][..., :3, :3]
+    before = acc.moments()
+    with pytest.raises(ValueError, match="wrong shape.*s2"):
+        acc.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(before, acc.moments()))
+
+
+@pytest.mark.parametrize("base", [float("inf"), float("nan"), 1, 0, -2, True])
+def test_invalid_base_is_refused(base):
+    from emergence_fast._validation import log_base
+
+    with pytest.raises(ValueError, match="base"):
+        log_base(base)
