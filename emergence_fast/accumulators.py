@@ -21,13 +21,6 @@ from ._validation import as_samples
 from .estimators import gaussian
 
 
-def _two_sum(a: torch.Tensor, b: torch.Tensor):
-    """``s = fl(a + b)`` and the exact rounding error ``e``: ``a + b = s + e`` (Knuth's TwoSum)."""
-    s = a + b
-    v = s - a
-    return s, (a - (s - v)) + (b - v)
-
-
 _PIECE = 1 << 18
 
 
@@ -68,6 +61,12 @@ class _ExactSum:
 
     def value(self, index=...) -> torch.Tensor:
         return self.hi[index] + self.lo[index]
+
+    def reshaped(self, shape) -> "_ExactSum":
+        """The same sums seen with another shape (views: updates go to this state)."""
+        view = _ExactSum.__new__(_ExactSum)
+        view.hi, view.lo = self.hi.view(shape), self.lo.view(shape)
+        return view
 
 
 class GaussianMIAccumulator:
@@ -163,9 +162,7 @@ class GaussianMIAccumulator:
                 total.hi.view(shape)[cells] = term
                 total.lo.view(shape)[cells] = 0.0 if lo is None else lo
                 continue
-            flat = _ExactSum.__new__(_ExactSum)
-            flat.hi, flat.lo = total.hi.view(shape), total.lo.view(shape)
-            flat.add_(term, lo, cells)
+            total.reshaped(shape).add_(term, lo, cells)
 
     def merge(self, other: "GaussianMIAccumulator") -> "GaussianMIAccumulator":
         """Fold in another accumulator's state (another shard, process or resumed run).
@@ -327,6 +324,13 @@ class GaussianMIAccumulator:
         return gaussian.entropy_from_moments(self.count, self.comoment[..., self.dx:, self.dx:], **options)
 
 
+def _check_pairs(x, y, dx: int, dy: int, batch_shape: tuple, what: str) -> None:
+    if x.shape[-1] != dx or y.shape[-1] != dy or tuple(x.shape[:-2]) != batch_shape \
+            or tuple(y.shape[:-2]) != batch_shape or x.shape[-2] != y.shape[-2]:
+        raise ValueError(f"x, y must be [*{batch_shape}, n, {dx}] and [*{batch_shape}, n, {dy}], "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}; the {what} is unchanged")
+
+
 def standardised_basis(rows: torch.Tensor, rank: int, weights: torch.Tensor | None = None):
     """Per-cell mean, scale and top-``rank`` principal directions of standardised ``rows``.
 
@@ -362,8 +366,8 @@ def standardised_basis(rows: torch.Tensor, rank: int, weights: torch.Tensor | No
 class SubspaceGaussianAccumulator:
     r"""Gaussian sufficient statistics of each side projected on a per-cell principal subspace.
 
-    Full-width moments cost :math:`8 (d_x + d_y)^2` bytes per cell (0.5 GB at d = 4096). This
-    state costs :math:`8 (2r)^2 + 16 d r` bytes: for every cell, each side is standardised with
+    Full-width moments cost :math:`16 (d_x + d_y)^2` bytes per cell (1 GB at d = 4096). This
+    state costs about :math:`16 (2r)^2 + 16 d r` bytes: for every cell, each side is standardised with
     a pilot sample's mean and scale and projected on the pilot's top-``r`` principal
     directions (:func:`standardised_basis`), and the projections
     :math:`u = ((x - \mu_p)/s_p) Q_x`, :math:`v = ((y - \mu_p)/s_p) Q_y` are folded into a
@@ -414,10 +418,7 @@ class SubspaceGaussianAccumulator:
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> "SubspaceGaussianAccumulator":
         """Add paired samples ``x [*batch_shape, n, dx]``, ``y [*batch_shape, n, dy]``."""
-        if x.shape[-1] != self.dx or y.shape[-1] != self.dy or tuple(x.shape[:-2]) != self.batch_shape \
-                or tuple(y.shape[:-2]) != self.batch_shape or x.shape[-2] != y.shape[-2]:
-            raise ValueError(f"x, y must be [*{self.batch_shape}, n, {self.dx}] and [*{self.batch_shape}, n, {self.dy}], "
-                             f"got {tuple(x.shape)} and {tuple(y.shape)}; the state is unchanged")
+        _check_pairs(x, y, self.dx, self.dy, self.batch_shape, "state")
         self.inner.update(self._project(0, x), self._project(1, y))
         return self
 
@@ -519,10 +520,7 @@ class PairReservoir:
         ``index`` defaults to the next ``n`` row numbers of this stream (``seen, seen + 1, …``).
         Indices must not repeat across updates: each names one sample of the dataset.
         """
-        if x.shape[-1] != self.dx or y.shape[-1] != self.dy or tuple(x.shape[:-2]) != self.batch_shape \
-                or tuple(y.shape[:-2]) != self.batch_shape or x.shape[-2] != y.shape[-2]:
-            raise ValueError(f"x, y must be [*{self.batch_shape}, n, {self.dx}] and [*{self.batch_shape}, n, {self.dy}], "
-                             f"got {tuple(x.shape)} and {tuple(y.shape)}; the reservoir is unchanged")
+        _check_pairs(x, y, self.dx, self.dy, self.batch_shape, "reservoir")
         n = x.shape[-2]
         index = torch.arange(self.seen, self.seen + n) if index is None else torch.as_tensor(index, dtype=torch.int64).cpu()
         if index.shape != (n,):

@@ -273,8 +273,7 @@ def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
     ``states_* [L, V, d]`` belong to ``tokens [V]``; ``input_ids [N, T]`` gives the weights.
     """
     n = input_ids.shape[0]
-    weights = (input_ids.T.unsqueeze(-1) == tokens.view(1, 1, -1)).sum(1).to(torch.float64)  # [T, V]
-    weights = weights.to(states_in.device)
+    weights = micro_weights(tokens, input_ids).to(states_in.device)  # [T, V]
     z = torch.cat([states_in, states_out], -1).to(torch.float64)  # [L, V, 2d]
     # Centre through the most frequent token's state: a position holding one token gets exact zeros.
     reference = z[:, weights.argmax(-1)]  # [L, T, 2d]
@@ -348,19 +347,8 @@ def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_
                                                tokens.to(micro_in.device), input_ids, backend)
             micro = _estimate(estimator, count[0], comoment[0], moments.dx, options, base)
         out[:, layer] = torch.stack([t.to(out) for t in macro + micro])
-    # A NaN or inf (bias of sliced, singular cells) would poison the sum: send finite codes and a mask.
-    finite = torch.isfinite(out)
-    values = distributed.owner_sum(torch.where(finite, out, torch.zeros_like(out)), world)
-    codes = distributed.owner_sum(torch.where(finite, torch.zeros_like(out), _nonfinite_code(out)), world)
-    return tuple(torch.where(codes == 0, values, _decode_nonfinite(codes)))
-
-
-def _nonfinite_code(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isnan(t), 1.0, torch.where(t > 0, 2.0, 3.0)).to(t)
-
-
-def _decode_nonfinite(codes: torch.Tensor) -> torch.Tensor:
-    return torch.where(codes == 1, math.nan, torch.where(codes == 2, math.inf, -math.inf)).to(codes)
+    # NaN and inf (sliced bias, singular cells) pass through: other ranks add zeros to them.
+    return tuple(distributed.owner_sum(out, world))
 
 
 def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world):
@@ -521,6 +509,7 @@ def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device,
 
 
 def checkpoint_path(checkpoint_dir, world) -> Path | None:
+    """This rank's checkpoint file in ``checkpoint_dir`` (one per rank when there are several)."""
     if checkpoint_dir is None:
         return None
     name = CHECKPOINT_NAME if not world.distributed else \
