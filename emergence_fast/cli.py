@@ -186,7 +186,8 @@ def run_ie(args, out=None) -> None:
             raise ValueError(problem)
         result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
                                        estimator_options=options, batch_size=args.batch_size,
-                                       update_samples=args.update_samples, reservoir_size=args.reservoir_size, base=None if args.nats else 2,
+                                       update_samples=args.update_samples, reservoir_size=args.reservoir_size,
+                                       base=None if args.nats else 2,
                                        checkpoint_dir=out_dir if args.checkpoint_every else None,
                                        resume=args.resume, checkpoint_every=max(1, args.checkpoint_every),
                                        progress=not args.quiet,
@@ -208,6 +209,13 @@ def run_ie(args, out=None) -> None:
         distributed.shutdown(world)
 
 
+def _user_error(command: str, exc: Exception) -> int:
+    """A user's mistake as one line on stderr (its first line: no traceback), exit code 2."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    print(f"emergence-fast {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="emergence-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,7 +231,7 @@ def main(argv=None) -> int:
     ie.add_argument("--state-memory", default=DEFAULT_STATE_MEMORY,
                     help="budget for the streaming state per rank, e.g. 256MB or 8GB (default: %(default)s); above it "
                          "IE runs on a principal-subspace state and says so")
-    ie.add_argument("--dist-backend", default="auto", choices=("auto", "gloo", "nccl"),
+    ie.add_argument("--dist-backend", default="auto", choices=distributed.DIST_BACKENDS,
                     help="torch.distributed backend under torchrun/accelerate launch (default: %(default)s)")
     ie.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     ie.add_argument("--dataset", default="icl-animal",
@@ -256,7 +264,8 @@ def main(argv=None) -> int:
                     help="batches between checkpoints (one per rank, also written at the end of the pass); 0 writes "
                          "none, e.g. when the state is GBs and a rerun is cheap (default: %(default)s)")
     ie.add_argument("--keep-checkpoint", action="store_true",
-                    help="keep ie_checkpoint*.pt (one per rank) after a finished run (it is removed once the results are written)")
+                    help="keep ie_checkpoint*.pt (one per rank) after a finished run (it is removed once the results "
+                         "are written)")
     ie.add_argument("--quiet", action="store_true", help="no progress bar")
 
     estimators = sub.add_parser("estimators", help="run the estimators on synthetic data with known answers")
@@ -275,16 +284,12 @@ def main(argv=None) -> int:
                                  "(benchmarks/scaling_ranks.py compares 1 and K ranks)")
             args.func(args)
         except (ValueError, TypeError, OSError) as exc:
-            print(f"emergence-fast bench: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                  file=sys.stderr)
-            return 2
+            return _user_error("bench", exc)
     elif args.command == "ie":
         try:
             run_ie(args)
         except (ValueError, TypeError, OSError) as exc:
-            print(f"emergence-fast ie: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                  file=sys.stderr)
-            return 2
+            return _user_error("ie", exc)
     elif args.command == "estimators":
         demo(seed=args.seed)
     else:
