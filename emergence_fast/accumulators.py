@@ -560,10 +560,7 @@ class PairReservoir:
         """
         if not world.distributed:
             return self
-        device = distributed.collective_device(world)
-        keys = torch.stack([self.priority, self.index]).to(device)
-        gathered = [torch.empty_like(keys) for _ in range(world.world_size)]
-        torch.distributed.all_gather(gathered, keys, group=world.group)
+        gathered = distributed.all_gather(torch.stack([self.priority, self.index]), world)
         priority = torch.cat([g[0].cpu() for g in gathered])
         index = torch.cat([g[1].cpu() for g in gathered])
         owner = torch.arange(world.world_size).repeat_interleave(self.capacity)
