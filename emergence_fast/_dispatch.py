@@ -222,3 +222,54 @@ def knn_maxnorm(z: torch.Tensor, dx: int, k: int, mode: int = 1, backend: str | 
     if mode == 0:
         return eps.reshape(*lead, n), None, None
     return eps.reshape(*lead, n), n_x.reshape(*lead, n), n_y.reshape(*lead, n)
+
+
+def _gaussian_lse_torch(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.Tensor, dx: int,
+                        chunk_bytes: int = 1 << 26) -> torch.Tensor:
+    """Reference for :func:`gaussian_lse`: direct differences, query rows in chunks of bounded memory."""
+    b, m, d = queries.shape
+    n = keys.shape[1]
+    out = torch.empty(b, m, 3, dtype=queries.dtype, device=queries.device)
+    rows = max(1, chunk_bytes // max(1, n * d * queries.element_size()))
+    for lo in range(0, m, rows):
+        diff = (queries[:, lo:lo + rows, None, :] - keys[:, None, :, :]).square()  # [B, rows, N, D]
+        sq_x, sq_y = diff[..., :dx].sum(-1), diff[..., dx:].sum(-1)
+        for c, sq in enumerate((sq_x, sq_y, sq_x + sq_y)):
+            out[:, lo:lo + rows, c] = torch.logsumexp(log_weights[:, None, :, c] - 0.5 * sq, dim=-1)
+    return out
+
+
+def gaussian_lse(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.Tensor, dx: int,
+                 backend: str | None = None) -> torch.Tensor:
+    r"""Log-sum-exp of Gaussian kernels between query rows and weighted key rows, in one fused pass.
+
+    ``queries [..., M, D]``, ``keys [..., N, D]`` (same float dtype: float32 or float64; columns
+    ``[0, dx)`` are x, ``[dx, D)`` y), ``log_weights [..., N, 3]`` -> ``[..., M, 3]`` in the
+    input dtype:
+
+    .. math::
+
+        \mathrm{out}[m, c] = \log \sum_n \exp\big(w[n, c] - \tfrac12 \lVert q_m - k_n \rVert_c^2\big)
+
+    with :math:`\lVert\cdot\rVert_c` over the x columns (c = 0), the y columns (c = 1) and all
+    columns (c = 2). This is the log-density (up to a constant) of a mixture of unit isotropic
+    Gaussians centred at the keys, for the x marginal, the y marginal and the joint at once: the
+    inner loop of the noisy-channel MI (:mod:`emergence_fast.estimators.noisy`). Distances are
+    direct differences, never ``|q|^2 + |k|^2 - 2 q.k``, which cancels catastrophically for
+    states far from the origin relative to the noise. A ``-inf`` weight drops its key (padding);
+    a row whose keys are all dropped gets ``-inf``.
+    """
+    name = resolve_backend(backend, queries.device)
+    lead, (m, d), n = queries.shape[:-2], queries.shape[-2:], keys.shape[-2]
+    if not 0 <= dx <= d:
+        raise ValueError(f"dx must be in [0, {d}], got {dx}")
+    q3, k3 = queries.reshape(-1, m, d), keys.reshape(-1, n, d)
+    w3 = log_weights.reshape(-1, n, 3).to(queries.dtype)
+    if name == "torch" or (name == "triton" and _triton_kernels()[0].get("gaussian_lse") is None) or (
+            name in ("cpp", "cuda") and not hasattr(_native()[0], f"gaussian_lse_{'cpu' if name == 'cpp' else 'cuda'}")):
+        out = _gaussian_lse_torch(q3, k3, w3, dx)
+    elif name == "triton":
+        out = _triton_kernels()[0]["gaussian_lse"](q3, k3, w3, dx)
+    else:
+        out = _call_native("gaussian_lse", name, q3, k3, w3, dx)
+    return out.reshape(*lead, m, 3)
