@@ -5,7 +5,7 @@ Modules expose ``entropy(x, ...)`` and/or ``mutual_information(x, y, ...)`` on t
 """
 from functools import partial
 
-from . import binned, gaussian, knn, neural, renyi, sliced
+from . import binned, gaussian, knn, neural, noisy, renyi, sliced
 from .token_entropy import token_entropy
 
 ENTROPY_METHODS = {
@@ -20,9 +20,10 @@ MI_METHODS = {
     "sliced": sliced.mutual_information,
     "max_sliced": sliced.max_sliced_mutual_information,
     "ksg": knn.mutual_information,
+    "noisy": noisy.mutual_information,
     "renyi": renyi.mutual_information,
     **{name: partial(neural.mutual_information, method=name) for name in neural.NEURAL_METHODS},
     "chen2024": neural.chen2024,
 }
 
-__all__ = ["ENTROPY_METHODS", "MI_METHODS", "binned", "gaussian", "knn", "neural", "renyi", "sliced", "token_entropy"]
+__all__ = ["ENTROPY_METHODS", "MI_METHODS", "binned", "gaussian", "knn", "neural", "noisy", "renyi", "sliced", "token_entropy"]

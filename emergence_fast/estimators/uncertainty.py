@@ -2,8 +2,9 @@ r"""Standard errors for every estimator: ``return_stderr=True`` of the public AP
 
 Where an estimator has its own variance it is used: the delta method for Gaussian MI,
 :math:`\mathrm{se}(\hat I) \approx \sqrt{\sum_i \rho_i^2 / N}` over the canonical correlations
-:math:`\rho_i`, and the held-out standard error of the neural bounds. Everything else (kNN,
-KSG, binned, matrix Rényi, sliced, Gaussian entropy, the ``chen2024`` preset) gets the
+:math:`\rho_i`, the delta method plus the Monte-Carlo spread for the noisy-channel MI
+(:mod:`.noisy`), and the held-out standard error of the neural bounds. Everything else (kNN, KSG,
+binned, matrix Rényi, sliced, Gaussian entropy, the ``chen2024`` preset) gets the
 delete-half jackknife (Shao & Wu 1989, "A general theory for jackknife variance estimation",
 Ann. Statist. 17): with :math:`\hat\theta_s` the estimate on a random subset of
 :math:`m = \lfloor N/2 \rfloor` samples drawn without replacement, :math:`d = N - m`, and
@@ -33,7 +34,7 @@ import torch
 
 from .._validation import as_samples
 
-_DELTA_METHOD = ("gaussian",)
+_DELTA_METHOD = ("gaussian", "noisy")  # noisy: delta method plus Monte-Carlo spread
 _HELD_OUT = ("infonce", "nwj", "mine", "smile")
 _APPROXIMATION_ERROR = ("sliced", "renyi")
 
