@@ -890,3 +890,106 @@ def _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_s
             + ("the pilot is the whole data, so the top components are those of the full-width state (to float32 "
                "rounding)." if plan.pilot >= n_samples else "the pilot is a subsample: the top components are "
                "estimated from it, an error that shrinks as the pilot grows (raise state_memory for a larger one).")]
+
+
+@dataclass
+class IEStates:
+    """Every sample's block inputs and outputs at every position, and the micro states: capture once, estimate many.
+
+    ``reservoir`` holds all ``N`` rows of every (layer, position) cell (``[L, T, N, d]`` float32 per
+    side); ``micro_in``/``micro_out [L, V, d]`` are the states of each distinct token in ``tokens
+    [V]`` fed alone. Made by :func:`capture_states`, read by :func:`estimate_from_states`.
+    """
+
+    layers: list[int]
+    input_ids: torch.Tensor
+    reservoir: PairReservoir
+    tokens: torch.Tensor
+    micro_in: torch.Tensor
+    micro_out: torch.Tensor
+    config: dict
+    timings: dict
+
+    def sample_pairs(self):
+        """``(macro_in, macro_out, micro_in, micro_out)``, each ``[L, T, N, d]``: the pairs an IE estimator reads
+        (micro rows are each sample's token at that position, fed alone)."""
+        x, y = self.reservoir.pairs()
+        slot = torch.searchsorted(self.tokens, self.input_ids).T.to(self.micro_in.device)  # [T, N]
+        return x, y, self.micro_in[:, slot], self.micro_out[:, slot]
+
+
+def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add_bos="auto", blocks=None,
+                   state_memory=DEFAULT_STATE_MEMORY, progress=False) -> IEStates:
+    """Run ``model`` once over ``dataset`` and keep every captured state (see :class:`IEStates`).
+
+    For comparing estimators on identical states (``benchmarks/ie_agreement.py``); a single run of
+    one estimator should use :func:`information_emergence`, whose state is bounded.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, as :func:`information_emergence`, or states larger than ``state_memory``
+        (``N * L * T * 2d * 4`` bytes plus the micro states).
+    """
+    input_ids = dataset.input_ids if isinstance(dataset, TokenDataset) else dataset
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
+        raise ValueError("dataset must be a TokenDataset or an integer tensor input_ids [N, T]")
+    n_samples, seq_len = input_ids.shape
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    budget = parse_bytes(state_memory, "state_memory")
+    bos = _uses_bos(tokenizer, add_bos)
+    device = input_device(model)
+    capture = BlockCapture(model, layers, blocks=blocks, out_device=device)
+    width = _block_width(model, capture, input_ids, bos, device)
+    tokens = torch.unique(input_ids)
+    need = len(capture.layers) * (seq_len * n_samples + tokens.numel()) * 2 * width * 4
+    if need > budget:
+        raise ValueError(f"state_memory={format_bytes(budget)} is too small to keep every state: {n_samples} samples x "
+                         f"{len(capture.layers)} layers x {seq_len} positions x 2 x {width} float32 need "
+                         f"{format_bytes(need)}")
+    world = distributed.World()
+    plan = StatePlan("reservoir", need, fold_batches=1, capacity=n_samples)
+    state = PairReservoir(width, width, (len(capture.layers), seq_len), capacity=n_samples, device=device)
+    timings = {}
+    _macro_pass(capture, input_ids, bos, batch_size, plan, state, 0, None, 1, {}, progress, timings, world)
+    start = time.perf_counter()
+    micro_in, micro_out = _micro_states(capture, tokens, bos, batch_size, device, width, world)
+    timings["micro_pass_s"] = time.perf_counter() - start
+    config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
+              "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
+              "layers": capture.layers, "batch_size": batch_size, "bos": bos}
+    return IEStates(capture.layers, input_ids, state, tokens.to(device), micro_in, micro_out, config, timings)
+
+
+def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=None, *, base=2,
+                         backend=None) -> IEResult:
+    """IE by ``estimator`` on captured ``states``: the numbers :func:`information_emergence` gives on the same
+    data with a reservoir that keeps every sample (moment estimators: their full-width state)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    input_ids = states.input_ids
+    options = _check_estimator_options(estimator, estimator_options, input_ids.shape[0])
+    log_base(base)
+    world = distributed.World()
+    start = time.perf_counter()
+    if estimator == "noisy":
+        estimates = _estimate_noisy(states.reservoir, states.micro_in, states.micro_out, states.tokens, input_ids,
+                                    options, base, backend, world)
+    elif estimator in SAMPLE_ESTIMATORS:
+        estimates = _estimate_from_reservoir(estimator, states.reservoir, states.micro_in, states.micro_out,
+                                             states.tokens, input_ids, options, base, world)
+    else:  # one layer's full-width moments at a time: 16 (2d)^2 bytes per position
+        x, y = states.reservoir.pairs()
+        per_layer = []
+        for layer in range(x.shape[0]):
+            moments = GaussianMIAccumulator(x.shape[-1], y.shape[-1], (1, x.shape[1]), device=x.device, backend=backend)
+            moments.update(x[layer:layer + 1], y[layer:layer + 1])
+            per_layer.append(_estimate_from_moments(estimator, moments, states.micro_in[layer:layer + 1],
+                                                    states.micro_out[layer:layer + 1], states.tokens, input_ids,
+                                                    options, base, backend, world))
+        estimates = tuple(torch.cat([layer[i] for layer in per_layer]) for i in range(6))
+    provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(states.micro_in.device),
+                  "timings": {**states.timings, "estimate_s": time.perf_counter() - start}}
+    config = {**states.config, "estimator": estimator, "estimator_options": options, "base": base}
+    return _result(states.layers, estimates, input_ids, estimator, options, base, config, provenance, [])
