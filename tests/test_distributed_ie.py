@@ -99,6 +99,14 @@ def test_sample_estimator_matches_one_process_exactly(tmp_path):
     assert_same(parts, run_one(options, 50), rtol=0)
 
 
+def test_noisy_estimator_matches_one_process_exactly(tmp_path):
+    # Every cell's draws are seeded by the cell, so splitting the layers over ranks changes nothing.
+    options = {"estimator": "noisy", "batch_size": 6, "update_samples": 6, "reservoir_size": 40,
+               "estimator_options": {"sigma": 0.3, "n_draws": 2}}
+    parts = run_ranks(2, options, 40, tmp_path)
+    assert_same(parts, run_one(options, 40), rtol=0)
+
+
 def _disagreeing_worker(rank, world_size, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

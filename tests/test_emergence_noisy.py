@@ -1,0 +1,54 @@
+"""IE with the noisy-channel estimator on a tiny random model: bounded by the exact ceiling, zero where it must be."""
+import pytest
+import torch
+
+from emergence_fast.emergence import information_emergence
+
+from .tiny_models import SEPARATOR, icl_ids, tiny_model
+
+
+@pytest.fixture(scope="module")
+def run():
+    model, ids = tiny_model("llama"), icl_ids(120, k_shots=3)
+
+    def ie(**options):
+        return information_emergence(model, None, ids, estimator="noisy", batch_size=40, **options), ids
+
+    return ie
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.3, 1.0])
+def test_macro_and_micro_stay_at_or_below_the_exact_ceiling(run, sigma):
+    result, _ = run(estimator_options={"sigma": sigma})
+    assert bool((result.macro <= result.ceiling_macro + 2 * result.macro_stderr + 1e-6).all())
+    assert bool((result.micro <= result.ceiling_micro + 2 * result.micro_stderr + 1e-6).all())
+    assert not any("more than two standard errors" in note for note in result.notes)
+    assert any(note.startswith("estimate: noisy-channel MI") for note in result.notes)
+
+
+def test_micro_is_exactly_zero_at_separators_and_positive_at_entities(run):
+    result, ids = run()
+    separators = (ids == SEPARATOR).all(0)
+    assert torch.equal(result.micro[:, separators], torch.zeros_like(result.micro[:, separators]))
+    assert torch.equal(result.micro_stderr[:, separators], torch.zeros_like(result.micro_stderr[:, separators]))
+    assert bool((result.micro[:, ~separators] > 2 * result.micro_stderr[:, ~separators]).all())
+
+
+def test_small_sigma_reaches_the_ceiling_and_large_sigma_zero(run):
+    # A random model keeps distinct prefixes apart: at a fine resolution every distinction is resolved.
+    fine, _ = run(estimator_options={"sigma": 1e-4})
+    resolved = fine.macro[1:]  # block 0's input at a separator is one embedding: its MI is 0
+    torch.testing.assert_close(resolved, fine.ceiling_macro.expand_as(resolved), rtol=0, atol=1e-3)
+    coarse, _ = run(estimator_options={"sigma": 1e3})
+    assert float(coarse.macro.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"sigma": 0}, "sigma must be a finite number > 0"),
+    ({"sigma": float("nan")}, "sigma must be a finite number > 0"),
+    ({"n_draws": 1}, "n_draws must be an integer >= 2"),
+    ({"bandwidth": 1}, r"unknown keys \['bandwidth'\]"),
+])
+def test_bad_options_fail_before_any_forward_pass(options, message):
+    with pytest.raises(ValueError, match=message):
+        information_emergence(None, None, icl_ids(8), estimator="noisy", estimator_options=options)
