@@ -19,7 +19,7 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
-from emergence_fast.emergence import DEFAULT_STATE_MEMORY, ESTIMATORS, checkpoint_path
+from emergence_fast.emergence import DEFAULT_STATE_MEMORY, ESTIMATORS, NOISY_DEFAULT_OPTIONS, checkpoint_path
 from emergence_fast import bench, distributed
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
@@ -174,6 +174,8 @@ def run_ie(args, out=None) -> None:
             options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
         elif args.estimator == "gaussian":
             options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
+        elif args.estimator == "noisy":
+            options = {"sigma": args.sigma, "n_draws": args.n_draws, "seed": args.seed}
         else:
             options = None
         if args.option:
@@ -252,6 +254,10 @@ def main(argv=None) -> int:
     ie.add_argument("--shrinkage", type=float, default=0.0)
     ie.add_argument("--slice-k", type=int, default=4, help="sliced: projection dimension per side")
     ie.add_argument("--n-slices", type=int, default=64, help="sliced: random slices averaged")
+    ie.add_argument("--sigma", type=float, default=NOISY_DEFAULT_OPTIONS["sigma"],
+                    help="noisy: channel noise relative to each cell's RMS radius, the resolution (default: %(default)s)")
+    ie.add_argument("--n-draws", type=int, default=NOISY_DEFAULT_OPTIONS["n_draws"],
+                    help="noisy: Monte-Carlo noise draws per distinct state (default: %(default)s)")
     ie.add_argument("--batch-size", type=int, default=32)
     ie.add_argument("--update-samples", type=int, default=512,
                     help="samples folded into the state at once: the unit of work per rank and of checkpoints "

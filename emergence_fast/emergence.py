@@ -65,6 +65,7 @@ SAMPLE_DEFAULT_OPTIONS = {"ksg": {"jitter": 1e-4}}
 NOISY_DEFAULT_OPTIONS = {"sigma": noisy.DEFAULT_SIGMA, "n_draws": noisy.DEFAULT_DRAWS, "seed": 0}
 ESTIMATORS = MOMENT_ESTIMATORS + SAMPLE_ESTIMATORS + ("noisy",)
 RESERVOIR_ESTIMATORS = SAMPLE_ESTIMATORS + ("noisy",)
+NOISY_WORKING_BYTES = 2**30  # the noisy estimator's temporaries per chunk of layers
 CHECKPOINT_NAME = "ie_checkpoint.pt"
 
 
@@ -398,14 +399,16 @@ def _atoms(keys: torch.Tensor):
     return first, counts
 
 
-def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, base, backend, world):
+def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
+                    budget=NOISY_WORKING_BYTES):
     """Noisy-channel MI per (layer, position) on weighted atoms; six ``[L, T]`` tensors (bias not modelled: NaN).
 
     Macro atoms at position ``t`` are the distinct prefixes ``s_0..s_t`` among the kept samples,
     each with its count and the states of its first sample (identical prefixes have identical
     states); micro atoms are the distinct tokens at ``t`` with their counts and the states of the
-    token fed alone. The layers are split over ranks; every cell's noise is seeded by the cell,
-    so the result does not depend on the split.
+    token fed alone. The layers are split over ranks and computed in chunks whose temporaries
+    (:func:`noisy.working_bytes`) fit in ``budget`` bytes; every cell's noise is seeded by the
+    cell, so the result depends on neither.
     """
     x, y = reservoir.pairs()  # [L, T, m, d]
     n_layers, seq_len, m = x.shape[:3]
@@ -421,12 +424,17 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
                 (*_atoms(kept[:, : t + 1]), x[owned, t], y[owned, t], 0),
                 (*_atoms(kept[:, t:t + 1]), micro_in[owned], micro_out[owned], n_layers * seq_len))):
             index = first if offset == 0 else slot[first, t].to(micro_in.device)
-            atoms_x, atoms_y = states_x[:, index], states_y[:, index]
-            weights = counts.to(atoms_x.device).expand(atoms_x.shape[0], -1)
-            value, stderr = noisy.noisy_mi(atoms_x, atoms_y, weights, options["sigma"], options["n_draws"],
-                                           options["seed"], cells=cells + offset, backend=backend)[:2]
-            out[3 * row, owned, t] = value.to(out) / unit
-            out[3 * row + 1, owned, t] = stderr.to(out) / unit
+            per_layer = noisy.working_bytes(1, index.numel(), 2 * states_x.shape[-1], options["n_draws"])
+            step = max(1, budget // per_layer)
+            for lo in range(0, len(owned), step):
+                chunk = slice(lo, min(lo + step, len(owned)))
+                atoms_x, atoms_y = states_x[chunk][:, index], states_y[chunk][:, index]
+                weights = counts.to(atoms_x.device).expand(atoms_x.shape[0], -1)
+                value, stderr = noisy.noisy_mi(atoms_x, atoms_y, weights, options["sigma"], options["n_draws"],
+                                               options["seed"], cells=cells[chunk] + offset, backend=backend)[:2]
+                layers = slice(owned.start + chunk.start, owned.start + chunk.stop)
+                out[3 * row, layers, t] = value.to(out) / unit
+                out[3 * row + 1, layers, t] = stderr.to(out) / unit
     return tuple(distributed.owner_sum(out, world))
 
 

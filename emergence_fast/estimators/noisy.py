@@ -93,6 +93,12 @@ def check_options(sigma, n_draws) -> None:
                          f"got {n_draws!r}")
 
 
+def working_bytes(n_cells: int, n: int, dim: int, n_draws: int, itemsize: int = 4) -> int:
+    """Peak temporaries of :func:`noisy_mi` on ``n_cells`` cells of ``n`` atoms and ``dim`` joint columns:
+    the noise and the noisy queries (``n_draws n dim`` each), the scaled keys, and float64 per-draw terms."""
+    return n_cells * ((2 * n_draws + 2) * n * dim * itemsize + n_draws * n * 96 + n * 64)
+
+
 def _centred_scaled(x: torch.Tensor, p: torch.Tensor, sigma: float):
     """``(x - mean) / (sigma * r)`` per cell, with ``r`` the p-weighted RMS radius; also ``sigma * r``."""
     mean = (p.unsqueeze(-1) * x).sum(-2, keepdim=True)
