@@ -19,7 +19,8 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast._dispatch import resolve_backend
-from emergence_fast.emergence import DEFAULT_STATE_MEMORY, ESTIMATORS, NOISY_DEFAULT_OPTIONS, checkpoint_path
+from emergence_fast.emergence import (DEFAULT_ESTIMATOR, DEFAULT_STATE_MEMORY, ESTIMATORS, NOISY_DEFAULT_OPTIONS,
+                                     checkpoint_path)
 from emergence_fast import bench, distributed
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
     ie.add_argument("--seed", type=int, default=0)
     ie.add_argument("--layers", help="comma-separated block indices or TransformerLens names "
                                      "blocks.L.hook_resid_pre|post (default: all)")
-    ie.add_argument("--estimator", default="gaussian", choices=ESTIMATORS)
+    ie.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=ESTIMATORS, help="(default: %(default)s)")
     ie.add_argument("--option", action="append", metavar="KEY=VALUE",
                     help="estimator option, repeatable (e.g. --option k=5 --option jitter=1e-3)")
     ie.add_argument("--reservoir-size", type=int, default=1024, help="rows kept per cell for sample-based estimators")

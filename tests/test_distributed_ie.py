@@ -72,11 +72,11 @@ def assert_same(parts, whole, rtol):
 # (ranks, options, N): folds of one batch give uneven shards (9 folds over 2 ranks); 2 folds over 3 ranks leave
 # one rank without samples; the subspace state runs when the budget is below the full moments.
 CASES = {
-    "gaussian-2-uneven": (2, {"batch_size": 7, "update_samples": 7}, 60),
-    "gaussian-3-empty-rank": (3, {"batch_size": 16, "update_samples": 16}, 30),
+    "gaussian-2-uneven": (2, {"estimator": "gaussian", "batch_size": 7, "update_samples": 7}, 60),
+    "gaussian-3-empty-rank": (3, {"estimator": "gaussian", "batch_size": 16, "update_samples": 16}, 30),
     "sliced-3": (3, {"estimator": "sliced", "batch_size": 5, "update_samples": 10,
                      "estimator_options": {"k": 2, "n_slices": 8, "seed": 0}}, 47),
-    "subspace-2": (2, {"batch_size": 8, "update_samples": 8, "state_memory": "600KB",
+    "subspace-2": (2, {"estimator": "gaussian", "batch_size": 8, "update_samples": 8, "state_memory": "600KB",
                        "estimator_options": {"pca": 4, "bias_correction": "none"}}, 64),
 }
 

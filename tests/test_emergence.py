@@ -23,7 +23,7 @@ CEILINGS = ("ceiling_macro", "ceiling_micro", "ceiling_emergence")
 
 
 def run(model, ids, **options):
-    options = {"add_bos": False, "estimator_options": dict(OPTIONS), "batch_size": N, **options}
+    options = {"add_bos": False, "estimator": "gaussian", "estimator_options": dict(OPTIONS), "batch_size": N, **options}
     return ie.information_emergence(model, None, ids, **options)
 
 
@@ -170,7 +170,7 @@ def test_bos_token_id_is_prepended_for_macro_and_micro(gpt2, ids, reference):
                                                          (True, False, None), (True, 5, 5)])
 def test_add_bos_follows_the_tokenizer(gpt2, ids, adds_bos, add_bos, expected):
     result = ie.information_emergence(gpt2, tiny_tokenizer(adds_bos), ids[:40], add_bos=add_bos, layers=[0],
-                                      estimator_options=dict(OPTIONS), batch_size=40)
+                                      estimator="gaussian", estimator_options=dict(OPTIONS), batch_size=40)
     assert result.config["bos"] == expected
 
 

@@ -34,3 +34,16 @@ def test_icl_animal_ceiling_steps_at_entities_and_is_flat_at_commas(smollm2):
     assert 0.0 <= shape["steps_where_ceiling_steps"] <= 1.0
     table = report.summary_table(result)
     assert "shape vs ceiling" in table and "ceiling (prefix entropy)" in table
+
+
+def test_noisy_estimator_respects_the_ceiling_and_is_zero_at_separators(smollm2):
+    model, tokenizer = smollm2
+    data = datasets.load_dataset("icl-animal", tokenizer, 192, k_shots=3, seed=1)
+    result = information_emergence(model, tokenizer, data, layers=[0, 14, 29], batch_size=64, estimator="noisy",
+                                   estimator_options={"sigma": 0.3, "n_draws": 2})
+    assert bool((result.macro <= result.ceiling_macro + 2 * result.macro_stderr + 1e-6).all())
+    assert bool((result.micro <= result.ceiling_micro + 2 * result.micro_stderr + 1e-6).all())
+    separators = [t for t in range(len(result.positions)) if t not in data.entity_positions]
+    assert separators and torch.equal(result.micro[:, separators], torch.zeros(3, len(separators), dtype=torch.float64))
+    entities = data.entity_positions
+    assert bool((result.micro[:, entities] > 0).all()) and bool((result.macro[:, entities] > 0).all())

@@ -8,7 +8,8 @@ from emergence_fast import emergence as ie
 from emergence_fast._validation import parse_bytes
 from tests.tiny_models import icl_ids, tiny_model
 
-OPTIONS = {"add_bos": False, "estimator_options": {"pca": 4, "bias_correction": "none"}, "batch_size": 50}
+OPTIONS = {"add_bos": False, "estimator": "gaussian", "estimator_options": {"pca": 4, "bias_correction": "none"},
+           "batch_size": 50}
 
 
 @pytest.fixture(scope="module")
