@@ -16,15 +16,28 @@
 //                            mode 1: KSG variant-1 counts (strict <, eps), mode 2: variant-2 counts
 //                            (<= the largest marginal distance to the k joint neighbours, the k
 //                            smallest (distance, index) pairs); 1 <= dx < D. CUDA: k <= 32.
+//   gaussian_lse_*(q, k, w, dx): q [B, M, D], k [B, N, D], w [B, N, 3] log-weights, one dtype
+//                            (float32 or float64), contiguous; 0 <= dx <= D
+//                            -> out [B, M, 3] (that dtype): out[b, m, c] =
+//                            log sum_n exp(w[b, n, c] - 0.5 |q[b, m] - k[b, n]|_c^2), the squared
+//                            norm over columns [0, dx) (c = 0), [dx, D) (c = 1), all (c = 2).
+//                            Direct differences sum (q - k)^2 (no |q|^2 + |k|^2 - 2 q.k), online
+//                            max / sum over key tiles (nothing M x N stored), accumulated in the
+//                            input dtype. A -inf weight drops its key; a row with every key
+//                            dropped (or N = 0) gets -inf. Inputs finite, weights < +inf.
 #pragma once
 #include <torch/extension.h>
 
 torch::Tensor gram_cpu(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor softmax_entropy_cpu(const torch::Tensor& logits);
 std::vector<torch::Tensor> knn_maxnorm_cpu(const torch::Tensor& z, int64_t dx, int64_t k, int64_t mode);
+torch::Tensor gaussian_lse_cpu(const torch::Tensor& queries, const torch::Tensor& keys,
+                               const torch::Tensor& log_weights, int64_t dx);
 
 #ifdef WITH_CUDA
 torch::Tensor gram_cuda(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor softmax_entropy_cuda(const torch::Tensor& logits);
 std::vector<torch::Tensor> knn_maxnorm_cuda(const torch::Tensor& z, int64_t dx, int64_t k, int64_t mode);
+torch::Tensor gaussian_lse_cuda(const torch::Tensor& queries, const torch::Tensor& keys,
+                                const torch::Tensor& log_weights, int64_t dx);
 #endif

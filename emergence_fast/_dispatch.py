@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
+import operator
 import os
 import warnings
 from dataclasses import dataclass
@@ -55,10 +57,11 @@ def _triton_kernels():
     try:
         import triton  # noqa: F401
 
-        from emergence_fast.kernels import gram, knn, softmax_entropy
+        from emergence_fast.kernels import gaussian_lse, gram, knn, softmax_entropy
     except Exception as exc:
         return None, f"triton could not be imported ({type(exc).__name__}: {exc})"
-    return {"gram": gram.gram, "softmax_entropy": softmax_entropy.softmax_entropy, "knn_maxnorm": knn.knn_maxnorm}, ""
+    return {"gram": gram.gram, "softmax_entropy": softmax_entropy.softmax_entropy, "knn_maxnorm": knn.knn_maxnorm,
+            "gaussian_lse": gaussian_lse.gaussian_lse}, ""
 
 
 def _triton_interpreted() -> bool:
@@ -137,15 +140,17 @@ def _softmax_entropy_torch(logits: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
 
 
-def _call_native(op: str, backend: str, *tensors: torch.Tensor) -> torch.Tensor:
+def _call_native(op: str, backend: str, *args):
+    """``_C.<op>_cpu`` / ``_C.<op>_cuda`` on contiguous copies of the tensor arguments; other arguments
+    (ints such as ``dx``) pass through. float16 / bfloat16 tensors go to the cpp ops as float32."""
     native, _ = _native()
     prepared: dict[int, torch.Tensor] = {}  # one conversion per distinct tensor: gram(a, a) stays symmetric
-    for t in tensors:
-        if id(t) not in prepared:
+    for t in args:
+        if isinstance(t, torch.Tensor) and id(t) not in prepared:
             half = backend == "cpp" and t.dtype in (torch.float16, torch.bfloat16)
             prepared[id(t)] = (t.float() if half else t).contiguous()
     suffix = {"cpp": "cpu", "cuda": "cuda"}[backend]
-    return getattr(native, f"{op}_{suffix}")(*(prepared[id(t)] for t in tensors))
+    return getattr(native, f"{op}_{suffix}")(*(prepared[id(a)] if isinstance(a, torch.Tensor) else a for a in args))
 
 
 def gram(a: torch.Tensor, b: torch.Tensor, backend: str | None = None) -> torch.Tensor:
@@ -230,7 +235,7 @@ def _gaussian_lse_torch(queries: torch.Tensor, keys: torch.Tensor, log_weights: 
     b, m, d = queries.shape
     n = keys.shape[1]
     out = torch.empty(b, m, 3, dtype=queries.dtype, device=queries.device)
-    rows = max(1, chunk_bytes // max(1, n * d * queries.element_size()))
+    rows = max(1, chunk_bytes // max(1, b * n * d * queries.element_size()))
     for lo in range(0, m, rows):
         diff = (queries[:, lo:lo + rows, None, :] - keys[:, None, :, :]).square()  # [B, rows, N, D]
         sq_x, sq_y = diff[..., :dx].sum(-1), diff[..., dx:].sum(-1)
@@ -257,19 +262,57 @@ def gaussian_lse(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.T
     inner loop of the noisy-channel MI (:mod:`emergence_fast.estimators.noisy`). Distances are
     direct differences, never ``|q|^2 + |k|^2 - 2 q.k``, which cancels catastrophically for
     states far from the origin relative to the noise. A ``-inf`` weight drops its key (padding);
-    a row whose keys are all dropped gets ``-inf``.
+    a row whose keys are all dropped (or ``N = 0``) gets ``-inf``. Weights must be below ``+inf``
+    and the states finite.
+
+    Backends: ``torch`` is :func:`_gaussian_lse_torch` (query rows in memory-bounded chunks),
+    ``cpp`` is ``_C.gaussian_lse_cpu`` (OpenMP, AVX2), ``triton`` is
+    :mod:`emergence_fast.kernels.gaussian_lse`, ``cuda`` is ``_C.gaussian_lse_cuda``. All
+    accumulate in the input dtype; they agree to rounding (float32: ~1e-6 relative).
+
+    Raises ValueError for a dtype other than float32 / float64, dtypes or devices that differ
+    between the three tensors, shapes that do not fit together, or ``dx`` outside ``[0, D]``.
     """
+    dx = _check_gaussian_lse(queries, keys, log_weights, dx)
     name = resolve_backend(backend, queries.device)
     lead, (m, d), n = queries.shape[:-2], queries.shape[-2:], keys.shape[-2]
-    if not 0 <= dx <= d:
-        raise ValueError(f"dx must be in [0, {d}], got {dx}")
-    q3, k3 = queries.reshape(-1, m, d), keys.reshape(-1, n, d)
-    w3 = log_weights.reshape(-1, n, 3).to(queries.dtype)
-    if name == "torch" or (name == "triton" and _triton_kernels()[0].get("gaussian_lse") is None) or (
-            name in ("cpp", "cuda") and not hasattr(_native()[0], f"gaussian_lse_{'cpu' if name == 'cpp' else 'cuda'}")):
+    b = math.prod(lead)  # explicit: reshape(-1, ...) is ambiguous when M, N or D is 0
+    q3, k3, w3 = queries.reshape(b, m, d), keys.reshape(b, n, d), log_weights.reshape(b, n, 3)
+    if name == "torch":
         out = _gaussian_lse_torch(q3, k3, w3, dx)
     elif name == "triton":
         out = _triton_kernels()[0]["gaussian_lse"](q3, k3, w3, dx)
     else:
         out = _call_native("gaussian_lse", name, q3, k3, w3, dx)
     return out.reshape(*lead, m, 3)
+
+
+def _check_gaussian_lse(queries, keys, log_weights, dx) -> int:
+    """The argument checks of :func:`gaussian_lse`, with the same ValueError on every backend; returns ``dx`` as an int."""
+    for arg, t in (("queries", queries), ("keys", keys), ("log_weights", log_weights)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"gaussian_lse: {arg} must be a tensor, got {type(t).__name__}")
+    if queries.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"gaussian_lse: queries must be float32 or float64, got {queries.dtype} "
+                         "(cast float16 / bfloat16 states to float32 first)")
+    for arg, t in (("keys", keys), ("log_weights", log_weights)):
+        if t.dtype != queries.dtype:
+            raise ValueError(f"gaussian_lse: {arg} must have the queries' dtype {queries.dtype}, got {t.dtype}")
+        if t.device != queries.device:
+            raise ValueError(f"gaussian_lse: {arg} must be on the queries' device {queries.device}, got {t.device}")
+    if queries.dim() < 2:
+        raise ValueError(f"gaussian_lse: queries must be [..., M, D], got shape {tuple(queries.shape)}")
+    lead, d = queries.shape[:-2], queries.shape[-1]
+    if keys.dim() != queries.dim() or keys.shape[:-2] != lead or keys.shape[-1] != d:
+        raise ValueError(f"gaussian_lse: keys must be [..., N, D] with the queries' leading dims {tuple(lead)} "
+                         f"and D={d}, got shape {tuple(keys.shape)}")
+    if log_weights.shape != (*keys.shape[:-1], 3):
+        raise ValueError(f"gaussian_lse: log_weights must be [..., N, 3] = {(*keys.shape[:-1], 3)}, "
+                         f"got shape {tuple(log_weights.shape)}")
+    try:
+        dx_int = None if isinstance(dx, bool) else operator.index(dx)  # numpy / torch integers too
+    except TypeError:
+        dx_int = None
+    if dx_int is None or not 0 <= dx_int <= d:
+        raise ValueError(f"gaussian_lse: dx must be an int in [0, D={d}], got {dx!r}")
+    return dx_int

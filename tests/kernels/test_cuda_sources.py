@@ -34,7 +34,7 @@ def test_every_cuda_op_is_defined_and_bound():
     """Each ``*_cuda`` op declared in ops.h is defined in a compiled .cu file and bound for Python."""
     csrc = CUDA_DIR.parent
     declared = set(re.findall(r"\b(\w+_cuda)\(", (csrc / "ops.h").read_text()))
-    assert {"gram_cuda", "softmax_entropy_cuda", "knn_maxnorm_cuda"} <= declared
+    assert {"gram_cuda", "softmax_entropy_cuda", "knn_maxnorm_cuda", "gaussian_lse_cuda"} <= declared
     sources = "\n".join(p.read_text() for p in CU_FILES)
     bindings = (csrc / "bindings.cpp").read_text()
     for op in sorted(declared):
