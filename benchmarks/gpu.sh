@@ -11,9 +11,12 @@ $PY -m pip install -q numpy scipy pybind11 ninja pytest pytest-benchmark hypothe
 $PY -c "import triton" 2>/dev/null || $PY -m pip install -q triton
 $PY -m pip install -q --no-build-isolation -e .
 $PY -m emergence_fast.cli backends
-TRITON_INTERPRET=0 $PY -m pytest tests -q -k "cuda or gpu or triton or gram or entropy or knn" -p no:cacheprovider
+TRITON_INTERPRET=0 $PY -m pytest tests -q -k "cuda or gpu or triton or gram or entropy or knn or gaussian_lse" -p no:cacheprovider
 $PY -m pytest benchmarks --benchmark-enable --benchmark-only -q --benchmark-json="${OUT:-.}/bench.json"
 $PY -m benchmarks.roofline --write benchmarks/RESULTS.md
+# The noisy-channel MI's fused kernel (cuda and triton backends) against cdist + logsumexp, fp32 and fp64.
+$PY -m benchmarks.gaussian_lse --write benchmarks/RESULTS.md
+$PY -m benchmarks.gaussian_lse --dtype float64 --write benchmarks/RESULTS.md
 # The user-facing benchmark on the GPU, and IE under NCCL when there are GPUs for two ranks (never run yet).
 $PY -m emergence_fast.cli bench --out "${OUT:-.}/bench-gpu"
 if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
