@@ -92,7 +92,7 @@ def run(device: str, sizes, batch: int, dim: int, dtype: torch.dtype, reps: int,
         work = batch * size * size * dim
         ref = _reference(q, k, w, dx, device)
         shape = f"{batch} x {size} x {size} x {dim}"
-        peer_s, out = _timer(lambda: peer(q, k, w, dx), device, reps)
+        peer_s, out = _timer(lambda q=q, k=k, w=w: peer(q, k, w, dx), device, reps)
         peer_err = (out.double() - ref).abs().max().item()
         lines.append(f"| {shape} | {str(dtype)[6:]} | peer: cdist + logsumexp | {peer_s:.4g} | {work / peer_s / 1e9:.3g} "
                      f"| 1.00x | {peer_err:.1e} |")
@@ -100,8 +100,8 @@ def run(device: str, sizes, batch: int, dim: int, dtype: torch.dtype, reps: int,
             if name == "torch" and size > torch_max:
                 continue
             slow = name == "torch"  # one call, no warm-up: it takes tens of seconds a call
-            seconds, out = _timer(lambda: _dispatch.gaussian_lse(q, k, w, dx, backend=name), device,
-                                  1 if slow else reps, warmup=not slow)
+            seconds, out = _timer(lambda q=q, k=k, w=w, name=name: _dispatch.gaussian_lse(q, k, w, dx, backend=name),
+                                  device, 1 if slow else reps, warmup=not slow)
             err = (out.double() - ref).abs().max().item()
             lines.append(f"| {shape} | {str(dtype)[6:]} | {name} | {seconds:.4g} | {work / seconds / 1e9:.3g} "
                          f"| {peer_s / seconds:.2f}x | {err:.1e} |")

@@ -271,7 +271,8 @@ def gaussian_lse(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.T
     accumulate in the input dtype; they agree to rounding (float32: ~1e-6 relative).
 
     Raises ValueError for a dtype other than float32 / float64, dtypes or devices that differ
-    between the three tensors, shapes that do not fit together, or ``dx`` outside ``[0, D]``.
+    between the three tensors, shapes that do not fit together, or ``dx`` outside ``[0, D]``
+    (or not an integer); TypeError when an argument is not a tensor.
     """
     dx = _check_gaussian_lse(queries, keys, log_weights, dx)
     name = resolve_backend(backend, queries.device)
@@ -288,10 +289,10 @@ def gaussian_lse(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.T
 
 
 def _check_gaussian_lse(queries, keys, log_weights, dx) -> int:
-    """The argument checks of :func:`gaussian_lse`, with the same ValueError on every backend; returns ``dx`` as an int."""
+    """The argument checks of :func:`gaussian_lse`, the same errors on every backend; returns ``dx`` as an int."""
     for arg, t in (("queries", queries), ("keys", keys), ("log_weights", log_weights)):
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"gaussian_lse: {arg} must be a tensor, got {type(t).__name__}")
+            raise TypeError(f"gaussian_lse: {arg} must be a tensor, got {type(t).__name__}")
     if queries.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"gaussian_lse: queries must be float32 or float64, got {queries.dtype} "
                          "(cast float16 / bfloat16 states to float32 first)")

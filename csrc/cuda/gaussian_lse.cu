@@ -312,7 +312,8 @@ void run_gaussian_lse(const at::Tensor& queries, const at::Tensor& keys, const a
 
 at::Tensor gaussian_lse_cuda(const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& log_weights,
                              int64_t dx) {
-  TORCH_CHECK(queries.defined() && keys.defined() && log_weights.defined(), "gaussian_lse_cuda: undefined input tensor");
+  TORCH_CHECK(queries.defined() && keys.defined() && log_weights.defined(),
+              "gaussian_lse_cuda: undefined input tensor");
   TORCH_CHECK(queries.is_cuda() && keys.device() == queries.device() && log_weights.device() == queries.device(),
               "gaussian_lse_cuda: queries, keys and log_weights must be on one CUDA device, got ", queries.device(),
               ", ", keys.device(), " and ", log_weights.device());
@@ -320,8 +321,8 @@ at::Tensor gaussian_lse_cuda(const at::Tensor& queries, const at::Tensor& keys, 
               "gaussian_lse_cuda: expected queries [B, M, D], keys [B, N, D], log_weights [B, N, 3], got shapes ",
               queries.sizes(), ", ", keys.sizes(), " and ", log_weights.sizes());
   const auto dtype = queries.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "gaussian_lse_cuda: queries must be float32 or float64, got ",
-              dtype);
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "gaussian_lse_cuda: queries must be float32 or float64, got ", dtype);
   TORCH_CHECK(keys.scalar_type() == dtype && log_weights.scalar_type() == dtype,
               "gaussian_lse_cuda: keys and log_weights must have the queries' dtype ", dtype, ", got ",
               keys.scalar_type(), " and ", log_weights.scalar_type());
