@@ -66,3 +66,15 @@ def test_chunks_of_layers_give_the_numbers_of_one_chunk():
     one_layer = _estimate_noisy(*args, budget=1)  # one layer per chunk
     for a, b in zip(whole, one_layer):
         assert torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def test_the_budget_bounds_the_reservoir_and_the_estimate_stage():
+    model, ids = tiny_model("gpt2"), icl_ids(120, k_shots=2)
+    full = information_emergence(model, None, ids, estimator="noisy", batch_size=40)
+    assert full.config["state"]["capacity"] == 1024
+    small = information_emergence(model, None, ids, estimator="noisy", batch_size=40, state_memory="600KB")
+    capacity = small.config["state"]["capacity"]
+    assert 64 <= capacity < 120 and small.provenance["state_bytes"] <= 600_000
+    assert any(f"holds {capacity} rows per cell" in note for note in small.notes)
+    with pytest.raises(ValueError, match=r"state_memory=.* is too small for the noisy estimator here.*needs"):
+        information_emergence(model, None, ids, estimator="noisy", batch_size=40, state_memory="200KB")
