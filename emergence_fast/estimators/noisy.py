@@ -50,14 +50,19 @@ the draws, plus the sampling variance of the plug-in by the delta method, with i
 function :math:`\varphi(m) = s_m - \rho_m - I + 1` (:math:`s_m` the atom's mean term,
 :math:`\rho_m = \sum_c \pm \sum_i p_i \mathbb E[K^c_{im}/g^c_i]` its responsibility mass, one more
 pass of the same kernel with the roles of atoms and draws swapped) and
-:math:`\mathrm{Var} \approx \sum_m p_m \varphi(m)^2 / N`, :math:`N = \sum` weights. The plug-in
-mixture entropy is biased downward for the population value by concavity of entropy; the bias
-shrinks with :math:`N` at a rate that worsens with dimension relative to :math:`\sigma`
-(Goldfeld et al. 2020, "Convergence of smoothed empirical measures").
+:math:`\mathrm{Var} \approx \sum_m p_m \varphi(m)^2 / N`, :math:`N = \sum` weights. The estimand
+is the noisy MI under the empirical distribution of the rows: exact for a discrete variable
+whose rows are the data (the prefixes of Information Emergence). As an estimate of a
+continuous population's noisy MI it is biased: each plug-in mixture entropy downward (concavity),
+the MI upward, towards :math:`\log N` when the sample is sparse at scale :math:`\sigma`; the
+bias shrinks with :math:`N` at a rate that worsens with dimension relative to :math:`\sigma`
+(Goldfeld et al. 2020, "Convergence of smoothed empirical measures"), and
+:func:`mutual_information` warns when it dominates.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +79,8 @@ _SEED_STRIDE = 0x9E3779B1  # a cell's draws depend on (seed, cell) only, not on 
 class NoisyDetails:
     """Per batch cell, float64, in the unit of the value: ``stderr`` (Monte-Carlo and sampling,
     combined), ``mc_stderr`` (Monte-Carlo alone), the one-sided ``mi_x`` = I(A; T_x) and
-    ``mi_y``; ``sigma_x``, ``sigma_y`` are the absolute noise scales used (the input's units)."""
+    ``mi_y``; ``sigma_x``, ``sigma_y`` are the absolute noise scales used (the input's units);
+    ``ceiling`` the discrete MI of the distinct rows, the limit as sigma -> 0."""
 
     stderr: torch.Tensor
     mc_stderr: torch.Tensor
@@ -82,12 +88,20 @@ class NoisyDetails:
     mi_y: torch.Tensor
     sigma_x: torch.Tensor
     sigma_y: torch.Tensor
+    ceiling: torch.Tensor
+
+
+MIN_SIGMA = 1e-9  # below this the noise is lost to float64 rounding of the scaled states
+FLOAT64_BELOW_SIGMA = 1e-3  # float32 keeps about 7 digits: scaled states of 1/sigma plus unit noise need more
 
 
 def check_options(sigma, n_draws) -> None:
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a finite number > 0 (noise scale relative to each cell's RMS radius), "
                          f"got {sigma!r}")
+    if sigma < MIN_SIGMA:
+        raise ValueError(f"sigma must be at least {MIN_SIGMA:g} (the noise would be lost to float64 rounding of the "
+                         f"states scaled by 1/sigma; the sigma -> 0 limit is the discrete MI), got {sigma!r}")
     if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 2:
         raise ValueError(f"n_draws must be an integer >= 2 (the Monte-Carlo error needs two draws per atom), "
                          f"got {n_draws!r}")
@@ -100,12 +114,17 @@ def working_bytes(n_cells: int, n: int, dim: int, n_draws: int, itemsize: int = 
 
 
 def _centred_scaled(x: torch.Tensor, p: torch.Tensor, sigma: float):
-    """``(x - mean) / (sigma * r)`` per cell, with ``r`` the p-weighted RMS radius; also ``sigma * r``."""
+    """``(x - mean) / (sigma * r)`` per cell, with ``r`` the p-weighted RMS radius; also ``sigma * r``.
+
+    The radius is taken of the states divided by their largest absolute deviation first, so
+    squaring neither overflows nor underflows at any input scale the dtype can hold."""
     mean = (p.unsqueeze(-1) * x).sum(-2, keepdim=True)
     centred = x - mean
-    radius = (p * centred.square().sum(-1)).sum(-1).sqrt()
-    scale = sigma * radius
-    return centred / scale.clamp_min(torch.finfo(x.dtype).tiny)[:, None, None], scale
+    peak = centred.abs().amax((-2, -1)).clamp_min(torch.finfo(x.dtype).tiny)  # [C]
+    unit = centred / peak[:, None, None]
+    relative = (p * unit.square().sum(-1)).sum(-1).sqrt()  # the radius in units of peak, in (0, sqrt(dim)]
+    scaled = unit / (sigma * relative.clamp_min(torch.finfo(x.dtype).tiny))[:, None, None]
+    return scaled, sigma * relative.double() * peak.double()
 
 
 def _constant(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -123,6 +142,8 @@ def noisy_mi(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, sigma: flo
     zero error. ``cells [C]`` int64: the cells' ids for the noise seeds (default ``0..C-1``), so
     a cell gets the same draws whichever batch it is computed in.
     """
+    if sigma < FLOAT64_BELOW_SIGMA:
+        x, y = x.double(), y.double()
     n_cells, n, dx = x.shape
     device, dtype = x.device, x.dtype
     cells = torch.arange(n_cells) if cells is None else cells.cpu()
@@ -162,24 +183,50 @@ def noisy_mi(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, sigma: flo
     stderr = (mc_var + data_var).sqrt()
     out = [value, stderr, mc_var.sqrt(), *one_sided]
     out = [torch.where(constant, torch.zeros_like(t), t) for t in out]
-    return (*out, sigma_x.double(), sigma_y.double())
+    return (*out, sigma_x, sigma_y)
+
+
+def _discrete_mi(x: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """H(x) + H(y) - H(x, y) of the distinct rows per cell, in nats: the sigma -> 0 limit."""
+    out = torch.empty(x.shape[0], dtype=torch.float64)
+    for c in range(x.shape[0]):
+        entropies = []
+        for rows in (x[c], y[c], torch.cat([x[c], y[c]], -1)):
+            _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            mass = torch.zeros(int(inverse.max()) + 1, dtype=torch.float64).index_add_(0, inverse.cpu(), p[c].cpu())
+            mass = mass[mass > 0]
+            entropies.append(float(-(mass * mass.log()).sum()))
+        out[c] = entropies[0] + entropies[1] - entropies[2]
+    return out
 
 
 def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_draws: int = DEFAULT_DRAWS,
                        seed: int = 0, base=None, backend=None, details: bool = False):
     """Noisy-channel MI between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell (module docstring).
 
+    The estimand is the noisy MI under the *empirical* distribution of the rows. That is the
+    quantity of interest when the rows are draws of a discrete variable (prefixes and tokens in
+    Information Emergence, whose exact entropy is computed from the same rows). For continuous
+    data it estimates the population's noisy MI only when the sample is dense at scale sigma,
+    roughly ``N >> (1 / sigma)^d``: with fewer rows every row is resolved as its own atom and the
+    value tends to ``log N`` whatever the dependence (an upward bias the standard error does not
+    cover). ``details.ceiling`` (the discrete MI of the distinct rows, the sigma -> 0 limit) shows
+    how close a value is to that; a RuntimeWarning is raised when every row is distinct and the
+    value exceeds half of it. Compare with :func:`emergence_fast.permutation_null` on such data.
+
     Parameters
     ----------
-    sigma : float > 0
-        Noise scale relative to each cell's RMS radius, per side (default 0.1).
-    weights : tensor ``[..., N]`` or ``[N]``, optional
-        Non-negative counts of each row (default 1 each): pass repeated rows once with their
-        count. ``N`` for the sampling error is their sum.
+    sigma : float >= 1e-9
+        Noise scale relative to each cell's RMS radius, per side (default 0.1). Below 1e-3 the
+        computation runs in float64.
+    weights : tensor broadcastable to ``[..., N]``, optional
+        Counts of each row (default 1 each): pass repeated rows once with their count. Their
+        sum is the sample size ``N`` of the sampling error, so it must be at least 2.
     n_draws : int >= 2
         Monte-Carlo noise draws per row (default 2).
-    seed : int
-        Seeds the draws; a cell's draws depend on ``seed`` and its position in the batch only.
+    seed : int in [0, 2**63)
+        Seeds the draws; a cell's draws depend on ``seed``, its position in the batch, the
+        dtype and the device only.
 
     Returns
     -------
@@ -189,13 +236,14 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
     Raises
     ------
     ValueError
-        ``sigma`` not finite and > 0, ``n_draws`` < 2, bad ``weights`` (negative, non-finite,
-        wrong shape, all zero), or a cell with fewer than 2 distinct states on either side (its
-        MI is 0 and the relative noise scale undefined).
+        ``sigma`` not finite and >= 1e-9, ``n_draws`` < 2, ``seed`` out of range, bad
+        ``weights`` (negative, non-finite, not broadcastable, summing to less than 2), or a cell
+        with fewer than 2 distinct states on either side (its MI is 0 and the relative noise
+        scale undefined).
     """
     check_options(sigma, n_draws)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     unit = log_base(base)
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
@@ -206,12 +254,16 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
     if weights is None:
         w = torch.ones(x3.shape[:2], dtype=torch.float64, device=x.device)
     else:
-        if not isinstance(weights, torch.Tensor) or weights.shape not in ((n,), (*lead, n)):
-            raise ValueError(f"weights must be a tensor of shape [N] or [..., N] = {(*lead, n)}, got "
-                             f"{tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__}")
-        w = weights.to(device=x.device, dtype=torch.float64).expand(*lead, n).reshape(-1, n)
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or bool((w.sum(-1) <= 0).any()):
-            raise ValueError("weights must be finite, non-negative counts with a positive sum in every cell")
+        try:
+            w = torch.as_tensor(weights, dtype=torch.float64, device=x.device).expand(*lead, n).reshape(-1, n)
+        except (RuntimeError, TypeError, ValueError):
+            shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+            raise ValueError(f"weights must be broadcastable to [..., N] = {(*lead, n)}, got {shape}") from None
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("weights must be finite, non-negative counts")
+        if bool((w.sum(-1) < 2).any()):
+            raise ValueError(f"weights are counts whose sum is the sample size N, which must be at least 2 in every "
+                             f"cell; got a sum of {float(w.sum(-1).min()):g} (pass counts, not probabilities)")
     p = w / w.sum(-1, keepdim=True)
     for name, side in (("x", x3), ("y", y3)):
         flat = _constant(side, p.to(dtype))
@@ -220,8 +272,15 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
             raise ValueError(f"{name} has fewer than 2 distinct states (rows with positive weight) in batch cell "
                              f"{cell} (flat index): the MI is 0 there and sigma relative to its spread is undefined")
     value, stderr, mc, mi_x, mi_y, sx, sy = noisy_mi(x3, y3, w, float(sigma), n_draws, seed, backend=backend)
+    ceiling = _discrete_mi(x3, y3, p)
+    every_row_distinct = ceiling >= torch.log((w > 0).sum(-1).double().cpu()) - 1e-9
+    if bool((every_row_distinct & (value.cpu() > 0.5 * ceiling)).any()):
+        warnings.warn("noisy MI: every row is distinct and the estimate is above half of log(N), its sigma -> 0 "
+                      "limit: the sample is too sparse at this sigma for the value to estimate a population MI (it "
+                      "tends to log N whatever the dependence); raise sigma or N, or compare with permutation_null",
+                      RuntimeWarning, stacklevel=2)
     value = value.reshape(lead) / unit
     if not details:
         return value
-    shaped = [t.reshape(lead) / unit for t in (stderr, mc, mi_x, mi_y)]
-    return value, NoisyDetails(*shaped, sx.reshape(lead), sy.reshape(lead))
+    shaped = [t.reshape(lead) / unit for t in (stderr, mc, mi_x, mi_y, ceiling)]
+    return value, NoisyDetails(*shaped[:4], sx.reshape(lead), sy.reshape(lead), shaped[4])

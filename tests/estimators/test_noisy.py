@@ -178,11 +178,46 @@ def test_bad_input_is_refused_with_the_argument_named():
         noisy.mutual_information(x, y, n_draws=1)
     with pytest.raises(ValueError, match="weights must be finite, non-negative"):
         noisy.mutual_information(x, y, weights=-torch.ones(10))
-    with pytest.raises(ValueError, match=r"weights must be a tensor of shape \[N\]"):
+    with pytest.raises(ValueError, match=r"weights must be broadcastable to \[..., N\]"):
         noisy.mutual_information(x, y, weights=torch.ones(9))
+    with pytest.raises(ValueError, match="pass counts, not probabilities"):
+        noisy.mutual_information(x, y, weights=torch.full((10,), 0.1))
+    for seed in (-1, 2**70, 1.5):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+            noisy.mutual_information(x, y, seed=seed)
+    with pytest.raises(ValueError, match="sigma must be at least 1e-09"):
+        noisy.mutual_information(x, y, sigma=1e-12)
     with pytest.raises(ValueError, match="y has fewer than 2 distinct states"):
         noisy.mutual_information(x, torch.ones(10, 2))
     one_row = torch.zeros(10)
-    one_row[3] = 1.0
+    one_row[3] = 5.0
     with pytest.raises(ValueError, match="x has fewer than 2 distinct states"):
         noisy.mutual_information(x, y, weights=one_row)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-12, 1e12, 1e30])
+def test_any_input_scale_the_dtype_holds_gives_the_same_value(scale):
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(40, 3, generator=generator)
+    y = x + 0.5 * torch.randn(40, 3, generator=generator)
+    base = noisy.mutual_information(x, y, sigma=0.3)
+    scaled = noisy.mutual_information(x * scale, y * scale, sigma=0.3)
+    assert torch.isfinite(scaled) and float(scaled) == pytest.approx(float(base), abs=1e-4)
+
+
+def test_tiny_sigma_runs_in_float64_and_reaches_the_discrete_limit():
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(30, 4, generator=generator)  # float32 input
+    with pytest.warns(RuntimeWarning, match="too sparse"):  # every row distinct: the discrete limit, log N
+        value, details = noisy.mutual_information(x, x.flip(-1), sigma=1e-8, details=True)
+    assert float(value) == pytest.approx(math.log(30), abs=1e-9)
+    assert float(details.mi_x) <= math.log(30) + 1e-8 and float(details.ceiling) == pytest.approx(math.log(30))
+
+
+def test_a_sparse_continuous_sample_is_flagged():
+    # Independent continuous x and y: every row is its own atom at sigma = 0.1, so the plug-in value is near log N.
+    generator = torch.Generator().manual_seed(10)
+    x, y = torch.randn(100, 4, generator=generator), torch.randn(100, 3, generator=generator)
+    with pytest.warns(RuntimeWarning, match="too sparse at this sigma"):
+        value, details = noisy.mutual_information(x, y, details=True)
+    assert float(value) > 0.5 * float(details.ceiling) and float(details.ceiling) == pytest.approx(math.log(100))
