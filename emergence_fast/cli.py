@@ -149,6 +149,33 @@ def _release_out_dir(out_dir: Path) -> None:
         _LOCKS.remove(handle)
 
 
+def _estimator_options(args) -> dict | None:
+    """The estimator's options from its flags and ``--option``, checked as information_emergence checks them."""
+    from .emergence import _check_estimator_options
+
+    noisy_flags = {"--sigma": args.sigma, "--n-draws": args.n_draws}
+    given = [flag for flag, value in noisy_flags.items() if value is not None]
+    if args.estimator != "noisy" and given:
+        raise ValueError(f"{given[0]} applies to --estimator noisy only (this run uses --estimator {args.estimator})")
+    if args.estimator == "sliced":
+        options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
+    elif args.estimator == "gaussian":
+        options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
+    elif args.estimator == "noisy":
+        options = {"sigma": NOISY_DEFAULT_OPTIONS["sigma"] if args.sigma is None else args.sigma,
+                   "n_draws": NOISY_DEFAULT_OPTIONS["n_draws"] if args.n_draws is None else args.n_draws,
+                   "seed": args.seed}
+    else:
+        options = None
+    extra = dict(_parse_option(text) for text in args.option or [])
+    clash = [key for key in extra if key in ("sigma", "n_draws") and noisy_flags[f"--{key.replace('_', '-')}"] is not None]
+    if clash:
+        raise ValueError(f"--option {clash[0]}=... repeats --{clash[0].replace('_', '-')}: give it once")
+    if extra:
+        options = {**(options or {}), **extra}
+    return _check_estimator_options(args.estimator, options, args.n_samples) if options is not None else None
+
+
 def run_ie(args, out=None) -> None:
     from . import datasets, models, report
     from .emergence import information_emergence
@@ -161,6 +188,7 @@ def run_ie(args, out=None) -> None:
         if args.checkpoint_every < 0 or (args.resume and args.checkpoint_every == 0):
             raise ValueError(f"--checkpoint-every must be >= 0 (0: no checkpoints, which --resume cannot use), got "
                              f"{args.checkpoint_every}")
+        options = _estimator_options(args)  # bad options fail here, before the model loads
         if world.distributed and args.model in (None, models.DEFAULT_MODEL):
             if world.is_main:
                 models.fetch_default_model()  # once, not once per rank
@@ -171,16 +199,6 @@ def run_ie(args, out=None) -> None:
                                              offload_folder=args.offload_folder)
         data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots,
                                      seq_len=args.seq_len, seed=args.seed)
-        if args.estimator == "sliced":
-            options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
-        elif args.estimator == "gaussian":
-            options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
-        elif args.estimator == "noisy":
-            options = {"sigma": args.sigma, "n_draws": args.n_draws, "seed": args.seed}
-        else:
-            options = None
-        if args.option:
-            options = {**(options or {}), **dict(_parse_option(text) for text in args.option)}
         layers = [int(v) if v.strip().isdigit() else v.strip() for v in args.layers.split(",")] if args.layers else None
         out_dir = Path(args.out)
         problem = _claim_out_dir(out_dir) if world.is_main else None
@@ -219,8 +237,15 @@ def _user_error(command: str, exc: Exception) -> int:
     return 2
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A bad flag is one line on stderr (``emergence-fast ie: error: ...``), not the usage block; --help has it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="emergence-fast", description=__doc__.splitlines()[0])
+    parser = _OneLineErrors(prog="emergence-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     ie = sub.add_parser("ie", help="Information Emergence of a model on a dataset")
@@ -255,10 +280,11 @@ def main(argv=None) -> int:
     ie.add_argument("--shrinkage", type=float, default=0.0)
     ie.add_argument("--slice-k", type=int, default=4, help="sliced: projection dimension per side")
     ie.add_argument("--n-slices", type=int, default=64, help="sliced: random slices averaged")
-    ie.add_argument("--sigma", type=float, default=NOISY_DEFAULT_OPTIONS["sigma"],
-                    help="noisy: channel noise relative to each cell's RMS radius, the resolution (default: %(default)s)")
-    ie.add_argument("--n-draws", type=int, default=NOISY_DEFAULT_OPTIONS["n_draws"],
-                    help="noisy: Monte-Carlo noise draws per distinct state (default: %(default)s)")
+    ie.add_argument("--sigma", type=float, default=None,
+                    help="noisy: channel noise relative to each cell's RMS radius, the resolution (default: "
+                         f"{NOISY_DEFAULT_OPTIONS['sigma']})")
+    ie.add_argument("--n-draws", type=int, default=None,
+                    help=f"noisy: Monte-Carlo noise draws per distinct state (default: {NOISY_DEFAULT_OPTIONS['n_draws']})")
     ie.add_argument("--batch-size", type=int, default=32)
     ie.add_argument("--update-samples", type=int, default=512,
                     help="samples folded into the state at once: the unit of work per rank and of checkpoints "

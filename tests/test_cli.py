@@ -1,5 +1,7 @@
 import io
 
+import pytest
+
 from emergence_fast import cli
 
 
@@ -36,3 +38,23 @@ def test_a_non_editable_install_ships_every_subpackage_and_a_working_cli(tmp_pat
     assert run.returncode == 0, run.stderr
     assert "{ie,estimators,backends,icl,mirage,bench}" in run.stdout
     assert (tmp_path / "site" / "emergence_fast" / "data" / "animals.txt").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sigma", "abc"], "argument --sigma: invalid float value: 'abc'"),
+    (["--sigma", "0"], "sigma must be a finite number > 0"),
+    (["--n-draws", "1"], "n_draws must be an integer >= 2"),
+    (["--estimator", "gaussian", "--sigma", "0.2"], "--sigma applies to --estimator noisy only"),
+    (["--sigma", "0.1", "--option", "sigma=0.2"], "--option sigma=... repeats --sigma"),
+])
+def test_bad_estimator_flags_are_one_line_before_the_model_loads(argv, message, capsys, monkeypatch, tmp_path):
+    from emergence_fast import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    try:
+        code = cli.main(["ie", *argv, "--out", str(tmp_path / "out")])
+    except SystemExit as exit_:  # argparse's own checks exit; ours return the code
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("emergence-fast ie: error:")

@@ -78,3 +78,31 @@ def test_the_budget_bounds_the_reservoir_and_the_estimate_stage():
     assert any(f"holds {capacity} rows per cell" in note for note in small.notes)
     with pytest.raises(ValueError, match=r"state_memory=.* is too small for the noisy estimator here.*needs"):
         information_emergence(model, None, ids, estimator="noisy", batch_size=40, state_memory="200KB")
+
+
+def test_atoms_are_prefixes_only_for_a_causal_model():
+    from emergence_fast.emergence import _is_causal
+
+    assert _is_causal(tiny_model("gpt2")) and _is_causal(tiny_model("llama"))
+    assert not _is_causal(tiny_model("bert"))  # a state at t depends on later tokens too
+    ids = icl_ids(40, k_shots=2)
+    result = information_emergence(tiny_model("bert"), None, ids, estimator="noisy", batch_size=20)
+    assert bool((result.macro <= result.ceiling_macro + 2 * result.macro_stderr + 1e-6).all())
+
+
+def test_a_reservoir_smaller_than_the_data_and_block_zero_are_explained(run):
+    result, _ = run(reservoir_size=64)
+    assert any("reservoir of 64 of the 120 samples" in note and "log2(64)" in note for note in result.notes)
+    assert any(note.startswith("block 0: its input is the token embedding alone") for note in result.notes)
+    assert float(result.macro.max()) <= 6.0 + 1e-6 + 2 * float(result.macro_stderr.max())
+
+
+def test_the_stated_minimum_budget_is_enough():
+    import re
+
+    model, ids = tiny_model("gpt2"), icl_ids(120, k_shots=2)
+    with pytest.raises(ValueError) as refused:
+        information_emergence(model, None, ids, estimator="noisy", batch_size=40, state_memory="1KB")
+    minimum = int(re.search(r"\((\d+) bytes\)", str(refused.value)).group(1))
+    result = information_emergence(model, None, ids, estimator="noisy", batch_size=40, state_memory=minimum)
+    assert result.config["state"]["capacity"] == 64
