@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from emergence_fast import emergence as ie
+from emergence_fast import estimate_memory
 from emergence_fast._validation import parse_bytes
 from tests.tiny_models import icl_ids, tiny_model
 
@@ -67,10 +68,14 @@ def test_sliced_runs_in_the_subspace_and_says_so(gpt2):
 
 def test_reservoir_shrinks_to_the_budget_and_says_so(gpt2):
     ids = icl_ids(100, k_shots=2, n_entities=20)
-    result = ie.information_emergence(gpt2, None, ids, estimator="ksg", state_memory=280_000, add_bos=False,
-                                      reservoir_size=1024, batch_size=10, estimator_options={"k": 3, "jitter": 1e-3})
+    options = {"k": 3, "jitter": 1e-3}
+    # state_memory covers the estimate stage too: 80 rows of 12 cells x 2 x 32 float32, the micro states
+    # (3 layers x 21 distinct tokens) and KSG's smallest chunk of cells (tests/test_emergence_memory.py).
+    budget = 80 * 12 * 64 * 4 + 3 * 21 * 64 * 4 + estimate_memory.minimum_bytes("ksg", options, 80, 32, 12)
+    result = ie.information_emergence(gpt2, None, ids, estimator="ksg", state_memory=budget, add_bos=False,
+                                      reservoir_size=1024, batch_size=10, estimator_options=options)
     capacity = result.config["state"]["capacity"]
-    assert 64 <= capacity < 100 and result.config["reservoir"] == [capacity, 0]
+    assert capacity == 80 and result.config["reservoir"] == [capacity, 0]
     assert any(f"holds {capacity} rows per cell, not the 1024" in note for note in result.notes)
 
 

@@ -57,7 +57,9 @@ Ties. The estimators assume distinct points; duplicates (a zero :math:`k`-NN dis
 joint space or, for MI, in either marginal) bias them, so they raise a ``ValueError``. For
 discrete or quantised data pass ``jitter > 0``: each dimension gets seeded Gaussian noise with
 standard deviation ``jitter`` times that dimension's sample standard deviation in its batch
-cell (1 for a constant dimension), drawn from ``torch.Generator().manual_seed(seed)``.
+cell (1 for a constant dimension), drawn from ``torch.Generator().manual_seed(seed)``; every
+batch cell gets the same standard-normal draw, so a cell's estimate does not depend on which
+batch it is computed in.
 """
 from __future__ import annotations
 
@@ -95,13 +97,19 @@ def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
-    """``x [B, N, d]`` plus N(0, (jitter * sd)^2) noise per dim and batch cell; noise drawn on the CPU."""
+    """``x [B, N, d]`` plus N(0, (jitter * sd)^2) noise per dim and batch cell; noise drawn on the CPU.
+
+    One standard-normal draw ``[N, d]`` serves every batch cell (scaled by each cell's own sd),
+    as the Rényi Lanczos probes do: a cell's jitter, hence its estimate, does not depend on the
+    batch it comes in, so estimating cells in memory-bounded chunks gives the numbers of one batch.
+    """
     if not jitter:
         return x
     sd = x.double().std(dim=-2, keepdim=True)
     sd = torch.where(sd > 0, sd, torch.ones_like(sd))
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
-    return (x.double() + jitter * sd * noise).to(x.dtype)
+    noise = torch.randn(x.shape[-2:], generator=generator, dtype=torch.float64).to(x.device)
+    # (jitter * sd) * noise + x in float64, with one [B, N, d] float64 temporary instead of three.
+    return (jitter * sd * noise).add_(x).to(x.dtype)
 
 
 def _check_tile_rows(tile_rows) -> None:

@@ -49,9 +49,12 @@ into x and y halves, so it costs :math:`B^2` times the deeper layers: use a smal
 Batching. The critics of all leading-dim cells of ``x [..., N, dx]`` are one grouped network:
 every weight has shape ``[cells, in, out]`` and is applied with ``torch.baddbmm``; one Adam
 optimiser trains all cells simultaneously on the summed loss (cells share no parameters, so each
-cell's gradient is its own). Each cell gets its own seeded permutation into a training split and
-a held-out split (``holdout`` fraction), each variable is standardised on the training split
-(MI is invariant to that), and training runs in float32.
+cell's gradient is its own). The seeded random choices -- the split into a training and a
+held-out (``holdout`` fraction) part, the initial weights, the minibatch order, the shuffles of
+the ``chen2024`` preset -- are drawn once and shared by every cell, so a cell's estimate is what a
+call on that cell alone gives, whatever batch it comes in (Information Emergence estimates its
+cells in memory-bounded chunks and gets the numbers of one batch). Each variable is
+standardised on the training split (MI is invariant to that), and training runs in float32.
 
 Reported value. Every ``eval_every`` steps the bound is evaluated on the held-out split in
 minibatches of ``batch_size`` (dropping the remainder); the estimate is the mean over held-out
@@ -60,9 +63,13 @@ held-out split holds only one minibatch). Per cell, training stops improving the
 ``patience`` evaluations without a new best, and the run ends when every cell has stopped. The
 value reported is the held-out estimate at the best evaluation; choosing the best of several
 noisy evaluations on the same held-out data biases it upward by about a standard error.
+Once a cell has waited ``patience`` evaluations its report is final, even while other cells
+still train: a cell's result does not depend on when its batch-mates stop.
 
 ``preset="chen2024"`` reproduces the MINE set-up of the original Information-Emergence code of
 Chen et al. 2024 (arXiv 2405.12617) -- see :func:`chen2024` -- and is biased upward.
+
+Units: every estimate is in nats unless ``base`` is given (``base=2``: bits), the preset too.
 """
 from __future__ import annotations
 
@@ -74,6 +81,7 @@ import torch.nn.functional as F
 
 from .. import _dispatch
 from .._validation import as_samples, check_choice, check_paired, log_base
+from .uncertainty import batch_invariant_std
 
 NEURAL_METHODS = ("infonce", "nwj", "mine", "smile")
 CRITICS = ("separable", "concat")
@@ -118,14 +126,17 @@ class NeuralDiagnostics:
 
 
 def _linear(cells, fan_in, fan_out, gen, init):
-    """One grouped linear layer ``[cells, in, out]`` (+ bias ``[cells, 1, out]``), drawn from ``gen`` on the CPU."""
+    """One grouped linear layer ``[cells, in, out]`` (+ bias ``[cells, 1, out]``), drawn from ``gen`` on the CPU.
+
+    One draw is repeated for every cell: a cell's initial critic does not depend on its batch.
+    """
     bound = 1.0 / math.sqrt(fan_in)
     if init == "xavier":  # torch.nn.init.xavier_normal_
-        w = torch.randn(cells, fan_in, fan_out, generator=gen) * math.sqrt(2.0 / (fan_in + fan_out))
+        w = torch.randn(1, fan_in, fan_out, generator=gen) * math.sqrt(2.0 / (fan_in + fan_out))
     else:  # torch.nn.Linear's default (kaiming-uniform with a = sqrt(5))
-        w = (torch.rand(cells, fan_in, fan_out, generator=gen) * 2 - 1) * bound
-    b = (torch.rand(cells, 1, fan_out, generator=gen) * 2 - 1) * bound
-    return [w, b]
+        w = (torch.rand(1, fan_in, fan_out, generator=gen) * 2 - 1) * bound
+    b = (torch.rand(1, 1, fan_out, generator=gen) * 2 - 1) * bound
+    return [w.repeat(cells, 1, 1), b.repeat(cells, 1, 1)]
 
 
 def _mlp_params(cells, widths, gen, init="default"):
@@ -272,8 +283,8 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
 
     ``preset="chen2024"`` runs :func:`chen2024` instead (``steps`` and ``lr`` default to 10 000
     and 1e-4; ``method``, ``critic``, ``hidden``, ``layers``, ``batch_size``, ``holdout``,
-    ``patience`` and ``eval_every`` are not used) and reports bits unless ``base`` is given. It is
-    biased upward and exists only for comparability with Chen et al. 2024.
+    ``patience`` and ``eval_every`` are not used), in nats unless ``base`` is given like every
+    other method. It is biased upward and exists only for comparability with Chen et al. 2024.
     """
     x = as_samples(x, "x")
     y = as_samples(y, "y")
@@ -282,7 +293,7 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
     if preset is not None:
         check_choice(preset, "preset", PRESETS)
         return chen2024(x, y, steps=_CHEN_STEPS if steps is None else steps, lr=_CHEN_LR if lr is None else lr,
-                        seed=seed, base=2 if base is None else base, details=details)
+                        seed=seed, base=base, details=details)
     check_choice(method, "method", NEURAL_METHODS)
     check_choice(critic, "critic", CRITICS)
     steps = _DEFAULT_STEPS if steps is None else steps
@@ -313,7 +324,8 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
                          "both need at least 2")
     device = x.device
     gen = torch.Generator().manual_seed(seed)
-    perm = torch.argsort(torch.rand(cells, n, generator=gen), dim=1).to(device)
+    # Every random draw is shared by all cells (module docstring): one permutation, expanded.
+    perm = torch.argsort(torch.rand(n, generator=gen)).to(device).expand(cells, n)
     hold_idx, train_idx = perm[:, :n_hold], perm[:, n_hold:]
     x3 = _standardise(x3, train_idx)
     y3 = _standardise(y3, train_idx)
@@ -333,7 +345,7 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
             values = torch.cat([_bound(net.scores(x_eval[:, i:i + chunk], y_eval[:, i:i + chunk]), method, tau)
                                 for i in range(0, k_eval, chunk)], dim=1).double()
         mean = values.mean(1)
-        se = values.std(1) / math.sqrt(k_eval) if k_eval > 1 else torch.full_like(mean, math.nan)
+        se = batch_invariant_std(values) / math.sqrt(k_eval) if k_eval > 1 else torch.full_like(mean, math.nan)
         return mean, se
 
     best = torch.full((cells,), -math.inf, dtype=torch.float64, device=device)
@@ -345,7 +357,8 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
     step = 0
     for step in range(1, steps + 1):
         if cursor + batch > n_train:  # new epoch: a fresh per-cell shuffle of the training split
-            order = train_idx.gather(1, torch.argsort(torch.rand(cells, n_train, generator=gen), dim=1).to(device))
+            shuffle = torch.argsort(torch.rand(n_train, generator=gen)).to(device)
+            order = train_idx[:, shuffle]
             cursor = 0
         idx = order[:, cursor:cursor + batch].unsqueeze(1)
         cursor += batch
@@ -358,6 +371,8 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
             value, se = evaluate()
             curve.append(value)
             better = value > best  # NaN (a diverged critic) never counts as better
+            if patience is not None:  # a stopped cell's report is final (module docstring)
+                better &= waited < patience
             best = torch.where(better, value, best)
             best_se = torch.where(better, se, best_se)
             best_step = torch.where(better, torch.full_like(best_step, step), best_step)
@@ -398,7 +413,7 @@ def _chen_lr(step, steps, lr):
     return (lr - _CHEN_LR_END) * remaining ** _CHEN_POWER + _CHEN_LR_END
 
 
-def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=2, details=False):
+def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, details=False):
     r"""MINE as in the Information-Emergence code of Chen et al. 2024 (arXiv 2405.12617), batched over cells.
 
     DV bound :math:`\mathbb E_p[T] - \log \mathbb E_q[e^T]` with critic
@@ -407,8 +422,10 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=2, details=Fa
     Adam at ``lr`` (1e-4) with 5 linear warm-up steps then polynomial (power 3) decay to 1e-8 at
     ``steps`` (10 000 in the paper); each step is full-batch on all N rows, with a fresh shuffle
     of y as the product-of-marginals sample; no standardisation, no held-out data. The value
-    reported is the **maximum over steps** of the training-set DV estimate, clipped at 0, in bits
-    by default.
+    reported is the **maximum over steps** of the training-set DV estimate, clipped at 0, as a
+    float64 tensor of the batch shape in nats unless ``base`` is given (``base=2``: bits, the
+    unit the paper reports; the original code took ``log2`` of the same DV bound). The seeded
+    initial weights and shuffles are shared by every cell (module docstring).
 
     This is biased upward: the maximum over thousands of noisy estimates, each on the data the
     critic is fitted to, exceeds the MI even for independent data (and DV already overfits a
@@ -427,7 +444,7 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=2, details=Fa
     dy = y3.shape[-1]
     device = x.device
     gen = torch.Generator().manual_seed(seed)
-    params = _mlp_params(cells, _chen_widths(dx + dy), gen, init="xavier")
+    params = _mlp_params(cells, _chen_widths(dx + dy), gen, init="xavier")  # one draw for every cell
     params = [[w.to(device).requires_grad_(), b.to(device).requires_grad_()] for w, b in params]
     opt = torch.optim.Adam([p for layer in params for p in layer], lr=lr)
     joint = torch.cat([x3, y3], dim=-1)
@@ -436,8 +453,8 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=2, details=Fa
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _chen_lr(step, steps, lr)
-        shuffle = torch.argsort(torch.rand(cells, n, generator=gen), dim=1).to(device)
-        marginal = torch.cat([x3, _gather_rows(y3, shuffle)], dim=-1)
+        shuffle = torch.argsort(torch.rand(n, generator=gen)).to(device)  # shared by every cell
+        marginal = torch.cat([x3, y3[:, shuffle]], dim=-1)
         t_joint = _mlp(params, joint, act).squeeze(-1)
         t_marg = _mlp(params, marginal, act).squeeze(-1)
         value = t_joint.mean(-1) - (torch.logsumexp(t_marg, dim=-1) - math.log(n))

@@ -79,6 +79,7 @@ import torch
 
 from .. import _dispatch
 from .._validation import as_samples, check_choice, check_paired, log_base
+from .uncertainty import batch_invariant_std
 
 KERNELS = ("rbf", "linear")
 APPROXIMATIONS = (None, "lanczos")
@@ -243,7 +244,8 @@ def _lanczos_trace(a: torch.Tensor, alpha: float, n_probes: int, n_steps: int, s
     c = torch.where(var_z > 0, (yc * zc).sum(-1) / torch.where(var_z > 0, var_z, torch.ones_like(var_z)),
                     torch.zeros_like(var_z))
     adjusted = y - c.unsqueeze(-1) * (z - 1)
-    return adjusted.mean(-1), adjusted.std(-1) / math.sqrt(n_probes)
+    # batch_invariant_std: a cell's standard error must not depend on the batch it came in (probes are shared for that).
+    return adjusted.mean(-1), batch_invariant_std(adjusted) / math.sqrt(n_probes)
 
 
 def _lanczos_entropy(a: torch.Tensor, alpha: float, n_probes: int, n_steps: int, seed: int):

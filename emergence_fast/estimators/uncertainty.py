@@ -18,7 +18,9 @@ Ann. Statist. 17): with :math:`\hat\theta_s` the estimate on a random subset of
 Subsets without replacement keep every point distinct, which the bootstrap does not: a
 bootstrap resample duplicates points, and duplicates break the kNN estimators (zero
 distances) and bias the binned ones. All :math:`R` subsets are stacked as one more leading
-batch dim, so they run in one batched call. The same seed draws the same subsets for x and y
+batch dim, so they run in one batched call; ``resamples_per_call`` splits them into several
+calls of that many subsets to bound memory (the stacked copy costs :math:`R/2` times the input),
+with the same result: each subset's estimate does not depend on the call it is in. The same seed draws the same subsets for x and y
 (pairs stay paired), and estimators with a seed of their own (sliced projections, Lanczos
 probes) keep it, so the jackknife measures sampling error at a fixed approximation; the
 approximation's own Monte-Carlo error (sliced over slices, Rényi over probes) is then added in
@@ -39,6 +41,26 @@ _HELD_OUT = ("infonce", "nwj", "mine", "smile")
 _APPROXIMATION_ERROR = ("sliced", "renyi")
 
 
+def batch_invariant_std(t: torch.Tensor) -> torch.Tensor:
+    """Sample standard deviation (``correction=1``) over the last dim of ``t [..., R]``: ``[...]``.
+
+    Each row's value depends on that row alone, bit for bit. ``torch.std`` over a contiguous last
+    dim does not guarantee that (measured on CPU: one row alone and the same row among six differ
+    in the last bit), and a cell must get the same bits in any chunk of cells. Elementwise adds
+    over the (short: resamples, probes, held-out minibatches) last dim make it so. ``R = 1``: NaN.
+    """
+    rows = t.movedim(-1, 0)
+    n = rows.shape[0]
+    total = rows[0].clone()
+    for row in rows[1:]:
+        total += row
+    mean = total / n
+    squares = torch.zeros_like(mean)
+    for row in rows:
+        squares += (row - mean).square()
+    return (squares / (n - 1)).sqrt() if n > 1 else torch.full_like(mean, float("nan"))
+
+
 def _check_resamples(n_resamples, seed) -> None:
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 2:
         raise ValueError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
@@ -53,22 +75,38 @@ def half_subsets(n: int, n_resamples: int, seed: int) -> torch.Tensor:
     return order[:, : n // 2].sort(-1).values
 
 
-def jackknife_stderr(estimator, samples: tuple, *, n_resamples: int = 32, seed: int = 0, **options) -> torch.Tensor:
+def _check_resamples_per_call(resamples_per_call) -> None:
+    if resamples_per_call is not None and (isinstance(resamples_per_call, bool) or
+                                           not isinstance(resamples_per_call, int) or resamples_per_call < 1):
+        raise ValueError(f"resamples_per_call must be a positive integer or None, got {resamples_per_call!r}")
+
+
+def jackknife_stderr(estimator, samples: tuple, *, n_resamples: int = 32, seed: int = 0,
+                     resamples_per_call: int | None = None, **options) -> torch.Tensor:
     """Delete-half jackknife standard error of ``estimator(*samples, **options)`` per batch cell.
 
     ``samples`` are tensors ``[..., N, d]`` sharing ``N``; the subsets index dim ``-2`` of all of
-    them alike. Returns a float64 tensor of the batch shape.
+    them alike. ``resamples_per_call`` (default all ``n_resamples``) is how many subsets are
+    stacked into one estimator call: the stacked copies hold ``resamples_per_call * (N // 2)``
+    rows per cell. Returns a float64 tensor of the batch shape.
     """
     _check_resamples(n_resamples, seed)
+    _check_resamples_per_call(resamples_per_call)
     n = samples[0].shape[-2]
     if n < 4:
         raise ValueError(f"the jackknife standard error needs N >= 4 samples, got N={n}")
     index = half_subsets(n, n_resamples, seed).to(samples[0].device)
-    stacked = [s.index_select(-2, index.flatten()).reshape(*s.shape[:-2], n_resamples, n // 2, s.shape[-1])
-               for s in samples]
-    estimates = estimator(*stacked, **options).double()
+    # Calls of near-equal size (differing by at most one subset), never a lone subset when avoidable.
+    calls = 1 if resamples_per_call is None else math.ceil(n_resamples / resamples_per_call)
+    estimates = []
+    for part in torch.tensor_split(index, calls):
+        stacked = [s.index_select(-2, part.flatten()).reshape(*s.shape[:-2], part.shape[0], n // 2, s.shape[-1])
+                   for s in samples]
+        estimates.append(estimator(*stacked, **options).double())
+        del stacked
+    estimates = torch.cat(estimates, -1)
     dropped = n - n // 2
-    return estimates.std(-1) * math.sqrt((n - dropped) / dropped)
+    return batch_invariant_std(estimates) * math.sqrt((n - dropped) / dropped)
 
 
 def _takes_details(estimator) -> bool:
@@ -76,21 +114,28 @@ def _takes_details(estimator) -> bool:
 
 
 def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, *, n_resamples: int = 32,
-                         stderr_seed: int = 0):
-    """``(value, stderr)`` for ``estimator(*samples, **options)``; see the module docstring for which error."""
+                         stderr_seed: int = 0, resamples_per_call: int | None = None):
+    """``(value, stderr)`` for ``estimator(*samples, **options)``; see the module docstring for which error.
+
+    ``resamples_per_call`` bounds how many jackknife subsets run in one call (see
+    :func:`jackknife_stderr`); it changes memory and time, not the result.
+    """
     if options.get("details"):
         raise ValueError("return_stderr=True cannot be combined with details=True; details already carry "
                          "the estimator's own error where it has one")
     _check_resamples(n_resamples, stderr_seed)
+    _check_resamples_per_call(resamples_per_call)
     samples = tuple(as_samples(s, name) for s, name in zip(samples, ("x", "y")))
     if not _takes_details(estimator):
         value = estimator(*samples, **options)
-        return value, jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed, **options)
+        return value, jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
+                                       resamples_per_call=resamples_per_call, **options)
     value, details = estimator(*samples, details=True, **options)
     own = details if isinstance(details, torch.Tensor) else getattr(details, "stderr", None)
     if own is not None and method in _DELTA_METHOD + _HELD_OUT:
         return value, own
-    spread = jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed, **options)
+    spread = jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
+                              resamples_per_call=resamples_per_call, **options)
     if own is not None and method in _APPROXIMATION_ERROR:
         spread = torch.sqrt(spread.square() + own.double().nan_to_num().square())
     return value, spread

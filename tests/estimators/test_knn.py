@@ -231,6 +231,15 @@ def test_duplicates_raise_and_jitter_fixes_them(generator):
     assert torch.isfinite(knn.entropy(z, k=2))
 
 
+def test_jitter_does_not_depend_on_the_batch(generator):
+    """One noise draw serves every cell: IE estimates cells in chunks and must get one batch's numbers."""
+    x = torch.randint(0, 4, (5, 120, 2), generator=generator).float()
+    y = x + torch.randint(0, 2, (5, 120, 2), generator=generator).float()
+    batched = knn.mutual_information(x, y, jitter=1e-3)
+    assert all(torch.equal(batched[i], knn.mutual_information(x[i], y[i], jitter=1e-3)) for i in range(5))
+    assert torch.equal(knn.entropy(x, jitter=1e-3)[2:4], knn.entropy(x[2:4], jitter=1e-3))
+
+
 def test_jitter_on_continuous_data_is_tiny_change(generator):
     x = torch.randn(500, 2, generator=generator, dtype=torch.float64)
     assert abs(float(knn.entropy(x, jitter=1e-9)) - float(knn.entropy(x))) < 1e-6

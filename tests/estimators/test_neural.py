@@ -138,7 +138,7 @@ def test_chen2024_preset_bits_nonnegative_and_biased_up():
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(300, 16, generator=gen)
     y = torch.randn(300, 16, generator=gen)
-    chen, diag = neural.mutual_information(x, y, preset="chen2024", steps=300, lr=1e-2, details=True)
+    chen, diag = neural.mutual_information(x, y, preset="chen2024", steps=300, lr=1e-2, base=2, details=True)
     infonce = neural.mutual_information(x, y, method="infonce", steps=300, base=2)
     assert diag.preset == "chen2024" and diag.stderr is None and diag.curve.shape == (300,)
     assert chen.dtype == torch.float64 and float(chen) >= 0
@@ -146,6 +146,30 @@ def test_chen2024_preset_bits_nonnegative_and_biased_up():
     assert abs(float(infonce)) < 0.15
     assert float(chen) > 0.5  # true MI is 0 bits
     assert float(chen) >= float(infonce)
+
+
+def test_chen2024_is_in_nats_unless_base_like_every_method():
+    x, y = gaussian_pairs(RHO, 200, 2, seed=13)
+    nats = neural.mutual_information(x, y, preset="chen2024", steps=30)
+    bits = neural.mutual_information(x, y, preset="chen2024", steps=30, base=2)
+    assert float(nats) > 0
+    torch.testing.assert_close(bits, nats / math.log(2), rtol=1e-12, atol=0)
+    # The function itself (MI_METHODS["chen2024"]) follows the same rule.
+    assert torch.equal(neural.chen2024(x, y, steps=30), nats)
+    assert torch.equal(neural.chen2024(x, y, steps=30, base=math.e), nats)
+
+
+def test_cells_are_estimated_as_if_alone():
+    """Every random draw is shared by the cells: a batched call gives each cell what a call on it alone gives."""
+    rhos = [0.3, 0.6, 0.9]
+    x, y = gaussian_pairs(rhos, 300, 2, seed=14, lead=(3,))
+    for kwargs in ({"method": "nwj", "steps": 40, "patience": 1, "eval_every": 5},
+                   {"preset": "chen2024", "steps": 15}):
+        batched = neural.mutual_information(x, y, **kwargs)
+        # Sub-batches of two: on a multi-threaded CPU a batch of one runs its matrix products as one
+        # GEMM split over threads, which rounds differently (emergence_fast.estimate_memory).
+        first, last = neural.mutual_information(x[:2], y[:2], **kwargs), neural.mutual_information(x[1:], y[1:], **kwargs)
+        assert torch.equal(batched[:2], first) and torch.equal(batched[1:], last), kwargs
 
 
 def test_chen2024_architecture_and_schedule():

@@ -79,3 +79,31 @@ def test_stderr_arguments(generator):
         ef.mutual_information(x, y, return_stderr=True, details=True)
     with pytest.raises(ValueError, match="N >= 4"):
         uncertainty.jackknife_stderr(lambda s: s.sum(), (x[:, :3],))
+
+
+def test_resamples_in_groups_give_the_one_call_answer(generator):
+    """IE splits the jackknife to bound memory; the standard error must not change by a bit."""
+    x, y = correlated_pairs(3, 200, generator)
+    options = {"jitter": 1e-6}
+    whole = ef.mutual_information(x, y, "ksg", return_stderr=True, **options)
+    for per_call in (2, 5, 31):
+        calls = []
+
+        def counting(*args, **kwargs):
+            calls.append(args[0].shape[-3])
+            return ef.estimators.MI_METHODS["ksg"](*args, **kwargs)
+
+        parts = uncertainty.estimate_with_stderr(counting, "ksg", (x, y), options, resamples_per_call=per_call)
+        assert torch.equal(parts[0], whole[0]) and torch.equal(parts[1], whole[1])
+        # the value call, then near-equal groups of at most per_call subsets
+        assert sum(calls[1:]) == 32 and max(calls[1:]) <= per_call and max(calls[1:]) - min(calls[1:]) <= 1
+    with pytest.raises(ValueError, match="resamples_per_call"):
+        uncertainty.estimate_with_stderr(ef.estimators.MI_METHODS["ksg"], "ksg", (x, y), options, resamples_per_call=0)
+
+
+def test_batch_invariant_std(generator):
+    t = torch.randn(6, 32, generator=generator, dtype=torch.float64)
+    std = uncertainty.batch_invariant_std(t)
+    torch.testing.assert_close(std, t.std(-1), rtol=1e-14, atol=0)
+    assert all(torch.equal(std[i], uncertainty.batch_invariant_std(t[i:i + 1])[0]) for i in range(6))
+    assert torch.isnan(uncertainty.batch_invariant_std(t[:, :1])).all()
