@@ -28,6 +28,7 @@ at least two resamples per call; with those chunks the results equal one batch b
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ _NEURAL_DEFAULTS = {**{name: p.default for name, p in inspect.signature(neural.m
 def _neural_parameters(critic, dx, dy, hidden, layers) -> int:
     if critic == "concat":
         widths = [dx + dy] + [hidden] * layers + [1]
-        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
     return sum(a * b + b for d in (dx, dy) for a, b in zip([d] + [hidden] * (layers + 1), [hidden] * (layers + 1)))
 
 
@@ -110,7 +111,7 @@ def estimator_bytes(estimator: str, options: dict, n: int, dx: int, dy: int, bat
         return batch * per_cell
     if estimator == "chen2024":
         widths = neural._chen_widths(dx + dy)
-        parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
+        parameters = sum(a * b + b for a, b in itertools.pairwise(widths))
         steps = options.get("steps") or neural._CHEN_STEPS
         # joint, product-of-marginals and shuffled-y rows; each of two passes keeps every layer's input and
         # pre-activation for backward, and backward holds gradients of the same size.

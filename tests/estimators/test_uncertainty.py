@@ -86,13 +86,14 @@ def test_resamples_in_groups_give_the_one_call_answer(generator):
     x, y = correlated_pairs(3, 200, generator)
     options = {"jitter": 1e-6}
     whole = ef.mutual_information(x, y, "ksg", return_stderr=True, **options)
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[-3])
+        return ef.estimators.MI_METHODS["ksg"](*args, **kwargs)
+
     for per_call in (2, 5, 31):
-        calls = []
-
-        def counting(*args, **kwargs):
-            calls.append(args[0].shape[-3])
-            return ef.estimators.MI_METHODS["ksg"](*args, **kwargs)
-
+        calls.clear()
         parts = uncertainty.estimate_with_stderr(counting, "ksg", (x, y), options, resamples_per_call=per_call)
         assert torch.equal(parts[0], whole[0]) and torch.equal(parts[1], whole[1])
         # the value call, then near-equal groups of at most per_call subsets
