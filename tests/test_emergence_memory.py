@@ -203,3 +203,12 @@ def test_measured_estimate_stage_stays_within_the_room_the_budget_leaves():
     # The check has teeth: one batch of all cells (an 8 GB budget) peaks above that budget.
     roomy = run_child(400, 8 * 10**9)
     assert roomy["cells_per_chunk"] == 12 and roomy["peak"] - roomy["before"] > budget, roomy
+
+
+def test_chen2024_in_ie_is_labelled_the_paper_faithful_number(gpt2):
+    result = ie.information_emergence(gpt2, None, icl_ids(40, k_shots=2, n_entities=20), estimator="chen2024",
+                                      estimator_options={"steps": 5}, add_bos=False, batch_size=40)
+    assert result.unit == "bits"  # IE passes base=2 explicitly; the preset alone now reports nats
+    notes = [note for note in result.notes if "paper-faithful" in note]
+    assert len(notes) == 1 and "maximum over training steps" in notes[0] and "biased upward" in notes[0]
+    assert "5 full-batch steps" in notes[0]
