@@ -22,13 +22,17 @@ The ceiling. Tokens are discrete and blocks deterministic, so for an injective b
 :math:`l`, and the micro MI is the entropy of :math:`s_i`. Those are computed exactly from the
 data and reported beside every estimate: a differential-entropy estimator of a deterministic
 map between continuous vectors is ill-posed (the true MI of the continuous variables is infinite),
-so the estimate measures the estimator as much as the model.
+so such an estimate measures the estimator as much as the model.
 
-Default estimator: Gaussian MI between the top-8 principal components of each side
-(``pca=8``), Wishart bias-corrected. Full-width Gaussian MI needs more distinct states than
-dimensions (576+ here), which an ICL set with ~100 entities never has; 8 components stay well
-posed with 17 or more distinct states and the Wishart correction removes the known finite-N
-bias, which is still reported.
+Default estimator: the noisy-channel MI (:mod:`emergence_fast.estimators.noisy`, Goldfeld et al.
+2019), :math:`I(h_l + \sigma_l Z; h_{l+1} + \sigma_{l+1} Z')` over the distinct prefixes (macro) or
+tokens (micro) weighted by their counts, with :math:`\sigma` a fixed fraction of each cell's RMS
+radius. It is finite for a deterministic network, never above the ceiling (up to its
+Monte-Carlo error), equal to the ceiling as :math:`\sigma \to 0` for an injective network, and
+lower where a block merges prefixes or crowds them closer than :math:`\sigma`: the information a
+block passes on at that resolution. The choice, against every other estimator, is in
+``benchmarks/ie_agreement.py`` and the README. ``estimator="chen2024"`` reproduces the paper's
+own numbers (its MINE preset: biased upward).
 """
 from __future__ import annotations
 
@@ -42,11 +46,10 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed
+from . import __version__, distributed, estimate_memory
 from ._dispatch import gram
 from ._validation import format_bytes, log_base, parse_bytes
-from .accumulators import (GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority,
-                           standardised_basis)
+from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
 from .capture import BlockCapture, input_device, model_identity
 from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
 from .estimators import MI_METHODS, gaussian, noisy, sliced
@@ -66,6 +69,7 @@ NOISY_DEFAULT_OPTIONS = {"sigma": noisy.DEFAULT_SIGMA, "n_draws": noisy.DEFAULT_
 ESTIMATORS = MOMENT_ESTIMATORS + SAMPLE_ESTIMATORS + ("noisy",)
 RESERVOIR_ESTIMATORS = SAMPLE_ESTIMATORS + ("noisy",)
 NOISY_WORKING_BYTES = 2**30  # the noisy estimator's temporaries per chunk of layers
+DEFAULT_ESTIMATOR = "noisy"  # chosen by the agreement study (README, benchmarks/ie_agreement.py)
 CHECKPOINT_NAME = "ie_checkpoint.pt"
 
 
@@ -366,28 +370,69 @@ def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_
     return tuple(distributed.owner_sum(out, world))
 
 
-def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world):
-    """The named estimator on the kept rows (on rank 0, then shared); micro rows are the kept samples' tokens fed alone."""
+SAMPLE_WORKING_BYTES = 2**31  # estimate_from_states' room for the sample estimators' temporaries (no state budget there)
+
+
+def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world,
+                             working=SAMPLE_WORKING_BYTES):
+    """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone. Six ``[L, T]`` tensors.
+
+    The ``L x T`` cells run in chunks (and KSG's or Rényi's jackknife in groups of resamples)
+    whose modelled peak (:func:`estimate_memory.chunk_bytes`) fits in ``working`` bytes, the
+    room ``state_memory`` leaves beside the reservoir (:func:`_plan_state`); the chunks are
+    split over ranks and combined exactly. Every cell's numbers equal those of one batch of all
+    cells bit for bit (:mod:`emergence_fast.estimate_memory` says why). ``ValueError`` when not
+    even the smallest chunk fits, naming the bytes it needs.
+    """
     estimate = MI_METHODS[estimator]
+    x, y = reservoir.pairs()  # [L, T, m, d] views of the reservoir
+    n_layers, seq_len, m, width = x.shape
+    n_cells = n_layers * seq_len
+    chunks = estimate_memory.plan_chunks(estimator, options, m, width, n_cells, working,
+                                         native_knn=estimate_memory.native_knn_for(x.device))
+    if chunks is None:
+        need = estimate_memory.minimum_bytes(estimator, options, m, width, n_cells,
+                                             native_knn=estimate_memory.native_knn_for(x.device))
+        raise ValueError(f"the {estimator} estimate needs {format_bytes(need)} of working memory for its smallest chunk "
+                         f"({estimate_memory.smallest_chunk(n_cells)} cells of {m} rows x {width} per side), and "
+                         f"{format_bytes(working)} is left: raise state_memory")
 
     def with_stderr(x, y):
         if estimator == "chen2024":  # a jackknife would retrain 32 critics of 10,000 steps per cell
             value = estimate(x, y, base=base, **options)
             return value, torch.full_like(value, float("nan"))
-        return estimate_with_stderr(estimate, estimator, (x, y), {"base": base, **options})
+        return estimate_with_stderr(estimate, estimator, (x, y), {"base": base, **options},
+                                    resamples_per_call=chunks.resamples)
 
-    x, y = reservoir.pairs()  # [L, T, m, d]
-    if world.is_main:
-        kept = input_ids[reservoir.index[: x.shape[-2]]]  # [m, T]
-        slot = torch.searchsorted(tokens, kept).T.to(micro_in.device)  # [T, m] rows of the distinct-token states
-        macro, macro_se = with_stderr(x, y)
-        micro, micro_se = with_stderr(micro_in[:, slot], micro_out[:, slot])
-        out = torch.stack([t.to(torch.float64) for t in (macro, macro_se, micro, micro_se)])
-    else:
-        out = torch.zeros(4, *x.shape[:2], dtype=torch.float64, device=x.device)
-    out = distributed.broadcast_(out.to(x.device), world)
+    kept = input_ids[reservoir.index[:m]]  # [m, T]
+    slot = torch.searchsorted(tokens, kept).T.to(micro_in.device)  # [T, m] rows of the distinct-token states
+    cells_x, cells_y = x.reshape(n_cells, m, width), y.reshape(n_cells, m, width)  # views: cell = layer * T + t
+    sizes = estimate_memory.chunk_sizes(n_cells, chunks.cells)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    out = torch.zeros(4, n_cells, dtype=torch.float64, device=x.device)
+    for i in distributed.shard(len(sizes), world):
+        cells = torch.arange(starts[i], starts[i] + sizes[i])
+        macro = with_stderr(cells_x[cells[0]:cells[-1] + 1], cells_y[cells[0]:cells[-1] + 1])
+        layer, position = (cells // seq_len).to(micro_in.device), (cells % seq_len).to(slot.device)
+        rows = slot[position]  # [cells, m]: only this chunk's micro rows are gathered
+        micro = with_stderr(micro_in[layer.unsqueeze(-1), rows], micro_out[layer.unsqueeze(-1), rows])
+        out[:, cells[0]:cells[-1] + 1] = torch.stack([t.to(out) for t in macro + micro])
+    # Each chunk has one owner; NaN stderr (chen2024, a single held-out minibatch) passes through the zeros added.
+    out = distributed.owner_sum(out, world).view(4, n_layers, seq_len)
     unknown = torch.full_like(out[0], float("nan"))
     return out[0], out[1], unknown, out[2], out[3], unknown
+
+
+def _is_causal(model) -> bool:
+    """Whether a position's state depends on its prefix only: a decoder-only language model. Anything
+    else (BERT, a bare ``*Model`` class, an encoder-decoder) is treated as bidirectional, which is
+    always correct for the noisy estimator's atoms, only less compact."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    names = [type(model).__name__, *(getattr(config, "architectures", None) or [])]
+    return bool(getattr(config, "is_decoder", False)) or any(name.endswith(("ForCausalLM", "LMHeadModel"))
+                                                             for name in names)
 
 
 def _atoms(keys: torch.Tensor):
@@ -400,19 +445,22 @@ def _atoms(keys: torch.Tensor):
 
 
 def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
-                    budget=NOISY_WORKING_BYTES):
+                    budget=NOISY_WORKING_BYTES, causal=True):
     """Noisy-channel MI per (layer, position) on weighted atoms; six ``[L, T]`` tensors (bias not modelled: NaN).
 
     Macro atoms at position ``t`` are the distinct prefixes ``s_0..s_t`` among the kept samples,
-    each with its count and the states of its first sample (identical prefixes have identical
-    states); micro atoms are the distinct tokens at ``t`` with their counts and the states of the
-    token fed alone. The layers are split over ranks and computed in chunks whose temporaries
+    each with its count and the states of its first sample (a causal model gives identical
+    prefixes identical states; with ``causal=False`` the atoms are whole distinct sequences);
+    micro atoms are the distinct tokens at ``t`` with their counts and the states of the token
+    fed alone. The layers are split over ranks and computed in chunks whose temporaries
     (:func:`noisy.working_bytes`) fit in ``budget`` bytes; every cell's noise is seeded by the
     cell, so the result depends on neither.
     """
     x, y = reservoir.pairs()  # [L, T, m, d]
     n_layers, seq_len, m = x.shape[:3]
     kept = input_ids[reservoir.index[:m]]  # [m, T]
+    if not causal:  # a bidirectional state at t depends on the whole sequence: its atoms are whole rows
+        kept_keys = kept
     slot = torch.searchsorted(tokens, kept)  # [m, T]: rows of the distinct-token micro states
     out = torch.zeros(6, n_layers, seq_len, dtype=torch.float64, device=x.device)
     out[[2, 5]] = float("nan")
@@ -421,7 +469,7 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
     for t in range(seq_len):
         cells = torch.arange(owned.start, owned.stop) * seq_len + t
         for row, (first, counts, states_x, states_y, offset) in enumerate((
-                (*_atoms(kept[:, : t + 1]), x[owned, t], y[owned, t], 0),
+                (*_atoms(kept[:, : t + 1] if causal else kept_keys), x[owned, t], y[owned, t], 0),
                 (*_atoms(kept[:, t:t + 1]), micro_in[owned], micro_out[owned], n_layers * seq_len))):
             index = first if offset == 0 else slot[first, t].to(micro_in.device)
             per_layer = noisy.working_bytes(1, index.numel(), 2 * states_x.shape[-1], options["n_draws"])
@@ -488,7 +536,10 @@ class StatePlan:
     ``kind``: ``"full"`` (Gaussian moments of the full width), ``"subspace"``
     (:class:`SubspaceGaussianAccumulator` of ``rank`` per side from a ``pilot``-sample first pass)
     or ``"reservoir"`` (``capacity`` rows per cell). ``fold_batches``: batches folded into the
-    state at once; ``bytes``: the state plus the fold buffer, per rank.
+    state at once; ``bytes``: the state plus the fold buffer, per rank (for a sample-based
+    estimator, the larger of that and the state plus the estimate stage's modelled peak).
+    ``working``: for a sample-based estimator, the bytes its estimate stage may use beside the
+    reservoir and the micro states; ``chunk_cells``/``chunk_resamples``: the chunks planned for it.
     """
 
     kind: str
@@ -497,6 +548,9 @@ class StatePlan:
     rank: int | None = None
     pilot: int | None = None
     capacity: int | None = None
+    working: int | None = None
+    chunk_cells: int | None = None
+    chunk_resamples: int | None = None
 
     def describe(self) -> dict:
         return {"kind": self.kind, "bytes": self.bytes, "fold_batches": self.fold_batches, "rank": self.rank,
@@ -504,23 +558,35 @@ class StatePlan:
 
 
 def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_samples, reservoir_size,
-                budget) -> StatePlan:
+                budget, *, micro_rows=0, device=None) -> StatePlan:
     """Fit the state into ``budget`` bytes: full moments if they fit, else a subspace (or a smaller reservoir).
 
     The fold buffer (captured float32 rows waiting to be folded) counts against the budget too:
     it gets at most a quarter of it, which may fold more often than ``update_samples`` asks.
+    A sample-based estimator's estimate stage counts too (:func:`_plan_sample_state`;
+    ``micro_rows`` = layers x distinct tokens, ``device`` where it runs).
     """
     row = cells * 2 * width * 4  # one sample's captured float32 rows, all cells
     fold_batches = max(1, math.ceil(update_samples / batch_size))
     fold_batches = max(1, min(fold_batches, budget // 4 // (row * batch_size)))
     fold = fold_batches * batch_size * row
-    if estimator in RESERVOIR_ESTIMATORS:
-        capacity = min(reservoir_size, (budget - fold) // row if budget > fold else 0)
-        minimum = MIN_RESERVOIR * row + batch_size * row
-        if capacity < min(MIN_RESERVOIR, reservoir_size):
-            raise ValueError(f"state_memory={format_bytes(budget)} is too small for any estimator here: a reservoir "
-                             f"of {MIN_RESERVOIR} rows for {cells} cells of width {width} needs {format_bytes(minimum)}")
-        return StatePlan("reservoir", capacity * row + fold, fold_batches, capacity=capacity)
+    if estimator in SAMPLE_ESTIMATORS:
+        return _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_size, budget, row,
+                                  fold_batches, fold, micro_rows, device)
+    if estimator == "noisy":
+        # The reservoir, the fold buffer, the micro states, and one layer's estimate temporaries at the
+        # reservoir's size (_estimate_noisy takes layers in chunks of whatever room is left).
+        per_row = row + noisy.working_bytes(1, 1, 2 * width, options["n_draws"])
+        micro = micro_rows * 2 * width * 4
+        for batches in (fold_batches, 1):  # a tight budget folds one batch at a time before it shrinks the rows
+            fold = batches * batch_size * row
+            capacity = min(reservoir_size, (budget - fold - micro) // per_row if budget > fold + micro else 0)
+            if capacity >= min(MIN_RESERVOIR, reservoir_size):
+                return StatePlan("reservoir", capacity * row + fold, batches, capacity=capacity)
+        minimum = min(MIN_RESERVOIR, reservoir_size) * per_row + batch_size * row + micro
+        raise ValueError(f"state_memory={format_bytes(budget)} is too small for the noisy estimator here: a "
+                         f"reservoir of {min(MIN_RESERVOIR, reservoir_size)} rows for {cells} cells of width {width}, "
+                         f"with its estimate stage and micro states, needs {format_bytes(minimum)} ({minimum} bytes)")
     full = cells * (16 * (2 * width) ** 2 + 48 * width + 8)  # double-double sums (GaussianMIAccumulator)
     if full + fold <= budget:
         return StatePlan("full", full + fold, fold_batches)
@@ -544,6 +610,47 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
     raise ValueError(f"state_memory={format_bytes(budget)} is too small for any estimator here: full moments need "
                      f"{format_bytes(full + fold)}, and the smallest bounded state (a rank-{rank} subspace from a "
                      f"{pilot}-sample pilot, {cells} cells of width {width}) needs {format_bytes(cost(rank, pilot))}")
+
+
+def _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_size, budget, row, fold_batches, fold,
+                       micro_rows, device) -> StatePlan:
+    """The reservoir and the estimate stage of a sample-based estimator share ``budget`` bytes.
+
+    The macro pass holds the reservoir (``capacity x row``) and the fold buffer; the estimate
+    stage holds the reservoir, the micro states (``micro_rows x 2 width`` float32) and the
+    temporaries of one chunk of cells (:func:`estimate_memory.chunk_bytes`, a model measured in
+    ``benchmarks/estimate_memory.py``). The reservoir gets the most rows, up to
+    ``reservoir_size``, for which both stages fit with the smallest chunk; the chunks then take
+    what is left (``working``), so a tight budget costs time, not rows, until it costs rows.
+
+    Raises ``ValueError`` naming ``state_memory`` and the bytes needed when not even a reservoir
+    of ``MIN_RESERVOIR`` rows with the smallest chunk fits -- before any forward pass.
+    """
+    micro = micro_rows * 2 * width * 4
+    native = estimate_memory.native_knn_for(device or "cpu")
+
+    def need(capacity):  # the larger stage's peak with a reservoir of `capacity` rows
+        smallest_chunk = estimate_memory.minimum_bytes(estimator, options, min(capacity, n_samples), width, cells,
+                                                       native_knn=native)
+        return capacity * row + max(fold, micro + smallest_chunk)
+
+    low, high = min(MIN_RESERVOIR, reservoir_size), reservoir_size
+    if need(low) > budget:
+        raise ValueError(
+            f"state_memory={format_bytes(budget)} is too small for the {estimator} estimator here: a reservoir of {low} "
+            f"rows for {cells} cells of width {width} ({format_bytes(low * row)}) with "
+            + (f"its estimate stage (micro states and the smallest chunk of cells, {format_bytes(need(low) - low * row)}"
+               if need(low) - low * row > fold else f"the fold buffer ({format_bytes(fold)}")
+            + f") needs {format_bytes(need(low))}")
+    while low < high:  # need() grows with the capacity: the largest that fits
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if need(middle) <= budget else (low, middle - 1)
+    capacity = low
+    working = budget - capacity * row - micro
+    chunks = estimate_memory.plan_chunks(estimator, options, min(capacity, n_samples), width, cells, working,
+                                         native_knn=native)
+    return StatePlan("reservoir", capacity * row + max(fold, micro + chunks.bytes), fold_batches, capacity=capacity,
+                     working=working, chunk_cells=chunks.cells, chunk_resamples=chunks.resamples)
 
 
 def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device, backend, world):
@@ -697,18 +804,21 @@ def _block_width(model, capture, input_ids, bos, device) -> int:
     return block_in.shape[-1]
 
 
-def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="gaussian", estimator_options=None,
+def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=DEFAULT_ESTIMATOR, estimator_options=None,
                           batch_size=32, update_samples=512, reservoir_size=1024, reservoir_seed=0, base=2,
                           add_bos="auto", blocks=None, checkpoint_dir=None, resume=False, checkpoint_every=8,
                           progress=False, backend=None, state_memory=DEFAULT_STATE_MEMORY, world=None) -> IEResult:
     """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).
 
     ``layers``: block indices or TransformerLens point names (default all). ``estimator``:
-    ``"gaussian"`` (default options ``pca=8, bias_correction="wishart"``) or ``"sliced"``
-    (``k=4, n_slices=64, seed=0``), both read from the same streaming Gaussian state; or a
-    sample-based estimator (``"ksg"``, ``"renyi"``, ``"infonce"``, ``"nwj"``, ``"mine"``,
-    ``"smile"``, ``"chen2024"``: the paper's MINE preset) run on a seeded bottom-k reservoir of
-    ``reservoir_size`` rows per (layer, position), with ``estimator_options`` passed through.
+    ``"noisy"`` (the default: noisy-channel MI, options ``sigma``, ``n_draws``, ``seed``; see the
+    module docstring) on a seeded reservoir of ``reservoir_size`` rows per (layer, position),
+    read as weighted distinct prefixes; ``"gaussian"`` (options ``pca=8,
+    bias_correction="wishart"``) or ``"sliced"`` (``k=4, n_slices=64, seed=0``), both read from
+    the same streaming Gaussian state; or a sample-based estimator (``"ksg"``, ``"renyi"``,
+    ``"infonce"``, ``"nwj"``, ``"mine"``, ``"smile"``, ``"chen2024"``: the paper's MINE preset)
+    run on a seeded bottom-k reservoir of ``reservoir_size`` rows per (layer, position), with
+    ``estimator_options`` passed through.
     ``base=2`` reports bits (``None`` nats). ``add_bos``: ``"auto"`` prepends the tokenizer's BOS
     when it adds one, or ``True``/``False``/a token id. Captured batches are folded into the
     state ``update_samples`` samples at a time. ``checkpoint_dir`` + ``checkpoint_every`` write
@@ -720,7 +830,12 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     (``16 (2d)^2`` bytes per cell) do not fit, the moment estimators run on a two-pass
     principal-subspace state (:class:`~emergence_fast.accumulators.SubspaceGaussianAccumulator`:
     a seeded pilot sample finds each cell's top-``r`` directions, the pass then accumulates the
-    projected moments), and ``result.config["state"]`` says so; the reservoir shrinks to fit.
+    projected moments), and ``result.config["state"]`` says so; the reservoir shrinks to fit. For
+    a sample-based estimator the budget also covers its estimate stage: the reservoir, the micro
+    states and one chunk of cells' temporaries (a measured model per estimator,
+    :mod:`emergence_fast.estimate_memory`); the cells (and KSG's or Rényi's jackknife resamples)
+    run in chunks that fit, with the numbers of one batch, and ``provenance["estimate_chunks"]``
+    says how they were split.
 
     Scale: under ``torchrun``/``accelerate launch``, or inside a caller's process group, each
     rank (``world``: an :class:`emergence_fast.distributed.World`, default the current process
@@ -764,12 +879,13 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     width = _block_width(model, capture, input_ids, bos, device)
     cells_shape = (len(capture.layers), seq_len)
     plan = _plan_state(estimator, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
-                       reservoir_size, budget)
+                       reservoir_size, budget, micro_rows=cells_shape[0] * torch.unique(input_ids).numel(),
+                       device=device)
     config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
               "reservoir": [plan.capacity, reservoir_seed] if estimator in RESERVOIR_ESTIMATORS else None, "bos": bos,
-              "estimator": estimator, "estimator_options": options, "base": base,
+              "estimator": estimator, "estimator_options": options, "base": base, "causal": _is_causal(model),
               "state": {key: value for key, value in plan.describe().items() if key != "bytes"}}
     distributed.check_agreement({**config, "world_size": world.world_size}, world)
 
@@ -814,15 +930,17 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     timings["micro_pass_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if estimator == "noisy":
-        estimates = _estimate_noisy(state, micro_in, micro_out, tokens, input_ids, options, base, backend, world)
+    if estimator == "noisy":  # the estimate stage gets what the plan left of the budget
+        room = max(budget - plan.bytes - micro_in.numel() * 2 * micro_in.element_size(),
+                   noisy.working_bytes(1, plan.capacity, 2 * width, options["n_draws"]))
+        estimates = _estimate_noisy(state, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
+                                    budget=room, causal=_is_causal(model))
     elif estimator in SAMPLE_ESTIMATORS:
         estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
-                                             world)
+                                             world, working=plan.working)
     else:
         estimates = _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
                                            backend, world)
-    macro, macro_se, macro_bias, micro, micro_se, micro_bias = estimates
     timings["estimate_s"] = time.perf_counter() - start
 
     captured = None
@@ -836,6 +954,9 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator="
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(device),
                   "timings": timings, "resumed_from_batch": resumed_batches, "world": world.describe(),
                   "state_bytes": plan.bytes, "state_memory": budget}
+    if estimator in SAMPLE_ESTIMATORS:  # how the estimate stage was split to fit (the numbers do not depend on it)
+        provenance["estimate_chunks"] = {"working_bytes": plan.working, "cells_per_chunk": plan.chunk_cells,
+                                         "resamples_per_call": plan.chunk_resamples}
     if isinstance(state, SubspaceGaussianAccumulator):
         provenance["subspace_captured_variance"] = captured.cpu().tolist()
     return _result(capture.layers, estimates, input_ids, estimator, options, base, config, provenance,
@@ -851,10 +972,19 @@ def _result(layers, estimates, input_ids, estimator, options, base, config, prov
     emergence = macro - _cumulative_mean(micro)
     emergence_se = (macro_se.square() + micro_se.square().cumsum(-1) / positions_count.square()).sqrt()
     ceiling_macro = prefix_entropy(input_ids, base=base).to(torch.float64)
+    if not config.get("causal", True):  # a bidirectional state at any position carries the whole sequence
+        ceiling_macro = ceiling_macro[-1].expand_as(ceiling_macro).clone()
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
     notes = _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids,
                    options, unit)
     notes += state_notes + [_meaning_note(estimator, options)]
+    if not config.get("causal", True):
+        notes.append("ceiling: the model is bidirectional (not a decoder-only LM), so a state at any position can "
+                     "carry the whole sequence: the macro ceiling is the entropy of whole sequences.")
+    if 0 in layers:
+        notes.append("block 0: its input is the token embedding alone, so its MI cannot exceed the entropy of the "
+                     "current token (ceiling_micro), which is below the prefix-entropy ceiling after the first "
+                     "position (0 at a position every sample shares, such as a separator).")
     try:
         import transformers
 
@@ -876,15 +1006,33 @@ def _meaning_note(estimator, options) -> str:
                 f"{options['sigma']} x each cell's RMS radius, over the distinct prefixes (macro) or tokens (micro) "
                 "with their counts: finite for a deterministic network, at most the exact ceiling, and lower where the "
                 "block merges inputs or crowds them closer than s; sigma is the resolution.")
-    return ("ceiling: for injective blocks the true MI between consecutive hidden states equals the prefix "
-            "entropy (macro) or the token entropy (micro); estimates above it measure the estimator, not the data.")
+    if estimator == "chen2024":
+        return (f"estimate: the paper-faithful number (Chen et al. 2024's own estimator): the original IE code's "
+                f"MINE, {options.get('steps') or 10_000} full-batch steps of a Donsker-Varadhan bound, reporting the "
+                "maximum over training steps of its training-set value, clipped at 0. It is biased upward (the "
+                "maximum of many noisy estimates on the data the critic fits exceeds the MI even for independent "
+                "data) and is for comparison with the paper only; the default estimator is the corrected number. "
+                + _CEILING_NOTE)
+    return "ceiling: " + _CEILING_NOTE
+
+
+_CEILING_NOTE = ("for injective blocks the true MI between consecutive hidden states equals the prefix entropy (macro) or "
+                 "the token entropy (micro); estimates above it measure the estimator, not the data.")
 
 
 def _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples) -> list[str]:
-    """Say which estimator was actually computed when the budget forced a bounded state."""
-    if plan.kind == "reservoir" and plan.capacity < reservoir_size:
-        return [f"state: the reservoir holds {plan.capacity} rows per cell, not the {reservoir_size} asked for, to fit "
-                f"state_memory={format_bytes(budget)}."]
+    """Say which estimator was actually computed when the budget or the reservoir bounded the state."""
+    if plan.kind == "reservoir":
+        notes = []
+        if plan.capacity < reservoir_size:
+            notes.append(f"state: the reservoir holds {plan.capacity} rows per cell, not the {reservoir_size} asked "
+                         f"for, to fit state_memory={format_bytes(budget)}.")
+        if plan.capacity < n_samples:
+            notes.append(f"state: the estimates read a seeded reservoir of {plan.capacity} of the {n_samples} samples "
+                         f"per cell (raise --reservoir-size to read all), while the ceiling is over all {n_samples}: "
+                         + (f"the noisy MI cannot exceed log2({plan.capacity}) = {math.log2(plan.capacity):.3g} bits "
+                            "there." if estimator == "noisy" else "the two describe different samples."))
+        return notes
     if plan.kind != "subspace":
         return []
     worst = float(captured.min())
@@ -966,7 +1114,7 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
     timings["micro_pass_s"] = time.perf_counter() - start
     config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
-              "layers": capture.layers, "batch_size": batch_size, "bos": bos}
+              "layers": capture.layers, "batch_size": batch_size, "bos": bos, "causal": _is_causal(model)}
     return IEStates(capture.layers, input_ids, state, tokens.to(device), micro_in, micro_out, config, timings)
 
 
@@ -983,7 +1131,7 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
     start = time.perf_counter()
     if estimator == "noisy":
         estimates = _estimate_noisy(states.reservoir, states.micro_in, states.micro_out, states.tokens, input_ids,
-                                    options, base, backend, world)
+                                    options, base, backend, world, causal=states.config["causal"])
     elif estimator in SAMPLE_ESTIMATORS:
         estimates = _estimate_from_reservoir(estimator, states.reservoir, states.micro_in, states.micro_out,
                                              states.tokens, input_ids, options, base, world)
