@@ -129,7 +129,7 @@ def test_cli_bad_distributed_input_is_one_line(model_dir, tmp_path):
         assert result.returncode == 2 and "needs CUDA GPUs" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     result = run([sys.executable, *ie_args(model_dir, ids, 40, tmp_path / "o", "--state-memory", "1KB")])
-    assert result.returncode == 2 and "too small for any estimator" in result.stderr and "needs" in result.stderr
+    assert result.returncode == 2 and "is too small for" in result.stderr and "needs" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = run([sys.executable, *ie_args(model_dir, ids, 40, tmp_path / "o", "--state-memory", "lots")])
     assert result.returncode == 2 and "state_memory" in result.stderr

@@ -19,7 +19,7 @@ def smollm2():
 def test_icl_animal_ceiling_steps_at_entities_and_is_flat_at_commas(smollm2):
     model, tokenizer = smollm2
     data = datasets.load_dataset("icl-animal", tokenizer, 192, k_shots=3, seed=1)
-    result = information_emergence(model, tokenizer, data, layers=[0, 14, 29], batch_size=64)
+    result = information_emergence(model, tokenizer, data, layers=[0, 14, 29], batch_size=64, estimator="gaussian")
     ceiling = result.ceiling_macro
     for t in range(1, len(result.positions)):
         if t in data.entity_positions:
