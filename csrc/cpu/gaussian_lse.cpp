@@ -25,8 +25,9 @@
 //    After each key block every query row folds its kKeyBlock values into its running (max,
 //    sum) state for the three outputs (online log-sum-exp): nothing M x N is stored, and the
 //    exps run over long unit-stride loops. exp is a polynomial the compiler vectorises
-//    (exp_nonpos below): glibc's expf / exp are scalar calls here (no -ffast-math), which
-//    would cost ~20% of the distance work at D ~ 1000 and far more at small D.
+//    (exp_nonpositive.h): glibc's expf / exp are scalar calls here (no -ffast-math), which
+//    would cost ~20% of the distance work at D ~ 1000 and far more at small D. Terms below
+//    e^-87 (float) / e^-708 (double) of the running maximum count as 0.
 //  * The last group of a block repeats its last valid query row or key and drops the surplus
 //    results, so the micro-kernel has no ragged edge. The log-weights are repacked per cell
 //    to [3][N] (3 N elements, cheap) so the fold reads them unit-stride.
@@ -35,6 +36,7 @@
 // because setup.py builds without -march (see cpu_features.h).
 #include "../ops.h"
 #include "cpu_features.h"
+#include "exp_nonpositive.h"
 
 #include <omp.h>
 
@@ -58,70 +60,6 @@ constexpr int64_t kQueryBlock = 32;
 // Keys per online log-sum-exp step: long enough that the max / exp-sum loops vectorise well,
 // short enough that the two [kQueryBlock][kKeyBlock] distance scratches stay in L2.
 constexpr int64_t kKeyBlock = 256;
-
-template <typename T>
-[[gnu::always_inline]] inline T bits_to(typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type u) {
-  T x;
-  std::memcpy(&x, &u, sizeof(T));
-  return x;
-}
-template <typename T>
-[[gnu::always_inline]] inline typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type to_bits(T x) {
-  typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type u;
-  std::memcpy(&u, &x, sizeof(T));
-  return u;
-}
-
-// exp(x) for x <= 0 (and -inf), branch-free so that loops over it vectorise: x = n ln2 + r with
-// n = round(x / ln2) taken from the low mantissa bits of x / ln2 + 1.5 * 2^p (p = 23 / 52),
-// |r| <= ln2 / 2 (Cody-Waite split of ln2, so r is exact to an ulp), exp(r) by its Taylor
-// polynomial (degree 7 / 13: truncation below half an ulp), times 2^n built in the exponent
-// field. Relative error within a few ulps. Arguments below the clamp return 0: such a term is
-// below e^-87 (float) / e^-708 (double) of the largest one, which contributes exp(0) = 1, so
-// dropping it is far below rounding, and 2^n stays a normal number. NaN propagates.
-[[gnu::always_inline]] inline float exp_nonpos(float x) {
-  constexpr float kLow = -87.0f;
-  const float xc = x < kLow ? kLow : x;
-  const float t = xc * 1.44269504088896341f + 12582912.0f;  // 1.5 * 2^23
-  const float n = t - 12582912.0f;
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  // to_bits(t) = bits(1.5 * 2^23) + n; the shift pushes the constant's bits out of the word.
-  const float scale = bits_to<float>((to_bits(t) + 127u) << 23);
-  return x < kLow ? 0.0f : p * scale;
-}
-
-[[gnu::always_inline]] inline double exp_nonpos(double x) {
-  constexpr double kLow = -708.0;
-  const double xc = x < kLow ? kLow : x;
-  const double t = xc * 1.4426950408889634074 + 6755399441055744.0;  // 1.5 * 2^52
-  const double n = t - 6755399441055744.0;
-  // fdlibm's split: ln2_hi has 32 trailing zero bits, so n * ln2_hi is exact for |n| < 2^20.
-  const double r = (xc - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0;  // 1 / 13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const double scale = bits_to<double>((to_bits(t) + uint64_t{1023}) << 52);
-  return x < kLow ? 0.0 : p * scale;
-}
 
 template <typename T>
 struct LseJob {
@@ -188,13 +126,13 @@ template <typename T>
   }
   if (!(tile_max > -std::numeric_limits<T>::infinity())) return;  // every key of the block dropped
   if (tile_max > mx) {
-    sum *= exp_nonpos(mx - tile_max);  // mx = -inf: exp gives 0, and sum is 0 anyway
+    sum *= exp_nonpositive(mx - tile_max);  // mx = -inf: exp gives 0, and sum is 0 anyway
     mx = tile_max;
   }
   const T shift = mx;
   T part = T(0);
 #pragma omp simd reduction(+ : part)
-  for (int64_t j = 0; j < n; ++j) part += exp_nonpos(v[j] - shift);
+  for (int64_t j = 0; j < n; ++j) part += exp_nonpositive(v[j] - shift);
   sum += part;
 }
 

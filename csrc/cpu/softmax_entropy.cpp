@@ -18,6 +18,7 @@
 // Accumulation is in double for both float32 and float64 input.
 #include "../ops.h"
 #include "cpu_features.h"
+#include "exp_nonpositive.h"
 
 #include <omp.h>
 
@@ -32,51 +33,12 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 // Terms below exp(-708) (about the smallest normal double) are dropped: they
-// vanish next to the row maximum's exp(0) = 1.
-constexpr double kMinExpArg = -708.0;
+// vanish next to the row maximum's exp(0) = 1 (exp_nonpositive gives +0 there).
+constexpr double kMinExpArg = kExpNonpositiveMinArg;
 // Elements per block: the block is re-read from L1 for the exp pass.
 constexpr int64_t kBlock = 512;
 // A row is split across threads only in pieces at least this long.
 constexpr int64_t kMinChunk = 16384;
-
-// exp(x) for x in [kMinExpArg, 0] within 5e-16 relative, branch-free so that loops
-// calling it vectorise (libm's exp is an opaque scalar call without -ffast-math).
-// Outside that range the result is meaningless; callers mask it off.
-[[gnu::always_inline]] inline double exp_nonpositive(double x) {
-  constexpr double kLog2e = 1.4426950408889634;
-  // fdlibm's split of ln 2: k * kLn2Hi is exact for |k| < 2^11.
-  constexpr double kLn2Hi = 6.93147180369123816490e-01;
-  constexpr double kLn2Lo = 1.90821492927058770002e-10;
-  // Adding 1.5 * 2^52 rounds to an integer and leaves it in the low mantissa bits.
-  constexpr double kShifter = 0x1.8p52;
-  const double z = x * kLog2e + kShifter;
-  const double k = z - kShifter;
-  const double r = (x - k * kLn2Hi) - k * kLn2Lo;  // |r| <= ln(2) / 2
-  // Taylor series of exp(r) to degree 12 (truncation error < 2e-16 relative),
-  // evaluated as lo(r) + r^7 hi(r): two Horner chains of half the latency.
-  double lo = 1.0 / 720.0, hi = 1.0 / 479001600.0;
-  hi = hi * r + 1.0 / 39916800.0;
-  hi = hi * r + 1.0 / 3628800.0;
-  hi = hi * r + 1.0 / 362880.0;
-  hi = hi * r + 1.0 / 40320.0;
-  hi = hi * r + 1.0 / 5040.0;
-  lo = lo * r + 1.0 / 120.0;
-  lo = lo * r + 1.0 / 24.0;
-  lo = lo * r + 1.0 / 6.0;
-  lo = lo * r + 0.5;
-  lo = lo * r + 1.0;
-  lo = lo * r + 1.0;
-  const double r2 = r * r;
-  double p = lo + (r2 * r2 * r2 * r) * hi;
-  // Multiply by 2^k by adding k to the exponent field; the low 12 bits of z are
-  // k modulo 2^12, so the shift also works for negative k.
-  uint64_t zbits, pbits;
-  std::memcpy(&zbits, &z, sizeof z);
-  std::memcpy(&pbits, &p, sizeof p);
-  pbits += zbits << 52;
-  std::memcpy(&p, &pbits, sizeof p);
-  return p;
-}
 
 // v where mask is all ones, +0.0 where it is zero.
 [[gnu::always_inline]] inline double masked(double v, uint64_t mask) {
@@ -141,10 +103,10 @@ template <typename T>
     if (bmax == -kInf) continue;  // all -inf: zero probability mass
     if (bmax > st.m) rescale(st, bmax);
 
-    // Every lane computes exp and its terms are then zeroed with an integer bit
-    // mask where they do not count (-inf, or below kMinExpArg: exp_nonpositive
-    // returns garbage there). A floating-point ?: instead lets gcc move the exp
-    // into a branch, which it does not if-convert under its default
+    // Every lane computes exp (exp_nonpositive: +0 below kMinExpArg and at -inf);
+    // the e * d term is then zeroed with an integer bit mask where it does not
+    // count (0 * -inf would be NaN). A floating-point ?: instead lets gcc move the
+    // product into a branch, which it does not if-convert under its default
     // -ftrapping-math, and the loop would stay scalar.
     const double m = st.m;
     double s = 0.0, t = 0.0;
@@ -153,7 +115,7 @@ template <typename T>
       const double d = static_cast<double>(blk[i]) - m;
       const uint64_t keep = d >= kMinExpArg ? ~uint64_t{0} : 0;
       const double e = exp_nonpositive(d);
-      s += masked(e, keep);
+      s += e;
       t += masked(e * d, keep);
     }
     st.s += s;
