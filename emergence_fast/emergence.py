@@ -459,19 +459,21 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
     x, y = reservoir.pairs()  # [L, T, m, d]
     n_layers, seq_len, m = x.shape[:3]
     kept = input_ids[reservoir.index[:m]]  # [m, T]
-    if not causal:  # a bidirectional state at t depends on the whole sequence: its atoms are whole rows
-        kept_keys = kept
+    whole = None if causal else _atoms(kept)  # a bidirectional state depends on the whole row: one set of atoms
     slot = torch.searchsorted(tokens, kept)  # [m, T]: rows of the distinct-token micro states
     out = torch.zeros(6, n_layers, seq_len, dtype=torch.float64, device=x.device)
     out[[2, 5]] = float("nan")
     owned = distributed.shard(n_layers, world)
+    mine = slice(owned.start, owned.stop)  # views, not per-position copies of this rank's layers
     unit = 1.0 if base is None else math.log(base)
     for t in range(seq_len):
         cells = torch.arange(owned.start, owned.stop) * seq_len + t
-        for row, (first, counts, states_x, states_y, offset) in enumerate((
-                (*_atoms(kept[:, : t + 1] if causal else kept_keys), x[owned, t], y[owned, t], 0),
-                (*_atoms(kept[:, t:t + 1]), micro_in[owned], micro_out[owned], n_layers * seq_len))):
-            index = first if offset == 0 else slot[first, t].to(micro_in.device)
+        macro_first, macro_counts = _atoms(kept[:, : t + 1]) if causal else whole
+        micro_first, micro_counts = _atoms(kept[:, t:t + 1])
+        sides = ((macro_first, macro_counts, x[mine, t], y[mine, t], 0),  # (atom rows, counts, states, seed offset)
+                 (slot[micro_first, t].to(micro_in.device), micro_counts, micro_in[mine], micro_out[mine],
+                  n_layers * seq_len))
+        for row, (index, counts, states_x, states_y, offset) in enumerate(sides):
             per_layer = noisy.working_bytes(1, index.numel(), 2 * states_x.shape[-1], options["n_draws"])
             step = max(1, budget // per_layer)
             for lo in range(0, len(owned), step):
