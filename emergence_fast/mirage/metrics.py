@@ -78,6 +78,7 @@ METRICS: dict[str, MetricSpec] = dict([
     _spec("em", True, True, "exact match (lm-evaluation-harness)"),
     _spec("f1", True, False, "token F1 (lm-evaluation-harness)"),
     _spec("ppl", False, False, "perplexity of the target (lm-evaluation-harness)"),
+    _spec("perplexity", False, False, "perplexity of the target (lm-evaluation-harness >= 0.4 name of ppl)"),
     _spec("word_perplexity", False, False, "word perplexity (lm-evaluation-harness)"),
     _spec("byte_perplexity", False, False, "byte perplexity (lm-evaluation-harness)"),
     _spec("bits_per_byte", False, False, "bits per byte (lm-evaluation-harness)"),
@@ -105,12 +106,18 @@ LIVE_METRICS = ("exact_match", "exact_match_nocase", "token_edit_distance", "log
 def metric_spec(name: str, lower_is_better=(), higher_is_better=()) -> MetricSpec:
     """The :class:`MetricSpec` of ``name``; names declared in ``lower_is_better`` / ``higher_is_better`` win.
 
-    Raises ValueError listing the known names when ``name`` is neither known nor declared.
+    An lm-evaluation-harness >= 0.4 name ``metric,filter`` (``exact_match,strict-match``) has the
+    direction and kind of ``metric``. Raises ValueError listing the known names when ``name`` is
+    neither known nor declared.
     """
     if not isinstance(name, str):
         raise TypeError(f"metric name must be a str, got {type(name).__name__}")
     if name in lower_is_better or name in higher_is_better:
         return MetricSpec(name, name in higher_is_better, False, "declared by the user")
+    base, comma, filter_name = name.partition(",")
+    if comma and base and filter_name:
+        spec = metric_spec(base, lower_is_better, higher_is_better)
+        return MetricSpec(name, spec.higher_is_better, spec.proportion, f"{spec.description}, filter {filter_name!r}")
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}: known metrics are {sorted(METRICS)}; declare another with "
                          f"lower_is_better=/higher_is_better= (CLI: --lower-is-better / --higher-is-better)")
