@@ -1,10 +1,14 @@
 """Builds emergence_fast._C: the CPU ops always, the CUDA ops when torch has CUDA and nvcc exists.
 
-Set EMERGENCE_FAST_NO_EXT=1 to skip the native build (the pure-torch path still works).
+Set EMERGENCE_FAST_NO_EXT=1 to skip the native build (the pure-torch path still works). Without torch in
+the build environment -- plain `pip install .`, whose isolated build deliberately lacks torch (see
+pyproject.toml) -- the package is built without the native ops and says so; `pip install
+--no-build-isolation .` after torch is installed builds them.
 """
 import glob
 import os
 import shutil
+import sys
 
 from setuptools import find_packages, setup
 
@@ -17,7 +21,13 @@ PACKAGE_DIR = {"emergence_fast.kernels": "kernels"}
 def _extensions():
     if os.environ.get("EMERGENCE_FAST_NO_EXT") == "1":
         return [], {}
-    import torch
+    try:
+        import torch
+    except ImportError:
+        print("emergence_fast: torch is not importable in this build environment, so the native ops (_C) are not "
+              "built and the pure-torch path will serve every op. For the native ops: pip install torch, then "
+              "pip install --no-build-isolation .", file=sys.stderr)
+        return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))

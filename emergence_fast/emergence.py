@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed, estimate_memory
+from ._optional import require
 from ._dispatch import gram
 from ._validation import format_bytes, log_base, parse_bytes
 from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
@@ -135,11 +136,7 @@ class IEResult:
         return rows
 
     def to_dataframe(self):
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("to_dataframe needs pandas: pip install pandas (or use to_rows())") from exc
-        return pd.DataFrame(self.to_rows())
+        return require("pandas", "to_dataframe (to_rows() needs nothing)").DataFrame(self.to_rows())
 
     def plot(self, out_dir, layers=None) -> list[Path]:
         from .report import plot_result

@@ -23,9 +23,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers import modeling_gguf_pytorch_utils as gguf_utils
-from transformers.utils import logging as hf_logging
+
+from ._optional import require
+
+require("transformers", "loading a model")  # one sentence naming the extra instead of a bare ModuleNotFoundError
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import modeling_gguf_pytorch_utils as gguf_utils  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ._validation import as_device
 
@@ -399,7 +403,7 @@ def _resolve_placement(device_map, max_memory, offload_folder) -> dict:
 
 
 def _resolve_max_memory(max_memory: dict) -> dict:
-    from accelerate.utils import convert_file_size_to_int
+    convert_file_size_to_int = require("accelerate.utils", "--max-memory").convert_file_size_to_int
 
     resolved = {}
     for key, size in max_memory.items():

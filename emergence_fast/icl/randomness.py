@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import prompts as P
+from .._optional import require
 from .runner import PromptRunner
 
 DEFAULT_CROP = 50
@@ -160,8 +161,9 @@ def substring_counts(seqs, k: int) -> dict[str, int]:
 
 def pairwise_similarity(seqs, metric: str = "indel") -> np.ndarray:
     """``[n, n]`` normalised similarity of every pair of rows (rapidfuzz; see the module docstring)."""
-    from rapidfuzz import process
-    from rapidfuzz.distance import Indel, Levenshtein
+    process = require("rapidfuzz.process", "pairwise_similarity")
+    distance = require("rapidfuzz.distance", "pairwise_similarity")
+    Indel, Levenshtein = distance.Indel, distance.Levenshtein
 
     scorers = {"indel": Indel.normalized_similarity, "levenshtein": Levenshtein.normalized_similarity}
     if metric not in scorers:

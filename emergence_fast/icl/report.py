@@ -12,6 +12,7 @@ from pathlib import Path
 
 
 from ..report import atomic_write, json_safe, write_dict_rows
+from .._optional import require
 
 
 def write_json(data: dict, path) -> Path:
@@ -28,8 +29,7 @@ def write_csv(rows: list[dict], path) -> Path:
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "writing PNGs")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

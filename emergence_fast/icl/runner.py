@@ -51,6 +51,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed
+from .._optional import require
 
 
 @dataclass
@@ -476,7 +477,7 @@ def _plain_kv(cache, length: int):
 
 
 def _build_cache(model, kv):
-    from transformers import DynamicCache
+    DynamicCache = require("transformers", "the ICL prefix cache").DynamicCache
 
     try:
         return DynamicCache(ddp_cache_data=kv, config=model.config)

@@ -29,6 +29,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ..report import atomic_write, json_safe, write_dict_rows
+from .._optional import require
 from . import curves
 from .metrics import aggregate, metric_spec
 from .readers import Family
@@ -254,8 +255,7 @@ def write_csv(report: MirageReport, path) -> Path:
 def plot(report: MirageReport, path, *, title: str | None = None) -> Path:
     """One panel per metric on a log-parameter axis: values with CIs, the logistic fit where
     the curve is sharp, the resolution floor of proportions and the power law's prediction."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "writing PNGs")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
