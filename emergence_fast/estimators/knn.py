@@ -55,11 +55,29 @@ searched space's dimension.
 
 Ties. The estimators assume distinct points; duplicates (a zero :math:`k`-NN distance, in the
 joint space or, for MI, in either marginal) bias them, so they raise a ``ValueError``. For
-discrete or quantised data pass ``jitter > 0``: each dimension gets seeded Gaussian noise with
-standard deviation ``jitter`` times that dimension's sample standard deviation in its batch
-cell (1 for a constant dimension), drawn from ``torch.Generator().manual_seed(seed)``; every
-batch cell gets the same standard-normal draw, so a cell's estimate does not depend on which
-batch it is computed in.
+discrete or quantised data pass ``jitter > 0``: each dimension of each batch cell is centred
+on its mean and gets seeded Gaussian noise of standard deviation
+
+.. math::
+
+    s = \max\big(\mathrm{jitter} \cdot \mathrm{sd},\; 2^{10}\, \epsilon_w \max_i |x_i - \bar x|\big)
+
+(``sd`` the dimension's sample standard deviation in its cell, ``jitter`` itself for a
+constant dimension), drawn from ``torch.Generator().manual_seed(seed)``; every batch cell gets
+the same standard-normal draw, so a cell's estimate does not depend on which batch it is
+computed in. The noise is added in float64 and the result rounded to the working precision
+(float32 for float16, bfloat16 and float32 input, float64 for float64; :math:`\epsilon_w` its
+machine epsilon), which is why it has a floor: noise below :math:`2^{10}` units in the last
+place of the dimension's largest centred value would be rounded away (``jitter=1e-10`` on
+float32 data would leave every tie in place), so smaller requests are raised to it (about
+:math:`10^{-4}` of that value in float32; centring first keeps an offset from coarsening it).
+Both estimators are translation invariant, so centring changes no estimate. Ties that survive
+the noise still raise, with the advice to raise ``jitter``.
+
+Constant input. A cell in which every row of x (or of y) is the same point has exactly zero
+mutual information, and KSG returns 0 there (before and whatever the jitter); its
+Kozachenko–Leonenko entropy is that of a point mass, :math:`-\infty` (as the Gaussian
+entropy's), not a duplicates error.
 """
 from __future__ import annotations
 
@@ -96,20 +114,35 @@ def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
-    """``x [B, N, d]`` plus N(0, (jitter * sd)^2) noise per dim and batch cell; noise drawn on the CPU.
+_JITTER_FLOOR_ULPS = 2.0**10  # noise of fewer ulps of the working precision would be rounded away
 
-    One standard-normal draw ``[N, d]`` serves every batch cell (scaled by each cell's own sd),
-    as the Rényi Lanczos probes do: a cell's jitter, hence its estimate, does not depend on the
-    batch it comes in, so estimating cells in memory-bounded chunks gives the numbers of one batch.
+
+def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """``x [B, N, d]`` centred per dim and batch cell plus seeded noise (module docstring, Ties); noise drawn on the CPU.
+
+    The noise is scaled for ``x``'s own dtype (the working precision): never below
+    ``_JITTER_FLOOR_ULPS`` units in the last place of the largest centred value, so it survives
+    the rounding back to that dtype. One standard-normal draw ``[N, d]`` serves every batch cell
+    (scaled by each cell's own sd), as the Rényi Lanczos probes do: a cell's jitter, hence its
+    estimate, does not depend on the batch it comes in, so estimating cells in memory-bounded
+    chunks gives the numbers of one batch.
     """
     if not jitter:
         return x
-    sd = x.double().std(dim=-2, keepdim=True)
-    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    # One [B, N, d] float64 temporary, centred in place; the estimators are translation invariant.
+    out = x.to(torch.float64, copy=True)
+    out.sub_(out.mean(dim=-2, keepdim=True))
+    sd = out.std(dim=-2, keepdim=True)
+    peak = torch.maximum(out.amax(dim=-2, keepdim=True), -out.amin(dim=-2, keepdim=True))
+    floor = _JITTER_FLOOR_ULPS * torch.finfo(x.dtype).eps * peak
+    scale = torch.where(sd > 0, torch.maximum(jitter * sd, floor), torch.full_like(sd, float(jitter)))
     noise = torch.randn(x.shape[-2:], generator=generator, dtype=torch.float64).to(x.device)
-    # (jitter * sd) * noise + x in float64, with one [B, N, d] float64 temporary instead of three.
-    return (jitter * sd * noise).add_(x).to(x.dtype)
+    return out.addcmul_(noise, scale).to(x.dtype)
+
+
+def _constant_cells(x: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: the cells of ``x [B, N, d]`` whose rows all equal the first (a point mass)."""
+    return (x == x[:, :1]).flatten(1).all(-1)
 
 
 def _check_tile_rows(tile_rows) -> None:
@@ -142,7 +175,13 @@ def _exclude_self(dist: torch.Tensor, rows: slice) -> torch.Tensor:
     return dist
 
 
-def _duplicates_error(space: str) -> ValueError:
+def _duplicates_error(space: str, jitter: float) -> ValueError:
+    if jitter:
+        return ValueError(
+            f"{space} still has duplicate points after jitter={jitter!r} (a zero k-nearest-neighbour distance): the "
+            "noise was too small to separate that many tied values at the working precision; pass a larger jitter "
+            "(e.g. jitter=1e-3, in units of each dimension's standard deviation), or use a discrete estimator"
+        )
     return ValueError(
         f"{space} has duplicate points (a zero k-nearest-neighbour distance), which biases the kNN estimator; "
         "pass jitter > 0 (e.g. jitter=1e-10) to break ties, or use a discrete estimator"
@@ -229,8 +268,10 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
 
     Returns a float64 tensor of the batch shape, in nats (or in ``base``). ``metric`` is
     ``"max"`` (Chebyshev) or ``"euclidean"``; both estimate the same entropy. ``algorithm`` is
-    ``"auto"``, ``"brute"`` or ``"kd_tree"`` (see the module docstring). Raises a
-    ``ValueError`` on duplicate points unless ``jitter > 0``.
+    ``"auto"``, ``"brute"`` or ``"kd_tree"`` (see the module docstring). A cell whose rows
+    are all one point gets ``-inf`` (a point mass). Raises a ``ValueError`` on duplicate points
+    unless ``jitter > 0`` (noise scaled for the working precision: module docstring, Ties), and
+    on ties that survive the jitter.
     """
     x = as_samples(x, "x")
     chosen = _dispatch.resolve_backend(backend, x.device)
@@ -241,17 +282,21 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     unit = log_base(base)
     lead = x.shape[:-2]
     x3 = x.reshape(-1, n, d).to(_work_dtype(x))
-    x3 = _add_jitter(x3, jitter, torch.Generator().manual_seed(seed))
-    if _use_tree(algorithm, x3, d):
-        radii = _tree_radii(x3, k, math.inf if metric == "max" else 2.0)
-    elif chosen in _NATIVE and metric == "max":
-        _check_tile_rows(_tile_rows)  # validated for a uniform API; the native kernel does not tile
-        radii = _dispatch.knn_maxnorm(x3, d, k, 0, backend=chosen)[0].double()
-    else:
-        radii = knn_radii(x3, k, metric=metric, _tile_rows=_tile_rows).double()
-    if bool((radii == 0).any()):
-        raise _duplicates_error("x")
-    value = _psi(n) - _psi(k) + _log_unit_ball(d, metric) + d * radii.log().mean(-1)
+    tree = _use_tree(algorithm, x3, d)
+    _check_tile_rows(_tile_rows)
+    value = torch.full(x3.shape[:1], -math.inf, dtype=torch.float64, device=x.device)  # a point mass: -inf
+    live = ~_constant_cells(x3)
+    if bool(live.any()):
+        x3 = _add_jitter(x3 if bool(live.all()) else x3[live], jitter, torch.Generator().manual_seed(seed))
+        if tree:
+            radii = _tree_radii(x3, k, math.inf if metric == "max" else 2.0)
+        elif chosen in _NATIVE and metric == "max":  # the native kernel does not tile: _tile_rows unused
+            radii = _dispatch.knn_maxnorm(x3, d, k, 0, backend=chosen)[0].double()
+        else:
+            radii = knn_radii(x3, k, metric=metric, _tile_rows=_tile_rows).double()
+        if bool((radii == 0).any()):
+            raise _duplicates_error("x", jitter)
+        value[live] = (_psi(n) - _psi(k) + _log_unit_ball(d, metric) + d * radii.log().mean(-1)).to(value.device)
     return (value / unit).reshape(lead)
 
 
@@ -300,7 +345,9 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     ``variant`` is 1 or 2 (KSG eqs. 8 and 9); ``algorithm`` is ``"auto"``, ``"brute"`` or
     ``"kd_tree"`` (see the module docstring). Returns a float64 tensor of the batch shape, in
     nats (or in ``base``). The estimate can be slightly negative for independent variables.
-    Raises a ``ValueError`` on duplicate points (joint or in a marginal) unless ``jitter > 0``.
+    A cell in which x or y is constant (every row one point) gets exactly 0. Raises a
+    ``ValueError`` on duplicate points (joint or in a marginal) unless ``jitter > 0`` (noise
+    scaled for the working precision: module docstring, Ties), and on ties that survive it.
     """
     x = as_samples(x, "x")
     y = as_samples(y, "y")
@@ -314,26 +361,38 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     unit = log_base(base)
     lead = x.shape[:-2]
     dtype = _work_dtype(x, y)
-    generator = torch.Generator().manual_seed(seed)
-    x3 = _add_jitter(x.reshape(-1, n, x.shape[-1]).to(dtype), jitter, generator)
-    y3 = _add_jitter(y.reshape(-1, n, y.shape[-1]).to(dtype), jitter, generator)
+    x3, y3 = x.reshape(-1, n, x.shape[-1]).to(dtype), y.reshape(-1, n, y.shape[-1]).to(dtype)
+    tree = _use_tree(algorithm, x3, x3.shape[-1] + y3.shape[-1])
+    _check_tile_rows(_tile_rows)
+    value = torch.zeros(x3.shape[:1], dtype=torch.float64, device=x.device)  # I = 0 where a side is constant
+    live = ~(_constant_cells(x3) | _constant_cells(y3))
+    if bool(live.any()):
+        if not bool(live.all()):
+            x3, y3 = x3[live], y3[live]
+        generator = torch.Generator().manual_seed(seed)
+        x3, y3 = _add_jitter(x3, jitter, generator), _add_jitter(y3, jitter, generator)
+        value[live] = _ksg(x3, y3, k, variant, jitter, chosen, tree, _tile_rows).to(value.device)
+    return (value / unit).reshape(lead)
+
+
+def _ksg(x3: torch.Tensor, y3: torch.Tensor, k: int, variant: int, jitter: float, chosen: str, tree: bool,
+         _tile_rows) -> torch.Tensor:
+    """KSG estimate in nats ``[B]`` of ``x3 [B, N, dx]``, ``y3 [B, N, dy]`` (jittered, non-constant cells)."""
+    n = x3.shape[-2]
     for name, z in (("x", x3), ("y", y3)):
         if _max_multiplicity(z) > k:
-            raise _duplicates_error(name)
-    if _use_tree(algorithm, x3, x3.shape[-1] + y3.shape[-1]):
+            raise _duplicates_error(name, jitter)
+    if tree:
         radius, n_x, n_y = _tree_ksg_counts(x3, y3, k, variant)
-    elif chosen in _NATIVE:
-        _check_tile_rows(_tile_rows)  # validated for a uniform API; the native kernel does not tile
+    elif chosen in _NATIVE:  # the native kernel does not tile: _tile_rows unused
         joint = torch.cat([x3, y3], dim=-1)
         radius, n_x, n_y = _dispatch.knn_maxnorm(joint, x3.shape[-1], k, variant, backend=chosen)
     else:
         radius, n_x, n_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
     if bool((radius == 0).any()):
-        raise _duplicates_error("the joint sample (x, y)")
+        raise _duplicates_error("the joint sample (x, y)", jitter)
     psi = torch.special.digamma
     n_x, n_y = n_x.double(), n_y.double()
     if variant == 1:
-        value = _psi(k) + _psi(n) - (psi(n_x + 1) + psi(n_y + 1)).mean(-1)
-    else:
-        value = _psi(k) - 1.0 / k + _psi(n) - (psi(n_x) + psi(n_y)).mean(-1)
-    return (value / unit).reshape(lead)
+        return _psi(k) + _psi(n) - (psi(n_x + 1) + psi(n_y + 1)).mean(-1)
+    return _psi(k) - 1.0 / k + _psi(n) - (psi(n_x) + psi(n_y)).mean(-1)

@@ -245,6 +245,58 @@ def test_jitter_on_continuous_data_is_tiny_change(generator):
     assert abs(float(knn.entropy(x, jitter=1e-9)) - float(knn.entropy(x))) < 1e-6
 
 
+def _discrete_pair(generator, dtype, n=500):
+    """x uniform on {0..4}, y = x + a fair bit: I(X;Y) = H(Y) - log 2 exactly, every value tied ~100 times."""
+    x = torch.randint(0, 5, (n, 1), generator=generator)
+    y = x + torch.randint(0, 2, (n, 1), generator=generator)
+    h_y = -(2 * 0.1 * math.log(0.1) + 4 * 0.2 * math.log(0.2))
+    return x.to(dtype), y.to(dtype), h_y - math.log(2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_jitter_breaks_ties_at_the_inputs_precision(generator, dtype):
+    """jitter=1e-10 used to be rounded away below float64 (the noise was added in float64, then cast back)."""
+    x, y, truth = _discrete_pair(generator, dtype)
+    with pytest.raises(ValueError, match="pass jitter > 0"):
+        knn.mutual_information(x, y)
+    kept = x.clone()
+    mi = knn.mutual_information(x, y, jitter=1e-10)
+    # KSG on the tiny blobs estimates the discrete MI (1.0549 nats); sampling and KSG bias: a few 0.01.
+    assert math.isfinite(float(mi)) and abs(float(mi) - truth) < 0.03
+    assert torch.equal(x, kept)  # the input is not jittered in place
+    assert math.isfinite(float(knn.entropy(x, jitter=1e-10)))
+
+
+def test_ties_that_survive_the_jitter_name_a_larger_jitter(generator):
+    # 3,000 copies of each of two values are more than 2**10 ulps of float32 noise can separate at k=3.
+    x = torch.randint(0, 2, (6000, 1), generator=generator).float()
+    with pytest.raises(ValueError, match=r"still has duplicate points after jitter=1e-10.*pass a larger jitter"):
+        knn.mutual_information(x, torch.randn(6000, 1, generator=generator), jitter=1e-10)
+    assert math.isfinite(float(knn.mutual_information(x, torch.randn(6000, 1, generator=generator), jitter=1e-3)))
+
+
+def test_jitter_keeps_an_offset_from_coarsening_the_noise(generator):
+    """Centring first: float32 ulps at 1e4 are 1e-3, yet the noise stays ~1e-4 of the spread."""
+    x, y, truth = _discrete_pair(generator, torch.float32)
+    mi = knn.mutual_information(x + 1e4, y - 1e4, jitter=1e-10)
+    assert abs(float(mi) - float(knn.mutual_information(x, y, jitter=1e-10))) < 1e-6
+
+
+@pytest.mark.parametrize("jitter", [0.0, 1e-3])
+def test_a_constant_side_gives_exactly_zero_and_a_point_mass_minus_inf(generator, jitter):
+    x = torch.randn(3, 200, 2, generator=generator, dtype=torch.float64)
+    y = x + torch.randn(3, 200, 2, generator=generator, dtype=torch.float64)
+    x[1] = 7.0  # cell 1: x constant
+    y[2] = -1.5  # cell 2: y constant
+    mi = knn.mutual_information(x, y, jitter=jitter)
+    assert mi[1].item() == 0.0 and mi[2].item() == 0.0
+    assert torch.equal(mi[0], knn.mutual_information(x[0], y[0], jitter=jitter))  # the other cells as alone
+    h = knn.entropy(x, jitter=jitter)
+    assert h[1].item() == -math.inf and math.isfinite(h[0].item())
+    assert torch.equal(h[2], knn.entropy(x[2], jitter=jitter))
+    assert knn.mutual_information(torch.ones(50, 1), torch.ones(50, 1), base=2).item() == 0.0
+
+
 # --- argument errors ------------------------------------------------------------------------
 
 def test_argument_errors(generator):
