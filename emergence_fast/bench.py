@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -591,7 +590,7 @@ def run_bench(model, tokenizer=None, *, out_dir=None, quick: bool = False, sizes
     ValueError
         Naming the argument: ``out_dir`` is a file, or a size is not a positive integer.
     """
-    from .report import atomic_write, json_safe
+    from .report import write_json
 
     from .capture import input_device
 
@@ -622,8 +621,7 @@ def run_bench(model, tokenizer=None, *, out_dir=None, quick: bool = False, sizes
               "skipped_backends": skipped}
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(json_safe(result), indent=1)
-        result["path"] = str(atomic_write(path / BENCH_FILE, lambda tmp: tmp.write_text(text)))
+        result["path"] = str(write_json(result, path / BENCH_FILE))
     if out is not False:
         print(format_table(result), file=out or sys.stdout)
         if path is not None:

@@ -1,67 +1,237 @@
-"""Report: results to files and pictures. Nothing upstream writes or prints."""
+"""Report: results to files and pictures. Nothing upstream writes or prints.
+
+Every output file of every command (``ie``, ``icl``, ``mirage``, ``bench``) goes through the
+three writers here, :func:`write_json`, :func:`write_csv` and :func:`write_figure`, all built
+on :func:`atomic_write`; :class:`OutputFolder` checks and locks a command's ``--out`` before
+any model loads.
+"""
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import math
 import os
+import socket
+import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
 
+from ._optional import require
+
+NONFINITE_KEY = "nonfinite"
+NONFINITE_NOTE = ("null in this file stands for a number that is not finite (JSON has no NaN or infinity); "
+                  "'values' maps the JSON pointer (RFC 6901) of each such null to the number it stands for: "
+                  "nan, inf or -inf")
+
 
 def atomic_write(path, write) -> Path:
-    """Call ``write(tmp)`` on a sibling temporary file, then rename it to ``path``: readers never see half a file.
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
 
-    The temporary name keeps the suffix, so writers that infer a format from it (``savefig``) still can.
+    Readers never see half a file, and a failed ``write`` (any exception, Ctrl-C included)
+    leaves the old file, if any, untouched and no temporary behind. The temporary name is
+    hidden, unique to the call (two processes writing one path never share it) and keeps the
+    suffix, so writers that infer a format from it (``savefig``) still can. Returns ``path``
+    as a :class:`~pathlib.Path`.
     """
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
-def json_safe(value):
-    """Python and numpy values as JSON-ready Python: non-finite floats as strings, dict keys as strings."""
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+def _plain(value):
+    """numpy/torch arrays and scalars as Python lists and numbers; other values as they are."""
+    if isinstance(value, (np.ndarray, np.generic)) or type(value).__module__.startswith("torch"):
+        return value.tolist() if hasattr(value, "tolist") else value
     return value
 
 
-def write_dict_rows(rows: list[dict], path) -> Path:
-    """CSV of ``rows`` (the union of their keys, in first-seen order), written atomically."""
+def json_ready(value, nonfinite: dict | None = None, pointer: str = ""):
+    """``value`` as strict-JSON-ready Python: non-finite floats as None, dict keys as strings.
+
+    Each replaced float is recorded in ``nonfinite`` (when given) under its JSON pointer, as
+    ``"nan"``, ``"inf"`` or ``"-inf"``. numpy and torch arrays and scalars become lists and numbers.
+    """
+    value = _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        if nonfinite is not None:
+            nonfinite[pointer] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v, nonfinite, f"{pointer}/{_escape(str(k))}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v, nonfinite, f"{pointer}/{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _escape(key: str) -> str:  # RFC 6901: ~ and / inside a key
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def write_json(data, path) -> Path:
+    """``data`` (a dict, or an object whose ``to_dict()`` returns one) as strict JSON, atomically.
+
+    Numbers that are not finite are written as ``null`` (never as strings inside numeric
+    arrays), and the top level then gains the key ``"nonfinite"``: ``{"note": ..., "values":
+    {json pointer: "nan" | "inf" | "-inf"}}`` saying what each null stands for.
+
+    Raises ``TypeError`` when ``data`` is not a dict (nor has ``to_dict``), or holds a value
+    JSON cannot encode; ``ValueError`` when it already has a ``"nonfinite"`` key. Nothing is
+    written then.
+    """
+    if hasattr(data, "to_dict") and not isinstance(data, dict):
+        data = data.to_dict()
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be a dict or have to_dict(), got {type(data).__name__}")
+    if NONFINITE_KEY in data:
+        raise ValueError(f"data must not have a top-level key {NONFINITE_KEY!r}: write_json adds it")
+    nonfinite = {}
+    ready = json_ready(data, nonfinite)
+    if nonfinite:
+        ready[NONFINITE_KEY] = {"note": NONFINITE_NOTE, "values": nonfinite}
+    text = json.dumps(ready, indent=1, allow_nan=False)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_csv(rows, path) -> Path:
+    """CSV of ``rows`` (a non-empty list of dicts, or an object whose ``to_rows()`` returns one), atomically.
+
+    The columns are the union of the rows' keys in first-seen order; a row without a column
+    leaves it empty. Floats are written by ``repr``, so they round-trip, ``nan`` and ``inf``
+    included. Raises ``ValueError`` when ``rows`` is not a non-empty list of dicts.
+    """
+    if hasattr(rows, "to_rows") and not isinstance(rows, list):
+        rows = rows.to_rows()
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("rows must be a non-empty list of dicts")
     fields = list(dict.fromkeys(key for row in rows for key in row))
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
-            writer.writerows(json_safe(row) for row in rows)
+            writer.writerows({key: _plain(value) for key, value in row.items()} for row in rows)
     return atomic_write(path, write)
 
 
-def write_json(result, path) -> Path:
-    text = json.dumps(json_safe(result.to_dict()), indent=1)
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+def write_figure(fig, path, dpi: int = 120) -> Path:
+    """Save the matplotlib figure ``fig`` to ``path`` atomically (format from the suffix, PNG when none), then close it."""
+    import matplotlib.pyplot as plt  # the caller drew fig, so matplotlib is there
+
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
 
 
-def write_csv(result, path) -> Path:
-    return write_dict_rows(result.to_rows(), path)
+LOCK_NAME = ".emergence-fast.lock"
+
+
+class OutputFolder:
+    """A command's ``--out`` folder: checked writable and locked before the work, tidied after.
+
+    :meth:`claim` creates the folder (and missing parents), takes an exclusive ``flock`` on
+    ``.emergence-fast.lock`` inside it and writes who holds it (pid, host, start time,
+    command). A second run on the same folder is refused with that holder named. The kernel
+    drops an ``flock`` when its process ends, however it ends, so the lock of a run that was
+    killed never blocks: its file is left, but nobody holds it, and the next run takes it over.
+    (``flock`` over NFS is emulated with POSIX locks by Linux; on file systems without any
+    locking, concurrent runs are not detected.)
+
+    :meth:`release` drops the lock and removes the lock file; with ``failed=True`` it also
+    removes the folders :meth:`claim` created if they are still empty, so a run that stopped on
+    a user error leaves nothing behind (a checkpoint worth resuming keeps its folder).
+    """
+
+    def __init__(self, path, flag: str = "--out"):
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise ValueError(f"{flag} must be a folder path, got {path!r}")
+        self.path = Path(path)
+        self.flag = flag
+        self._handle = None
+        self._created: list[Path] = []
+
+    def check(self) -> None:
+        """Refuse (``ValueError``) a path that is a file or lies under a file; creates nothing."""
+        for folder in (self.path, *self.path.parents):
+            if folder.exists() and not folder.is_dir():
+                where = "is a file" if folder == self.path else f"lies under the file {str(folder)!r}"
+                raise ValueError(f"{self.flag} must be a folder, but {str(self.path)!r} {where}")
+
+    def claim(self) -> OutputFolder:
+        """Create and lock the folder (see the class docstring); ``ValueError`` naming the flag when it cannot."""
+        import fcntl
+
+        self.check()
+        missing = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"{self.flag} {str(self.path)!r} cannot be created: {exc.strerror or exc}") from None
+        self._created = missing  # deepest first: the order release() removes them in
+        lock = self.path / LOCK_NAME
+        while True:
+            try:
+                handle = open(lock, "a+")  # noqa: SIM115 (held, locked, until release())
+            except OSError as exc:
+                self._remove_created()
+                raise ValueError(f"{self.flag} {str(self.path)!r} cannot be written to: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another emergence-fast run"
+                handle.close()
+                raise ValueError(f"{self.flag} {str(self.path)!r} is in use by {holder}; wait for it to finish or "
+                                 f"choose another {self.flag}") from None
+            # A run that finished between our open and our flock unlinked the file we hold: lock the new one.
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started} "
+                     f"({' '.join(['emergence-fast', *sys.argv[1:]])})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self, failed: bool = False) -> None:
+        """Unlock, remove the lock file, and after a failure the folders :meth:`claim` created if empty."""
+        if self._handle is None:
+            return
+        (self.path / LOCK_NAME).unlink(missing_ok=True)  # before closing: nobody can lock a file we still hold
+        self._handle.close()
+        self._handle = None
+        if failed:
+            self._remove_created()
+
+    def _remove_created(self) -> None:
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a checkpoint, someone's file) or gone: keep it
+                break
+        self._created = []
 
 
 def plot_result(result, out_dir, layers=None) -> list[Path]:
     """Heatmap of E over layers x positions; E, macro and the ceiling against position for chosen layers."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "writing PNGs")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -80,9 +250,7 @@ def plot_result(result, out_dir, layers=None) -> list[Path]:
     ax.set_title(f"Information Emergence E(l, t) [{result.unit}]")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    paths.append(out_dir / "ie_heatmap.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(write_figure(fig, out_dir / "ie_heatmap.png"))
 
     chosen = layers if layers is not None else sorted({result.layers[0], result.layers[len(result.layers) // 2],
                                                         result.layers[-1]})
@@ -100,9 +268,7 @@ def plot_result(result, out_dir, layers=None) -> list[Path]:
         ax.set_title(title)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out_dir / "ie_positions.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(write_figure(fig, out_dir / "ie_positions.png"))
     return paths
 
 

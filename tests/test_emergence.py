@@ -389,7 +389,7 @@ def test_bad_estimator_options_raise_before_any_forward_pass(gpt2, ids, monkeypa
 # ---------------------------------------------------------------- exports
 
 
-def test_to_dict_is_json_serialisable_with_infinities_as_strings(enumerated, tmp_path):
+def test_to_dict_is_json_serialisable_with_infinities_as_null(enumerated, tmp_path):
     _, result = enumerated
     path = write_json(result, tmp_path / "ie.json")
     loaded = json.loads(path.read_text())  # strict JSON: no Infinity literals
@@ -399,7 +399,9 @@ def test_to_dict_is_json_serialisable_with_infinities_as_strings(enumerated, tmp
         for t in range(T):
             value = float(result.micro[layer, t])
             stored = loaded["micro"][layer][t]
-            assert stored == ("inf" if value == math.inf else value)
+            assert stored == (None if value == math.inf else value)
+            if value == math.inf:
+                assert loaded["nonfinite"]["values"][f"/micro/{layer}/{t}"] == "inf"
     assert loaded["config"]["estimator_options"] == OPTIONS
     assert set(loaded["layer_summary"]) == {"layer", "mean_emergence", "mean_macro", "mean_micro", "peak_layer"}
     assert json.loads(json.dumps(result.to_dict(), allow_nan=True))["ceiling_macro"] == result.ceiling_macro.tolist()

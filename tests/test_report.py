@@ -1,8 +1,12 @@
-"""Report: atomic JSON/CSV files, plots, and the summary table, on hand-made IE results (no model)."""
+"""Report: atomic JSON/CSV/PNG writers, the --out lock, plots and the summary table, on hand-made IE results (no model)."""
 import csv
 import json
 import math
+import os
+import socket
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,10 +54,43 @@ def test_write_json_round_trips_and_leaves_no_temporary(tmp_path, infinite):
     text = path.read_text()
     loaded = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
     assert loaded["layers"] == LAYERS and loaded["unit"] == "bits" and loaded["notes"] == result.notes
-    expected = [["inf" if math.isinf(v) else v for v in row] for row in result.macro.tolist()]
+    # numbers or null inside numeric arrays, never strings; the nulls explained at the top level
+    expected = [[None if math.isinf(v) else v for v in row] for row in result.macro.tolist()]
     assert loaded["macro"] == expected
     assert loaded["ceiling_macro"] == result.ceiling_macro.tolist()
-    assert ("inf" in text) == infinite
+    if infinite:
+        assert loaded["nonfinite"]["values"] == {"/macro/0/1": "inf", "/micro/1/0": "inf",
+                                                 **{k: v for k, v in loaded["nonfinite"]["values"].items()
+                                                    if not k.startswith(("/macro/", "/micro/"))}}
+        assert "null" in loaded["nonfinite"]["note"] and "JSON pointer" in loaded["nonfinite"]["note"]
+        assert all(_resolve(loaded, pointer) is None for pointer in loaded["nonfinite"]["values"])
+    else:
+        assert "nonfinite" not in loaded
+
+
+def _resolve(document, pointer):
+    for part in pointer.split("/")[1:]:
+        document = document[int(part)] if isinstance(document, list) else document[part]
+    return document
+
+
+def test_write_json_nulls_nan_and_negative_infinity_and_escapes_pointers(tmp_path):
+    path = report.write_json({"a/b": [1.0, float("nan")], "c": {"~d": -math.inf}, "e": np.float32("nan"),
+                              "f": torch.tensor([1.5, math.inf])}, tmp_path / "x.json")
+    loaded = json.loads(path.read_text())
+    assert loaded["a/b"] == [1.0, None] and loaded["c"] == {"~d": None} and loaded["e"] is None
+    assert loaded["f"] == [1.5, None]
+    assert loaded["nonfinite"]["values"] == {"/a~1b/1": "nan", "/c/~0d": "-inf", "/e": "nan", "/f/1": "inf"}
+
+
+def test_writer_arguments_are_checked(tmp_path):
+    with pytest.raises(TypeError, match="data must be a dict or have to_dict"):
+        report.write_json([1, 2], tmp_path / "x.json")
+    with pytest.raises(ValueError, match="must not have a top-level key 'nonfinite'"):
+        report.write_json({"nonfinite": 1}, tmp_path / "x.json")
+    with pytest.raises(ValueError, match="rows must be a non-empty list of dicts"):
+        report.write_csv([], tmp_path / "x.csv")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_json_overwrites_atomically(tmp_path, monkeypatch):
@@ -136,3 +173,113 @@ def test_summary_table_with_infinite_cells():
     assert "inf" in table
     for layer in LAYERS:
         assert any(line.split()[:1] == [str(layer)] for line in table.splitlines())
+
+
+def test_a_failed_figure_write_leaves_no_temporary_and_the_old_file(tmp_path, monkeypatch):
+    """savefig once failed half-way and left ``.tmp.png`` files next to the results."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "ie_heatmap.png"
+    path.write_bytes(b"old picture")
+    fig = plt.figure()
+
+    def broken_savefig(self, fname, **kwargs):
+        Path(fname).write_bytes(b"half a png")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(OSError, match="No space left"):
+        report.write_figure(fig, path)
+    assert path.read_bytes() == b"old picture"
+    assert [p.name for p in tmp_path.iterdir()] == ["ie_heatmap.png"]
+    assert not plt.fignum_exists(fig.number)  # closed even when the write failed
+
+
+def test_atomic_write_cleans_up_after_an_interrupt_and_uses_a_name_of_its_own(tmp_path):
+    seen = []
+
+    def interrupted(tmp):
+        seen.append(tmp)
+        tmp.write_text("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        report.atomic_write(tmp_path / "a.csv", interrupted)
+    assert list(tmp_path.iterdir()) == []
+    report.atomic_write(tmp_path / "a.csv", lambda tmp: seen.append(tmp) or tmp.write_text("x"))
+    assert seen[0] != seen[1] and seen[1].parent == tmp_path and seen[1].suffix == ".csv"
+    assert seen[1].name.startswith(".a.")  # hidden while it is written
+    assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]
+
+
+# ---------------------------------------------------------------- the --out folder
+
+
+def test_output_folder_refuses_a_second_run_naming_the_first(tmp_path):
+    first = report.OutputFolder(tmp_path / "runs" / "ie").claim()
+    holder = (tmp_path / "runs" / "ie" / report.LOCK_NAME).read_text()
+    assert f"pid {os.getpid()} on {socket.gethostname()}, started " in holder
+    with pytest.raises(ValueError) as caught:
+        report.OutputFolder(tmp_path / "runs" / "ie").claim()
+    message = str(caught.value)
+    assert message.startswith(f"--out {str(tmp_path / 'runs' / 'ie')!r} is in use by pid {os.getpid()} on ")
+    assert message.endswith("; wait for it to finish or choose another --out")
+    first.release()
+    assert list((tmp_path / "runs" / "ie").iterdir()) == []  # a finished run leaves no lock file
+    report.OutputFolder(tmp_path / "runs" / "ie").claim().release()  # free again
+
+
+def test_output_folder_takes_over_the_lock_of_a_killed_run(tmp_path):
+    """The lock of a process that died (SIGKILL: no clean-up ran) must not block the next run."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from emergence_fast.report import OutputFolder; "
+                              f"held = OutputFolder({str(out)!r}).claim(); print('locked', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"is in use by pid {child.pid} on "):
+            report.OutputFolder(out).claim()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert (out / report.LOCK_NAME).exists()  # left behind by the killed run ...
+    folder = report.OutputFolder(out).claim()  # ... but held by nobody
+    assert f"pid {os.getpid()} " in (out / report.LOCK_NAME).read_text()
+    folder.release()
+
+
+def test_output_folder_after_a_failure_removes_only_what_it_created(tmp_path):
+    folder = report.OutputFolder(tmp_path / "a" / "b" / "c").claim()
+    folder.release(failed=True)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    folder = report.OutputFolder(tmp_path / "kept" / "new").claim()
+    (tmp_path / "kept" / "new" / "ie_checkpoint.pt").write_bytes(b"state")  # worth resuming: keep it
+    folder.release(failed=True)
+    assert [p.name for p in (tmp_path / "kept" / "new").iterdir()] == ["ie_checkpoint.pt"]
+    existing = report.OutputFolder(tmp_path / "kept").claim()
+    existing.release(failed=True)
+    assert (tmp_path / "kept").is_dir()  # it was there before
+
+
+@pytest.mark.parametrize("where, message", [
+    ("file", "--out must be a folder, but {path!r} is a file"),
+    ("under-file", "--out must be a folder, but {path!r} lies under the file {parent!r}"),
+])
+def test_output_folder_refuses_files(tmp_path, where, message):
+    (tmp_path / "f").write_text("")
+    path = tmp_path / "f" if where == "file" else tmp_path / "f" / "out"
+    with pytest.raises(ValueError) as caught:
+        report.OutputFolder(path).claim()
+    assert str(caught.value) == message.format(path=str(path), parent=str(tmp_path / "f"))
+
+
+def test_output_folder_that_cannot_be_written_is_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"^--out '/proc/self' cannot be written to: "):
+        report.OutputFolder("/proc/self").claim()

@@ -6,26 +6,11 @@ by a dashed vertical line in the curve's colour; random baselines are grey.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-
-from ..report import atomic_write, json_safe, write_dict_rows
 from .._optional import require
-
-
-def write_json(data: dict, path) -> Path:
-    if not isinstance(data, dict):
-        raise TypeError(f"data must be a dict, got {type(data).__name__}")
-    text = json.dumps(json_safe(data), indent=1)
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_csv(rows: list[dict], path) -> Path:
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise ValueError("rows must be a non-empty list of dicts")
-    return write_dict_rows(rows, path)
+from ..report import write_csv, write_figure, write_json
 
 
 def _pyplot():
@@ -34,10 +19,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
 
 
 def plot_concept_curves(result, path, title: str | None = None) -> Path:
@@ -74,8 +55,7 @@ def plot_concept_curves(result, path, title: str | None = None) -> Path:
     ax_mass.set_xlabel("|x| (flips)")
     ax_mass.set_ylabel("on-task mass")
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    write_figure(fig, path)
     return path
 
 
@@ -111,8 +91,7 @@ def plot_generation(result, path) -> Path:
         axes[1].text(0.5, 0.5, f"no sampled sequence reached {result.config['crop_length']} flips",
                      ha="center", va="center", transform=axes[1].transAxes)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    write_figure(fig, path)
     return path
 
 
@@ -141,8 +120,7 @@ def plot_model_selection(results: dict, path) -> Path:
     ax.set_title("Bayesian model selection, x = C$^n$")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    write_figure(fig, path)
     return path
 
 

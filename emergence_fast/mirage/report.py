@@ -20,7 +20,6 @@ Files are written through a temporary name and ``os.replace`` so a reader never 
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from ..report import atomic_write, json_safe, write_dict_rows
 from .._optional import require
+from ..report import write_csv, write_figure, write_json  # noqa: F401 (write_csv, write_json: this module's API)
 from . import curves
 from .metrics import aggregate, metric_spec
 from .readers import Family
@@ -243,15 +242,6 @@ def summary_table(report: MirageReport) -> str:
 # ---------------------------------------------------------------------------------------------
 # files
 
-def write_json(report: MirageReport, path) -> Path:
-    text = json.dumps(json_safe(report.to_dict()), indent=1)
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_csv(report: MirageReport, path) -> Path:
-    return write_dict_rows(report.to_rows(), path)
-
-
 def plot(report: MirageReport, path, *, title: str | None = None) -> Path:
     """One panel per metric on a log-parameter axis: values with CIs, the logistic fit where
     the curve is sharp, the resolution floor of proportions and the power law's prediction."""
@@ -291,6 +281,4 @@ def plot(report: MirageReport, path, *, title: str | None = None) -> Path:
         ax.set_visible(False)
     fig.suptitle(title or f"{report.task}: the same outputs under each metric", fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-    return Path(path)
+    return write_figure(fig, path)

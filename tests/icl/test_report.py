@@ -39,7 +39,8 @@ def test_files_are_written(tmp_path):
     paths = report.write_concept_result(result, tmp_path)
     assert {p.name for p in paths} == {"icl_judge.json", "icl_judge.csv", "icl_judge_transitions.csv", "icl_judge.png"}
     data = json.loads((tmp_path / "icl_judge.json").read_text())
-    assert data["curves"][0]["value"][3] == "nan"      # non-finite values survive JSON as strings
+    assert data["curves"][0]["value"][3] is None       # non-finite values are null, explained by "nonfinite"
+    assert data["nonfinite"]["values"]["/curves/0/value/3"] == "nan"
     with open(tmp_path / "icl_judge_transitions.csv") as f:
         assert next(csv.DictReader(f))["label"] == "01"
     assert not list(tmp_path.glob("*.tmp*"))
@@ -61,5 +62,5 @@ def test_model_selection_plot_and_csv(tmp_path):
 def test_writer_arguments():
     with pytest.raises(ValueError, match="rows"):
         report.write_csv([], "x.csv")
-    with pytest.raises(TypeError, match="data"):
+    with pytest.raises(TypeError, match="data must be a dict"):
         report.write_json([1, 2], "x.json")
