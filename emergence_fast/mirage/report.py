@@ -166,7 +166,7 @@ def analyse(family: Family, *, n_boot: int = 1000, ci: float = 0.95, seed: int =
     if not isinstance(family, Family):
         raise TypeError(f"family must be a readers.Family, got {type(family).__name__}")
     curves_out, stats = {}, {}
-    notes = []
+    notes = list(family.notes)     # what the reader decided (input formats, filters, unknown stderrs)
     if len(family.models) < 3:
         notes.append(f"only {len(family.models)} model(s): curve statistics need at least 3, so they are NaN")
     for name, values in family.values.items():
@@ -180,7 +180,8 @@ def analyse(family: Family, *, n_boot: int = 1000, ci: float = 0.95, seed: int =
                                               proportion=spec.proportion, n_boot=n_boot, ci=ci, seed=seed,
                                               margin=margin)
     fit, predictions, fit_notes = _power_law(family, n_boot, ci, seed)
-    config = {"n_boot": n_boot, "ci": ci, "seed": seed, "margin": margin, "sources": list(family.sources)}
+    config = {"n_boot": n_boot, "ci": ci, "seed": seed, "margin": margin, "sources": list(family.sources),
+              "formats": list(family.formats)}
     return MirageReport(family.task, list(family.models), np.asarray(family.params, dtype=np.float64),
                         np.asarray(family.n_test, dtype=np.float64), curves_out, stats, _verdicts(stats), fit,
                         predictions, config, notes + fit_notes)
