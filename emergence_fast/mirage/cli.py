@@ -35,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"lm-evaluation-harness task or BIG-bench subtask for --results; one of {TASKS} for --models")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (results: required, e.g. acc,ppl; 'ppl' adds p_target = 1/ppl. "
+                             "A piece after a comma that is not a known metric is the lm-evaluation-harness >= 0.4 "
+                             "filter of the metric before it: acc,none is one metric, "
+                             "acc,none,exact_match,strict-match two; acc alone is the file's one filter of acc. "
                              f"models: default all of {','.join(LIVE_METRICS)})")
     parser.add_argument("--params", nargs="+", default=[], metavar="NAME=COUNT",
                         help="parameter counts by model name or file stem (70426624, 1.4e9, 410m, 1.4b)")
