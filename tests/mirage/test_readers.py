@@ -161,3 +161,102 @@ def test_parse_count_and_params():
         readers.parse_params(["12b"])
     with pytest.raises(ValueError, match="positive"):
         readers.parse_count("0")
+
+
+# ---------------------------------------------------------------------------------------------
+# one rule for every reader: duplicates, ranges, empty inputs
+
+def test_a_model_read_twice_is_refused_in_a_csv_and_across_files(tmp_path):
+    path = tmp_path / "family.csv"
+    path.write_text("model,params,metric,score\na,70m,acc,0.1\nb,1b,acc,0.3\na,70m,acc,0.2\n")
+    with pytest.raises(ValueError, match=r"^.*family.csv: model 'a' has metric 'acc' twice, on lines 2 and 4; keep one "
+                                         r"row per model and metric$"):
+        readers.load_family([path], None, "acc")
+    path.write_text("model,params,metric,score,n_test\na,70m,acc,0.1,100\na,1.4b,ppl,10,100\n")
+    with pytest.raises(ValueError, match=r"family.csv: model 'a' has params 7e\+07 on line 2 but 1.4e\+09 on line 3; "
+                                         r"give one params per model"):
+        readers.load_family([path], None, "acc")
+    path.write_text("model,params,metric,score,n_test\na,70m,acc,0.1,100\na,,ppl,10,200\n")
+    with pytest.raises(ValueError, match=r"family.csv: model 'a' has n_test 100 on line 2 but 200 on line 3"):
+        readers.load_family([path], None, "acc")
+    path.write_text("model,params,metric,score\na,70m,acc,0.1\na,70m,ppl,10\nb,1b,acc,0.3\nb,1b,ppl,5\n")
+    other = tmp_path / "more.csv"
+    other.write_text("model,params,metric,score\nc,2b,acc,0.4\nb,1b,acc,0.35\n")
+    with pytest.raises(ValueError, match=rf"^model 'b' is read twice: from {path} line 4 and from {other} line 3; "
+                                         rf"give each model once$"):
+        readers.load_family([path, other], None, "acc")
+    lm_eval = tmp_path / "b.json"
+    lm_eval.write_text(json.dumps({"results": {"t": {"acc": 0.3, "acc_stderr": 0.01}},
+                                   "config": {"model_args": "pretrained=b"}}))
+    with pytest.raises(ValueError, match=rf"^model 'b' is read twice: from {path} line 4 and from {lm_eval}; "):
+        readers.load_family([path, lm_eval], "t", "acc", params={"b": 1e9})
+    again = tmp_path / "b-rerun.json"
+    again.write_text(lm_eval.read_text())
+    with pytest.raises(ValueError, match=rf"^model 'b' is read twice: from {lm_eval} and from {again}; "):
+        readers.load_family([lm_eval, again], "t", "acc", params={"b": 1e9})
+
+
+def test_values_outside_their_metrics_range_are_refused(tmp_path):
+    path = tmp_path / "family.csv"
+    cases = [
+        ("a,70m,acc,1.7,0.01", "acc",
+         (r"family.csv line 2: model 'a': acc = 1.7 is outside \[0, 1\], the range of acc \(a proportion of examples\); "
+          r"check that the file or column holds this metric \(a percentage must be divided by 100\)$")),
+        ("a,70m,acc,-0.2,0.01", "acc", r"model 'a': acc = -0.2 is outside \[0, 1\].*holds this metric$"),
+        ("a,70m,ppl,0.5,", "ppl", (r"model 'a': ppl = 0.5 is outside \[1, inf\], the range of ppl \(perplexity of the "
+                                   r"target \(lm-evaluation-harness\)\)")),
+        ("a,70m,loglik,0.3,", "loglik", r"loglik = 0.3 is outside \[-inf, 0\]"),
+        ("a,70m,seq_prob,-0.01,", "seq_prob", r"seq_prob = -0.01 is outside \[0, 1\]"),
+        ("a,70m,acc,0.5,-0.01", "acc", (r"family.csv line 2: model 'a': acc: stderr -0.01 is negative; a standard "
+                                        r"error is >= 0")),
+    ]
+    for row, metric, message in cases:
+        path.write_text(f"model,params,metric,score,stderr\n{row}\n")
+        with pytest.raises(ValueError, match=message):
+            readers.load_family([path], None, metric)
+    # a metric the user declares has no range we know; NaN is left for the curve statistics to note
+    path.write_text("model,params,metric,score\na,70m,elo,1700\nb,1b,elo,1800\na,70m,acc,nan\nb,1b,acc,0.4\n")
+    family = readers.load_family([path], None, "elo,acc", higher_is_better=("elo",))
+    assert family.values["elo"].tolist() == [1700, 1800] and math.isnan(family.values["acc"][0])
+    lm_eval = tmp_path / "m.json"
+    lm_eval.write_text(json.dumps({"results": {"t": {"acc,none": 70.4, "acc_stderr,none": 0.5}},
+                                   "config": {"model_args": "pretrained=m"}}))
+    with pytest.raises(ValueError, match=r"m.json: model 'm': acc \(read as 'acc,none'\) = 70.4 is outside \[0, 1\].*"
+                                         r"\(a percentage must be divided by 100\)$"):
+        readers.load_family([lm_eval], "t", "acc", params={"m": 1e9})
+    big = bigbench_file(tmp_path / "bb.json", "bb", 1e9, 1.5, 0.1)
+    with pytest.raises(ValueError, match=r"bb.json: model 'bb': multiple_choice_grade = 1.5 is outside \[0, 1\]"):
+        readers.load_family([big], "logical_deduction", "multiple_choice_grade")
+
+
+def test_every_known_metric_has_a_range():
+    from emergence_fast.mirage.metrics import METRICS
+    assert {n for n, s in METRICS.items() if not s.proportion} == set(readers._RANGES)
+
+
+def test_empty_inputs_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "family.csv"
+    path.write_text("model,params,metric,score\n")
+    with pytest.raises(ValueError, match=rf"^{path}: no data rows under the header; expected a header "
+                                         r"model,params,metric,score \(optional stderr, n_test\) and one row per model "
+                                         r"and metric$"):
+        readers.load_family([path], None, "acc")
+    path.write_text("")
+    with pytest.raises(ValueError, match=rf"^{path}: empty file; expected a header model,params,metric,score"):
+        readers.load_family([path], None, "acc")
+    path.write_text("model,params,metric,score\na,1e9,,0.5\n")
+    with pytest.raises(ValueError, match=rf"^{path}: line 2: empty 'metric'$"):
+        readers.load_family([path], None, "acc")
+    empty = tmp_path / "empty.json"
+    for text, what in (("", "empty file"), ("  \n", "empty file"), ("{}", "empty JSON object"),
+                       ("[]", "empty JSON array")):
+        empty.write_text(text)
+        with pytest.raises(ValueError, match=rf"^{empty}: {what}; expected an lm-evaluation-harness results object "
+                                             r"\(with 'results'\) or a BIG-bench results object \(with 'model' and "
+                                             r"'scores'\)$"):
+            readers.load_family([empty], "t", "acc")
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no results here")
+    with pytest.raises(ValueError, match=rf"^{folder}: a folder with no result files"):
+        readers.load_family([folder], "t", "acc")
