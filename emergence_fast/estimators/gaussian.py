@@ -82,11 +82,30 @@ def moments(z: torch.Tensor, backend: str | None = None):
     return count, mean, comoment
 
 
-def wishart_logdet_bias(dim: int, n: torch.Tensor) -> torch.Tensor:
-    r""":math:`b_d(\nu) = \mathbb E[\log\det S] - \log\det\Sigma` for a sample covariance of ``n`` draws."""
-    nu = (n.to(torch.float64) - 1).unsqueeze(-1)
-    i = torch.arange(dim, dtype=torch.float64, device=nu.device)
-    return dim * torch.log(2.0 / nu.squeeze(-1)) + torch.special.digamma((nu - i) / 2).sum(-1)
+def wishart_logdet_bias(dim, n: torch.Tensor) -> torch.Tensor:
+    r""":math:`b_d(\nu) = \mathbb E[\log\det S] - \log\det\Sigma` for a sample covariance of ``n`` draws.
+
+    ``dim`` is an int or an integer tensor broadcastable to ``n`` (a dimension per cell); ``b_0 = 0``.
+    """
+    nu = n.to(torch.float64) - 1
+    dims = torch.as_tensor(dim, device=nu.device)
+    i = torch.arange(int(dims.max()) if dims.numel() else 0, dtype=torch.float64, device=nu.device)
+    terms = torch.special.digamma((nu.unsqueeze(-1) - i) / 2)
+    terms = torch.where(i < dims.unsqueeze(-1), terms, torch.zeros_like(terms))
+    return dims * torch.log(2.0 / nu) + terms.sum(-1)
+
+
+def _live_dims(comoment: torch.Tensor, dx: int, pca=None):
+    """Per cell, the non-constant columns of x and of y (at most ``pca`` each): the dimensions that are random.
+
+    A constant column has no sampling error, hence no Wishart bias: counting it would report a
+    bias for (and, with ``bias_correction="wishart"``, subtract one from) a cell with nothing random.
+    """
+    live = comoment.diagonal(dim1=-2, dim2=-1) > 0
+    kx, ky = live[..., :dx].sum(-1), live[..., dx:].sum(-1)
+    if pca is not None:
+        kx, ky = kx.clamp_max(pca), ky.clamp_max(pca)
+    return kx, ky
 
 
 def _standardise(cov: torch.Tensor, shrinkage: float):
@@ -172,6 +191,11 @@ def _diagnostics(corr, n, dim, bias_nats, unit, bias_correction, shrinkage, quan
         remedy = "it was subtracted." if bias_correction == "wishart" else "pass bias_correction='wishart' to remove it."
         notes.append(f"the plug-in estimate is biased by about {worst:.3g} nats at N={int(n.min())}, d={dim} "
                      f"(Wishart expectation); {remedy}")
+    undefined = 0 if stderr is None else int(stderr.isnan().sum())
+    if undefined:
+        notes.append(f"the standard error is NaN in {undefined} of {stderr.numel()} cells: {quantity} is infinite "
+                     "there (the joint covariance loses rank beyond its marginals), where the delta method does not "
+                     "apply.")
     return GaussianDiagnostics(n, dim, rank, effective, bias_nats / unit, bias_correction, float(shrinkage),
                                None if stderr is None else stderr / unit, notes)
 
@@ -204,15 +228,35 @@ def principal_subspace(corr: torch.Tensor, dx: int, k: int) -> torch.Tensor:
     return basis.transpose(-1, -2) @ corr @ basis, kx
 
 
+def _support_whitener(cov: torch.Tensor) -> torch.Tensor:
+    """``W [..., d, d]`` with ``W^T C W`` the identity on the support of a PSD ``C`` and 0 off it.
+
+    Eigenvalues at most ``d * eps`` of the largest count as zero (a singular direction, such as a
+    duplicated column), so a singular ``C`` is whitened on its support, and a zero ``C`` gives 0.
+    """
+    eig, vec = torch.linalg.eigh(cov)
+    tol = eig[..., -1:].clamp_min(0) * cov.shape[-1] * torch.finfo(cov.dtype).eps
+    live = eig > tol
+    inv_sqrt = torch.where(live, eig.clamp_min(torch.finfo(eig.dtype).tiny).rsqrt(), torch.zeros_like(eig))
+    return vec * inv_sqrt.unsqueeze(-2)
+
+
 def canonical_correlations(cov: torch.Tensor, dx: int) -> torch.Tensor:
-    """Canonical correlations rho_i: singular values of L_x^{-1} S_xy L_y^{-T}; NaN where a marginal is singular."""
-    lx, info_x = torch.linalg.cholesky_ex(cov[..., :dx, :dx])
-    ly, info_y = torch.linalg.cholesky_ex(cov[..., dx:, dx:])
-    whitened = torch.linalg.solve_triangular(lx, cov[..., :dx, dx:], upper=False)
-    whitened = torch.linalg.solve_triangular(ly, whitened.transpose(-1, -2), upper=False).transpose(-1, -2)
-    rho = torch.linalg.svdvals(whitened).clamp(0, 1)
-    bad = ((info_x != 0) | (info_y != 0)).unsqueeze(-1)
-    return torch.where(bad, torch.full_like(rho, math.nan), rho)
+    r"""Canonical correlations ``[..., min(dx, dy)]``, descending, of the covariance ``cov [..., dx + dy, dx + dy]``.
+
+    Singular values of :math:`W_x^\top \Sigma_{xy} W_y` with :math:`W` the pseudo-inverse square
+    roots of the marginal correlation matrices (:func:`_support_whitener`): a singular marginal
+    (a duplicated column, fewer samples than dimensions) gives the correlations of its support,
+    and a constant column, or a constant side, adds only zeros. Never raises on finite input.
+    """
+    var = cov.diagonal(dim1=-2, dim2=-1)
+    live = var > 0
+    std = torch.where(live, var.clamp_min(torch.finfo(var.dtype).tiny).sqrt(), torch.ones_like(var))
+    corr = cov / (std.unsqueeze(-1) * std.unsqueeze(-2))
+    corr = torch.where(live.unsqueeze(-1) & live.unsqueeze(-2), corr, torch.zeros_like(corr))  # constants: off support
+    wx, wy = _support_whitener(corr[..., :dx, :dx]), _support_whitener(corr[..., dx:, dx:])
+    whitened = wx.transpose(-1, -2) @ corr[..., :dx, dx:] @ wy
+    return torch.linalg.svdvals(whitened).clamp(0, 1)
 
 
 def mutual_information_from_moments(count, comoment, dx, *, bias_correction="none", shrinkage=0.0, pca=None,
@@ -224,10 +268,18 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     data-processing inequality that is a lower bound on I(X;Y), and it stays well posed when
     N or the number of distinct states is far below the width. ``details=True`` adds the
     delta-method standard error :math:`\sqrt{\sum_i \rho_i^2 / N}` over canonical correlations
-    :math:`\rho_i` (Kullback 1959), valid when the :math:`\rho_i` are away from 0.
+    :math:`\rho_i` (Kullback 1959), valid when the :math:`\rho_i` are away from 0; on a
+    singular marginal it is that of the support (as the value is), and it is NaN, with a note,
+    where the value is infinite.
+
+    A cell where either side is constant (every column of x, or of y, has zero variance) gets
+    exactly 0, its standard error and expected bias 0. The Wishart bias counts only the
+    non-constant columns (at most ``pca`` per side): constant ones have no sampling error.
     """
     check_options(bias_correction, shrinkage, pca)
     unit = log_base(base)
+    kx, ky = _live_dims(comoment, dx, pca)
+    constant_side = (kx == 0) | (ky == 0)
     _, corr = _standardise(comoment, shrinkage)
     if pca is not None:
         corr, dx = principal_subspace(corr, dx, pca)
@@ -237,14 +289,16 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     singular = ~torch.isfinite(value)
     if bool(singular.any()):
         value[singular] = _singular_mi(corr[singular], dx)
-    bias = 0.5 * (wishart_logdet_bias(dx, count) + wishart_logdet_bias(dy, count) - wishart_logdet_bias(dim, count))
+    bias = 0.5 * (wishart_logdet_bias(kx, count) + wishart_logdet_bias(ky, count) - wishart_logdet_bias(kx + ky, count))
     if bias_correction == "wishart":
-        _check_wishart(dim, count)
+        _check_wishart(int((kx + ky).max()) if kx.numel() else 0, count)
         value = value - bias
-    value = value / unit
+    # I(X; c) = 0 exactly; the log-dets above leave rounding of a few ulps there.
+    value = torch.where(constant_side, torch.zeros_like(value), value) / unit
     if not details:
         return value
     stderr = (canonical_correlations(corr, dx).square().sum(-1) / count.to(torch.float64)).sqrt()
+    stderr = torch.where(torch.isfinite(value), stderr, torch.full_like(stderr, math.nan))
     return value, _diagnostics(corr, count, dim, bias, unit, bias_correction, shrinkage, "the mutual information",
                                stderr)
 

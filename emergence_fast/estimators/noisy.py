@@ -96,7 +96,12 @@ MIN_SIGMA = 1e-9  # below this the noise is lost to float64 rounding of the scal
 FLOAT64_BELOW_SIGMA = 1e-3  # float32 keeps about 7 digits: scaled states of 1/sigma plus unit noise need more
 
 
-def check_options(sigma, n_draws) -> None:
+def check_options(sigma, n_draws, seed=0) -> None:
+    """Refuse a bad ``sigma``, ``n_draws`` or ``seed`` with a ValueError naming it.
+
+    The one place these options are checked: :func:`mutual_information` and Information Emergence
+    (before its forward passes) both call it.
+    """
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a finite number > 0 (noise scale relative to each cell's RMS radius), "
                          f"got {sigma!r}")
@@ -106,6 +111,8 @@ def check_options(sigma, n_draws) -> None:
     if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 2:
         raise ValueError(f"n_draws must be an integer >= 2 (the Monte-Carlo error needs two draws per atom), "
                          f"got {n_draws!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
 
 
 def working_bytes(n_cells: int, n: int, dim: int, n_draws: int, itemsize: int = 4) -> int:
@@ -235,19 +242,17 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
     Returns
     -------
     float64 tensor of the batch shape, in nats unless ``base`` (2 for bits); with ``details``
-    also a :class:`NoisyDetails`. float16/bfloat16 inputs are computed in float32.
+    also a :class:`NoisyDetails`. float16/bfloat16 inputs are computed in float32. A cell with
+    one distinct state (among rows of positive weight) on either side has I = 0 exactly and
+    gets 0, with zero errors and a zero noise scale on that side.
 
     Raises
     ------
     ValueError
-        ``sigma`` not finite and >= 1e-9, ``n_draws`` < 2, ``seed`` out of range, bad
-        ``weights`` (negative, non-finite, not broadcastable, summing to less than 2), or a cell
-        with fewer than 2 distinct states on either side (its MI is 0 and the relative noise
-        scale undefined).
+        ``sigma`` not finite and >= 1e-9, ``n_draws`` < 2, ``seed`` out of range, or bad
+        ``weights`` (negative, non-finite, not broadcastable, summing to less than 2).
     """
-    check_options(sigma, n_draws)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    check_options(sigma, n_draws, seed)
     unit = log_base(base)
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
@@ -269,12 +274,6 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
             raise ValueError(f"weights are counts whose sum is the sample size N, which must be at least 2 in every "
                              f"cell; got a sum of {float(w.sum(-1).min()):g} (pass counts, not probabilities)")
     p = w / w.sum(-1, keepdim=True)
-    for name, side in (("x", x3), ("y", y3)):
-        flat = _constant(side, p.to(dtype))
-        if bool(flat.any()):
-            cell = int(flat.nonzero()[0, 0])
-            raise ValueError(f"{name} has fewer than 2 distinct states (rows with positive weight) in batch cell "
-                             f"{cell} (flat index): the MI is 0 there and sigma relative to its spread is undefined")
     value, stderr, mc, mi_x, mi_y, sx, sy = noisy_mi(x3, y3, w, float(sigma), n_draws, seed, backend=backend)
     ceiling = _discrete_mi(x3, y3, p)
     every_row_distinct = ceiling >= torch.log((w > 0).sum(-1).double().cpu()) - 1e-9

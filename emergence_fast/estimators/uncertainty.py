@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 
 import torch
 
@@ -118,8 +119,23 @@ def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, 
     """``(value, stderr)`` for ``estimator(*samples, **options)``; see the module docstring for which error.
 
     ``resamples_per_call`` bounds how many jackknife subsets run in one call (see
-    :func:`jackknife_stderr`); it changes memory and time, not the result.
+    :func:`jackknife_stderr`); it changes memory and time, not the result. Where the error is
+    undefined (a non-finite value or subset estimate: a singular or degenerate cell) it is NaN,
+    and a ``RuntimeWarning`` says in how many cells; it never raises for that.
     """
+    value, stderr = _estimate_with_stderr(estimator, method, samples, options, n_resamples, stderr_seed,
+                                          resamples_per_call)
+    undefined = int(stderr.isnan().sum())
+    if undefined:
+        warnings.warn(f"return_stderr: the standard error of the {method} estimate is NaN in {undefined} of "
+                      f"{stderr.numel()} cells: it is undefined there (an estimate, or its value on half the samples, that is "
+                      "not finite: a singular or degenerate cell such as fewer distinct samples than dimensions; or, "
+                      "for a neural bound, a single held-out minibatch)",
+                      RuntimeWarning, stacklevel=3)
+    return value, stderr
+
+
+def _estimate_with_stderr(estimator, method, samples, options, n_resamples, stderr_seed, resamples_per_call):
     if options.get("details"):
         raise ValueError("return_stderr=True cannot be combined with details=True; details already carry "
                          "the estimator's own error where it has one")

@@ -174,3 +174,61 @@ def test_delta_method_stderr_matches_the_spread_over_repeats():
     spread = torch.tensor(estimates).std().item()
     assert abs(sum(stderrs) / len(stderrs) - spread) < 0.15 * spread, (spread, sum(stderrs) / len(stderrs))
     assert abs(sum(stderrs) / len(stderrs) - 0.75 / math.sqrt(500)) < 0.005
+
+
+# --- singular and degenerate input: NaN with a note, never LinAlgError; constant cells are exactly 0 ---------
+
+def _with_duplicated_column(generator):
+    z = torch.randn(200, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(200, 2, generator=generator, dtype=torch.float64) + z[:, :2]
+    return z, torch.cat([z, z[:, :1]], -1), y
+
+
+def test_a_duplicated_column_gives_the_support_value_and_stderr(generator):
+    """details / return_stderr used to raise LinAlgError (Cholesky of the singular marginal fed NaN to the SVD)."""
+    z, duplicated, y = _with_duplicated_column(generator)
+    value, diag = ef.mutual_information(duplicated, y, details=True)
+    support, support_diag = ef.mutual_information(z, y, details=True)
+    assert abs(float(value) - float(support)) < 1e-9
+    assert abs(float(diag.stderr) - float(support_diag.stderr)) < 1e-9 and float(diag.stderr) > 0
+    value, stderr = ef.mutual_information(duplicated, y, return_stderr=True)
+    assert abs(float(stderr) - float(support_diag.stderr)) < 1e-9
+    rho = gaussian.canonical_correlations(torch.cov(torch.cat([duplicated, y], -1).T), 4)
+    torch.testing.assert_close(rho, gaussian.canonical_correlations(torch.cov(torch.cat([z, y], -1).T), 3),
+                               rtol=0, atol=1e-10)
+
+
+def test_the_stderr_of_an_infinite_mi_is_nan_with_a_note(generator):
+    x = torch.randn(300, 3, generator=generator, dtype=torch.float64)
+    value, diag = ef.mutual_information(x, x @ torch.randn(3, 3, generator=generator, dtype=torch.float64), details=True)
+    assert float(value) == math.inf and math.isnan(float(diag.stderr))
+    assert any(note.startswith("the standard error is NaN in 1 of 1 cells: the mutual information is infinite")
+               for note in diag.notes)
+
+
+@pytest.mark.parametrize("pca", [None, 1])
+@pytest.mark.parametrize("correction", ["none", "wishart"])
+def test_a_constant_side_gives_exactly_zero(generator, pca, correction):
+    """A constant-token cell used to report -(Wishart bias) with bias_correction='wishart'."""
+    x = torch.randn(2, 100, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(2, 100, 2, generator=generator, dtype=torch.float64)
+    x[0] = 4.0  # cell 0: a constant x (both sides constant below as well)
+    value, diag = ef.mutual_information(x, y, pca=pca, bias_correction=correction, details=True)
+    assert value[0].item() == 0.0 and diag.expected_bias[0].item() == 0.0 and diag.stderr[0].item() == 0.0
+    assert value[1].item() != 0.0
+    both = ef.mutual_information(torch.ones(50, 2), torch.zeros(50, 2), bias_correction=correction, pca=pca, base=2)
+    assert both.item() == 0.0
+
+
+def test_the_wishart_bias_counts_only_random_columns(generator):
+    x = torch.randn(120, 3, generator=generator, dtype=torch.float64)
+    y = x[:, :2] + torch.randn(120, 2, generator=generator, dtype=torch.float64)
+    padded = torch.cat([x, torch.full((120, 2), 3.0, dtype=torch.float64)], -1)  # two constant columns
+    _, diag = ef.mutual_information(padded, y, bias_correction="wishart", details=True)
+    _, plain = ef.mutual_information(x, y, bias_correction="wishart", details=True)
+    assert float(diag.expected_bias) == float(plain.expected_bias)
+    assert abs(float(ef.mutual_information(padded, y, bias_correction="wishart"))
+               - float(ef.mutual_information(x, y, bias_correction="wishart"))) < 1e-12
+    assert float(gaussian.wishart_logdet_bias(torch.tensor([0, 3]), torch.tensor([50, 50]))[0]) == 0.0
+    assert float(gaussian.wishart_logdet_bias(torch.tensor([0, 3]), torch.tensor(50))[1]) == float(
+        gaussian.wishart_logdet_bias(3, torch.tensor(50)))

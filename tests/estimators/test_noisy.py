@@ -187,12 +187,18 @@ def test_bad_input_is_refused_with_the_argument_named():
             noisy.mutual_information(x, y, seed=seed)
     with pytest.raises(ValueError, match="sigma must be at least 1e-09"):
         noisy.mutual_information(x, y, sigma=1e-12)
-    with pytest.raises(ValueError, match="y has fewer than 2 distinct states"):
-        noisy.mutual_information(x, torch.ones(10, 2))
+
+
+def test_a_constant_side_gives_exactly_zero():
+    """It used to raise: I(X; c) = 0 for every estimator, whatever the noise scale."""
+    x, y = torch.randn(2, 10, 2), torch.randn(2, 10, 2)
+    y[1] = 1.0
+    value, details = noisy.mutual_information(x, y, details=True)
+    assert value[1].item() == 0.0 and details.stderr[1].item() == 0.0 and details.ceiling[1].item() == 0.0
+    assert value[0].item() != 0.0
     one_row = torch.zeros(10)
-    one_row[3] = 5.0
-    with pytest.raises(ValueError, match="x has fewer than 2 distinct states"):
-        noisy.mutual_information(x, y, weights=one_row)
+    one_row[3] = 5.0  # one row of positive weight: one distinct state on both sides
+    assert noisy.mutual_information(x[0], y[0], weights=one_row, base=2).item() == 0.0
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e-12, 1e12, 1e30])

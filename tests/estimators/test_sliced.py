@@ -128,3 +128,14 @@ def test_max_sliced_batched_and_options(generator):
             sliced.max_sliced_mutual_information(x, y, inner="ksg", **kwargs)
     with pytest.raises(ValueError, match="inner_options"):
         sliced.mutual_information(x, y, inner_options={"k": 5})
+
+
+def test_max_sliced_on_singular_and_constant_input(generator):
+    """The closed form used to raise LinAlgError on a duplicated column and on a constant side."""
+    x = torch.randn(300, 3, generator=generator, dtype=torch.float64)
+    y = x[:, :2] + torch.randn(300, 2, generator=generator, dtype=torch.float64)
+    duplicated = torch.cat([x, x[:, 1:2]], -1)
+    assert abs(float(sliced.max_sliced_mutual_information(duplicated, y, k=2))
+               - float(sliced.max_sliced_mutual_information(x, y, k=2))) < 1e-9
+    assert float(sliced.max_sliced_mutual_information(torch.ones(300, 3), y)) == 0.0
+    assert float(ef.mutual_information(x, torch.zeros(300, 2), method="max_sliced", k=2)) == 0.0
