@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 import emergence_fast as ef
-from emergence_fast._dispatch import resolve_backend
-from emergence_fast.emergence import (DEFAULT_ESTIMATOR, DEFAULT_STATE_MEMORY, ESTIMATORS, NOISY_DEFAULT_OPTIONS,
-                                     checkpoint_path)
 from emergence_fast import bench, distributed
+from emergence_fast._dispatch import resolve_backend
+from emergence_fast.emergence import DEFAULT_ESTIMATOR, DEFAULT_STATE_MEMORY, ESTIMATORS, NOISY_DEFAULT_OPTIONS, checkpoint_path
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 
@@ -38,7 +37,7 @@ def correlated_gaussian(n: int, dx: int, dy: int, rho: float, generator: torch.G
 
 def _table(rows, header) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths))  # noqa: E731
+    line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
@@ -99,7 +98,7 @@ def show_backends(out=None) -> None:
 def _parse_option(text: str):
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise SystemExit(f"--option must be KEY=VALUE, got {text!r}")
+        raise ValueError(f"--option must be KEY=VALUE, got {text!r}")
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -116,37 +115,96 @@ def _max_memory(text):
     return {int(key) if key.isdigit() else key: int(value) if value.isdigit() else value for key, _, value in pairs}
 
 
-_LOCKS = []  # held until the process exits
+def _parse_layers(text):
+    """``--layers 0,5,blocks.3.hook_resid_pre`` -> ``[0, 5, "blocks.3.hook_resid_pre"]`` (None: all blocks).
 
-
-def _claim_out_dir(out_dir: Path) -> str | None:
-    """Create ``--out`` and lock it for this run; the reason it cannot be used, or None.
-
-    Two runs writing one folder would overwrite each other's checkpoints and results: the
-    second is refused while the first holds the lock (released when its process exits).
+    Block indices and TransformerLens names, as :class:`~emergence_fast.capture.BlockCapture`
+    takes them; the form is checked here, the range once the model is known.
     """
-    import fcntl
+    from .capture.blocks import parse_hook_point
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(out_dir / ".emergence-fast.lock", "w")
-    except OSError as exc:
-        return f"--out {str(out_dir)!r} cannot be used: {exc.strerror or exc}"
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return f"--out {str(out_dir)!r} is in use by another emergence-fast run; wait for it or choose another --out"
-    _LOCKS.append(handle)
-    return None
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",")]
+    layers = []
+    for item in items:
+        if item.isdigit():
+            layers.append(int(item))
+            continue
+        try:
+            parse_hook_point(item, sys.maxsize)
+        except ValueError:
+            raise ValueError(f"--layers takes comma-separated block indices or TransformerLens names "
+                             f"blocks.L.hook_resid_pre|post, got {item!r} in {text!r}") from None
+        layers.append(item)
+    return layers
 
 
-def _release_out_dir(out_dir: Path) -> None:
-    """Remove this run's lock file from a finished ``--out`` (a killed run's lock dies with its process)."""
-    for handle in [h for h in _LOCKS if Path(h.name).parent == out_dir]:
-        Path(handle.name).unlink(missing_ok=True)
-        handle.close()
-        _LOCKS.remove(handle)
+def _check_dataset(spec: str, n_samples: int):
+    """A ``--dataset`` spec checked without the tokenizer; ``ids:`` files are read now (they need none)."""
+    from . import datasets
+
+    kind, sep, path = spec.partition(":")
+    if spec in datasets.ICL_ENTITY_FILES:
+        return None
+    if sep and kind in ("text", "ids") and path:
+        if not Path(path).is_file():
+            raise ValueError(f"--dataset {spec}: {path!r} is not a file")
+        return datasets.ids_dataset(path, n_samples) if kind == "ids" else None
+    raise ValueError(f"--dataset must be one of {', '.join(datasets.ICL_ENTITY_FILES)}, text:PATH or ids:PATH, "
+                     f"got {spec!r}")
+
+
+def check_positive(args, minimums: dict) -> None:
+    """``ValueError`` naming the flag when an integer option in ``minimums`` (dest -> least value) is below it."""
+    for dest, least in minimums.items():
+        value = getattr(args, dest)
+        if value is not None and value < least:
+            raise ValueError(f"--{dest.replace('_', '-')} must be >= {least}, got {value}")
+
+
+def check_model_args(args) -> None:
+    """``--dtype`` and ``--device`` (or ``--device-map`` and its options) as the model loader checks them."""
+    from . import models
+
+    models._resolve_dtype(args.dtype)
+    device_map = getattr(args, "device_map", None)
+    if device_map is None:
+        models._resolve_device(args.device)
+    else:
+        models._resolve_placement(device_map, _max_memory(args.max_memory), args.offload_folder)
+
+
+def claim_output(folder, world) -> None:
+    """Claim ``folder`` (:class:`~emergence_fast.report.OutputFolder`) on rank 0, which alone writes
+    results, and raise its refusal as a ``ValueError`` on every rank (none waits for a rank that stopped)."""
+    problem = None
+    if world.is_main:
+        try:
+            folder.claim()
+        except ValueError as exc:
+            problem = str(exc)
+    problem = distributed.broadcast_object(problem, world)
+    if problem:
+        raise ValueError(problem)
+
+
+def _check_ie_args(args):
+    """Every ``ie`` argument that can be checked without the model: ``(estimator options, layers, ids dataset)``."""
+    from ._validation import parse_bytes
+
+    if args.device is not None and args.device_map is not None:
+        raise ValueError("pass --device or --device-map, not both")
+    check_positive(args, {"n_samples": 2, "k_shots": 1, "seq_len": 1, "batch_size": 1, "update_samples": 1,
+                          "reservoir_size": 1, "pca": 0, "slice_k": 1, "n_slices": 1})
+    if args.checkpoint_every < 0 or (args.resume and args.checkpoint_every == 0):
+        raise ValueError(f"--checkpoint-every must be >= 0 (0: no checkpoints, which --resume cannot use), got "
+                         f"{args.checkpoint_every}")
+    check_model_args(args)
+    parse_bytes(args.state_memory, "--state-memory")
+    layers = _parse_layers(args.layers)
+    options = _estimator_options(args)
+    return options, layers, _check_dataset(args.dataset, args.n_samples)
 
 
 def _estimator_options(args) -> dict | None:
@@ -177,18 +235,17 @@ def _estimator_options(args) -> dict | None:
 
 
 def run_ie(args, out=None) -> None:
+    """The ``ie`` command: every argument checked, ``--out`` locked, then the model loaded and the run made."""
     from . import datasets, models, report
     from .emergence import information_emergence
 
     out = out or sys.stdout
+    options, layers, data = _check_ie_args(args)  # a mistake fails here, before the model loads
     world = distributed.init(args.dist_backend)
+    out_dir = Path(args.out)
+    folder = report.OutputFolder(out_dir)
     try:
-        if args.device is not None and args.device_map is not None:
-            raise ValueError("pass --device or --device-map, not both")
-        if args.checkpoint_every < 0 or (args.resume and args.checkpoint_every == 0):
-            raise ValueError(f"--checkpoint-every must be >= 0 (0: no checkpoints, which --resume cannot use), got "
-                             f"{args.checkpoint_every}")
-        options = _estimator_options(args)  # bad options fail here, before the model loads
+        claim_output(folder, world)  # one lock for the run; every rank checkpoints into --out
         if world.distributed and args.model in (None, models.DEFAULT_MODEL):
             if world.is_main:
                 models.fetch_default_model()  # once, not once per rank
@@ -197,14 +254,9 @@ def run_ie(args, out=None) -> None:
                                              device=distributed.rank_device(args.device, world), dtype=args.dtype,
                                              device_map=args.device_map, max_memory=_max_memory(args.max_memory),
                                              offload_folder=args.offload_folder)
-        data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots,
-                                     seq_len=args.seq_len, seed=args.seed)
-        layers = [int(v) if v.strip().isdigit() else v.strip() for v in args.layers.split(",")] if args.layers else None
-        out_dir = Path(args.out)
-        problem = _claim_out_dir(out_dir) if world.is_main else None
-        problem = distributed.broadcast_object(problem, world)  # every rank checkpoints into --out
-        if problem:
-            raise ValueError(problem)
+        if data is None:
+            data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots,
+                                         seq_len=args.seq_len, seed=args.seed)
         result = information_emergence(model, tokenizer, data, layers=layers, estimator=args.estimator,
                                        estimator_options=options, batch_size=args.batch_size,
                                        update_samples=args.update_samples, reservoir_size=args.reservoir_size,
@@ -225,7 +277,11 @@ def run_ie(args, out=None) -> None:
         if world.is_main:
             print(report.summary_table(result), file=out)
             print("wrote " + ", ".join(str(p) for p in written), file=out)
-            _release_out_dir(out_dir)
+    except BaseException:
+        folder.release(failed=True)  # a folder this run created and left empty goes again
+        raise
+    else:
+        folder.release()
     finally:
         distributed.shutdown(world)
 
@@ -237,8 +293,26 @@ def _user_error(command: str, exc: Exception) -> int:
     return 2
 
 
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every option's default: ``(default: X)`` is appended unless the help text
+    already says what the default is (the options whose default ``None`` means "decided later")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
 class _OneLineErrors(argparse.ArgumentParser):
-    """A bad flag is one line on stderr (``emergence-fast ie: error: ...``), not the usage block; --help has it."""
+    """A bad flag is one line on stderr (``emergence-fast ie: error: ...``), not the usage block; --help has it.
+
+    Subcommand parsers are of this class too (``add_subparsers`` makes them so), with defaults in ``--help``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -250,34 +324,38 @@ def main(argv=None) -> int:
 
     ie = sub.add_parser("ie", help="Information Emergence of a model on a dataset")
     ie.add_argument("--model", help="local folder or cached Hugging Face id (default: embedded SmolLM2-135M-Instruct)")
-    ie.add_argument("--gguf-file", help="GGUF file name inside --model")
-    ie.add_argument("--device", default=None, help="where to put the model (default cpu); or use --device-map")
+    ie.add_argument("--gguf-file", help="GGUF file name inside --model (default: none, the folder's weights)")
+    ie.add_argument("--device", default=None, help="where to put the model (default: cpu); or use --device-map")
     ie.add_argument("--device-map", default=None,
-                    help="accelerate placement for models larger than one device, e.g. auto (with --max-memory)")
-    ie.add_argument("--max-memory", default=None, help="with --device-map: DEVICE=SIZE,... e.g. cpu=8GB,0=70GB")
-    ie.add_argument("--offload-folder", default=None, help="with --device-map: folder for weights offloaded to disk")
+                    help="accelerate placement for models larger than one device, e.g. auto (with --max-memory) "
+                         "(default: none, the whole model on --device)")
+    ie.add_argument("--max-memory", default=None,
+                    help="with --device-map: DEVICE=SIZE,... e.g. cpu=8GB,0=70GB (default: accelerate's choice)")
+    ie.add_argument("--offload-folder", default=None,
+                    help="with --device-map: folder for weights offloaded to disk (default: none)")
     ie.add_argument("--state-memory", default=DEFAULT_STATE_MEMORY,
-                    help="budget for the streaming state per rank, e.g. 256MB or 8GB (default: %(default)s); above it "
-                         "IE runs on a principal-subspace state and says so")
+                    help="budget for the streaming state per rank, e.g. 256MB or 8GB; above it IE runs on a "
+                         "principal-subspace state and says so")
     ie.add_argument("--dist-backend", default="auto", choices=distributed.DIST_BACKENDS,
-                    help="torch.distributed backend under torchrun/accelerate launch (default: %(default)s)")
-    ie.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+                    help="torch.distributed backend under torchrun/accelerate launch")
+    ie.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                    help="model weights' dtype (default: float32)")
     ie.add_argument("--dataset", default="icl-animal",
                     help="icl-animal | icl-country | icl-color | text:PATH (.txt or .jsonl) | ids:PATH (.pt or .npy "
-                         "integer tensor [N, T]) (default: %(default)s)")
-    ie.add_argument("--n-samples", type=int, default=1024)
+                         "integer tensor [N, T])")
+    ie.add_argument("--n-samples", type=int, default=1024, help="sequences N")
     ie.add_argument("--k-shots", type=int, default=4, help="entities per ICL sample (T = 2k tokens)")
-    ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span")
-    ie.add_argument("--seed", type=int, default=0)
+    ie.add_argument("--seq-len", type=int, default=8, help="tokens per text span (text:PATH datasets)")
+    ie.add_argument("--seed", type=int, default=0, help="seed of the dataset draw and the estimators")
     ie.add_argument("--layers", help="comma-separated block indices or TransformerLens names "
-                                     "blocks.L.hook_resid_pre|post (default: all)")
-    ie.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=ESTIMATORS, help="(default: %(default)s)")
+                                     "blocks.L.hook_resid_pre|post, e.g. 0,5,blocks.3.hook_resid_post (default: all)")
+    ie.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=ESTIMATORS, help="MI estimator")
     ie.add_argument("--option", action="append", metavar="KEY=VALUE",
-                    help="estimator option, repeatable (e.g. --option k=5 --option jitter=1e-3)")
+                    help="estimator option, repeatable (e.g. --option k=5 --option jitter=1e-3) (default: none)")
     ie.add_argument("--reservoir-size", type=int, default=1024, help="rows kept per cell for sample-based estimators")
-    ie.add_argument("--pca", type=int, default=8, help="principal components per side (0 = full width)")
-    ie.add_argument("--bias-correction", default="wishart", choices=("none", "wishart"))
-    ie.add_argument("--shrinkage", type=float, default=0.0)
+    ie.add_argument("--pca", type=int, default=8, help="gaussian: principal components per side (0 = full width)")
+    ie.add_argument("--bias-correction", default="wishart", choices=("none", "wishart"), help="gaussian: bias correction")
+    ie.add_argument("--shrinkage", type=float, default=0.0, help="gaussian: covariance shrinkage in [0, 1]")
     ie.add_argument("--slice-k", type=int, default=4, help="sliced: projection dimension per side")
     ie.add_argument("--n-slices", type=int, default=64, help="sliced: random slices averaged")
     ie.add_argument("--sigma", type=float, default=None,
@@ -285,48 +363,49 @@ def main(argv=None) -> int:
                          f"{NOISY_DEFAULT_OPTIONS['sigma']})")
     ie.add_argument("--n-draws", type=int, default=None,
                     help=f"noisy: Monte-Carlo noise draws per distinct state (default: {NOISY_DEFAULT_OPTIONS['n_draws']})")
-    ie.add_argument("--batch-size", type=int, default=32)
+    ie.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
     ie.add_argument("--update-samples", type=int, default=512,
-                    help="samples folded into the state at once: the unit of work per rank and of checkpoints "
-                         "(default: %(default)s)")
+                    help="samples folded into the state at once (a fold, rounded up to whole batches; smaller when "
+                         "--state-memory needs): the unit of work per rank and of checkpoints")
     ie.add_argument("--nats", action="store_true", help="report nats instead of bits")
-    ie.add_argument("--backend", default=None)
-    ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs)")
+    ie.add_argument("--backend", default=None, help="kernel backend: torch | cpp | cuda | triton (default: the "
+                                                    "fastest available; see emergence-fast backends)")
+    ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs); locked "
+                                                     "while a run uses it")
     ie.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     ie.add_argument("--checkpoint-every", type=int, default=32,
-                    help="batches between checkpoints (one per rank, also written at the end of the pass); 0 writes "
-                         "none, e.g. when the state is GBs and a rerun is cheap (default: %(default)s)")
+                    help="N: write a checkpoint (one per rank) once N or more batches have been folded into the state "
+                         "since the last one, and at the end of the pass. Checkpoints fall between folds "
+                         "(--update-samples), so they come every max(N, fold) batches rounded up to whole folds: with "
+                         "--batch-size 32 and --update-samples 512, every 32 batches (1024 samples). 0 writes none, "
+                         "e.g. when the state is GBs and a rerun is cheap")
     ie.add_argument("--keep-checkpoint", action="store_true",
                     help="keep ie_checkpoint*.pt (one per rank) after a finished run (it is removed once the results "
                          "are written)")
-    ie.add_argument("--quiet", action="store_true", help="no progress bar")
+    ie.add_argument("--quiet", action="store_true", help="no progress bars")
 
     estimators = sub.add_parser("estimators", help="run the estimators on synthetic data with known answers")
-    estimators.add_argument("--seed", type=int, default=0)
+    estimators.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     sub.add_parser("backends", help="list the backends and why any is unavailable")
     icl_cli.add_parser(sub)
     mirage_cli.add_parser(sub)
     bench.add_parser(sub)
     args = parser.parse_args(argv)
-    if args.command in ("icl", "mirage"):
-        args.func(args)
-    elif args.command == "bench":
+    if args.command == "estimators":
+        demo(seed=args.seed)
+    elif args.command == "backends":
+        show_backends()
+    else:
         try:
-            if distributed.launched():
+            if args.command == "ie":
+                run_ie(args)
+            elif args.command == "bench" and distributed.launched():
                 raise ValueError("bench measures one process; run it without torchrun/accelerate launch "
                                  "(benchmarks/scaling_ranks.py compares 1 and K ranks)")
-            args.func(args)
+            else:
+                args.func(args)
         except (ValueError, TypeError, OSError) as exc:
-            return _user_error("bench", exc)
-    elif args.command == "ie":
-        try:
-            run_ie(args)
-        except (ValueError, TypeError, OSError) as exc:
-            return _user_error("ie", exc)
-    elif args.command == "estimators":
-        demo(seed=args.seed)
-    else:
-        show_backends()
+            return _user_error(args.command, exc)
     return 0
 
 

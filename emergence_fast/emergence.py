@@ -345,13 +345,15 @@ def _estimate(estimator, count, comoment, dx, options, base, subspace=False):
     return value, diag.stderr, diag.expected_bias
 
 
-def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base, backend, world):
+def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
+                           progress=False):
     """Six ``[L, T]`` tensors; the layers are split over ranks and gathered exactly (each layer has one owner)."""
     subspace = isinstance(state, SubspaceGaussianAccumulator)
     moments = state.inner if subspace else state
     n_layers, seq_len = moments.count.shape
     out = torch.zeros(6, n_layers, seq_len, dtype=torch.float64, device=micro_in.device)
-    for layer in distributed.shard(n_layers, world):  # per layer: bounds the float64 temporaries in memory
+    layers = _progress(distributed.shard(n_layers, world), progress, world, f"IE estimate ({estimator})", "layer")
+    for layer in layers:  # per layer: bounds the float64 temporaries in memory
         count, _, comoment = moments.moments(layer)
         macro = _estimate(estimator, count, comoment, moments.dx, options, base, subspace)
         if subspace:
@@ -371,7 +373,7 @@ SAMPLE_WORKING_BYTES = 2**31  # estimate_from_states' room for the sample estima
 
 
 def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world,
-                             working=SAMPLE_WORKING_BYTES):
+                             working=SAMPLE_WORKING_BYTES, progress=False):
     """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone. Six ``[L, T]`` tensors.
 
     The ``L x T`` cells run in chunks (and KSG's or Rényi's jackknife in groups of resamples)
@@ -407,7 +409,7 @@ def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, 
     sizes = estimate_memory.chunk_sizes(n_cells, chunks.cells)
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     out = torch.zeros(4, n_cells, dtype=torch.float64, device=x.device)
-    for i in distributed.shard(len(sizes), world):
+    for i in _progress(distributed.shard(len(sizes), world), progress, world, f"IE estimate ({estimator})", "chunk"):
         cells = torch.arange(starts[i], starts[i] + sizes[i])
         macro = with_stderr(cells_x[cells[0]:cells[-1] + 1], cells_y[cells[0]:cells[-1] + 1])
         layer, position = (cells // seq_len).to(micro_in.device), (cells % seq_len).to(slot.device)
@@ -442,7 +444,7 @@ def _atoms(keys: torch.Tensor):
 
 
 def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
-                    budget=NOISY_WORKING_BYTES, causal=True):
+                    budget=NOISY_WORKING_BYTES, causal=True, progress=False):
     """Noisy-channel MI per (layer, position) on weighted atoms; six ``[L, T]`` tensors (bias not modelled: NaN).
 
     Macro atoms at position ``t`` are the distinct prefixes ``s_0..s_t`` among the kept samples,
@@ -463,7 +465,7 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
     owned = distributed.shard(n_layers, world)
     mine = slice(owned.start, owned.stop)  # views, not per-position copies of this rank's layers
     unit = 1.0 if base is None else math.log(base)
-    for t in range(seq_len):
+    for t in _progress(range(seq_len), progress, world, "IE estimate (noisy)", "position"):
         cells = torch.arange(owned.start, owned.stop) * seq_len + t
         macro_first, macro_counts = _atoms(kept[:, : t + 1]) if causal else whole
         micro_first, micro_counts = _atoms(kept[:, t:t + 1])
@@ -684,6 +686,15 @@ def _pilot_state(capture, input_ids, bos, batch_size, plan, seed, width, device,
     return SubspaceGaussianAccumulator(*sides, backend=backend)
 
 
+def _progress(iterable, progress, world, desc, unit):
+    """``iterable`` behind a tqdm bar on stderr when ``progress`` (rank 0 only), else as it is."""
+    if not (progress and world.is_main):
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc + (f" (rank 0 of {world.world_size})" if world.distributed else ""), unit=unit)
+
+
 def checkpoint_path(checkpoint_dir, world) -> Path | None:
     """This rank's checkpoint file in ``checkpoint_dir`` (one per rank when there are several)."""
     if checkpoint_dir is None:
@@ -822,7 +833,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     when it adds one, or ``True``/``False``/a token id. Captured batches are folded into the
     state ``update_samples`` samples at a time. ``checkpoint_dir`` + ``checkpoint_every`` write
     the streaming state at the first fold after that many batches; ``resume=True`` continues
-    from it and gives the result of an uninterrupted run.
+    from it and gives the result of an uninterrupted run. ``progress=True`` shows tqdm bars on
+    stderr (rank 0) for the macro pass and the estimate stage.
 
     Memory: ``state_memory`` (bytes, or a string such as ``"256MB"``, ``"8GB"``; default 8 GB)
     bounds the streaming state per rank, fold buffer included. When full-width moments
@@ -933,13 +945,13 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
         room = max(budget - plan.bytes - micro_in.numel() * 2 * micro_in.element_size(),
                    noisy.working_bytes(1, plan.capacity, 2 * width, options["n_draws"]))
         estimates = _estimate_noisy(state, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
-                                    budget=room, causal=_is_causal(model))
+                                    budget=room, causal=_is_causal(model), progress=progress)
     elif estimator in SAMPLE_ESTIMATORS:
         estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
-                                             world, working=plan.working)
+                                             world, working=plan.working, progress=progress)
     else:
         estimates = _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
-                                           backend, world)
+                                           backend, world, progress=progress)
     timings["estimate_s"] = time.perf_counter() - start
 
     captured = None

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .. import distributed
+from .prompts import P_TAILS_PAPER
 
 TASKS = ("judge", "tree", "generate")
 
@@ -30,35 +31,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         raise TypeError(f"subparsers must come from ArgumentParser.add_subparsers, got {type(subparsers).__name__}")
     parser = subparsers.add_parser("icl", help="in-context learning with random binary sequences (Bigelow et al.)",
                                    description=__doc__.split("\n\n")[1].replace("``", ""))
-    parser.add_argument("task", choices=TASKS)
+    parser.add_argument("task", choices=TASKS, help="judge: randomness judgments; tree: concept learning; "
+                                                     "generate: sampled sequences")
     parser.add_argument("--model", help="local folder or cached Hugging Face id (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--gguf-file", help="GGUF file name inside --model")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    parser.add_argument("--gguf-file", help="GGUF file name inside --model (default: none, the folder's weights)")
+    parser.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cpu)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                        help="model weights' dtype (default: float32)")
     parser.add_argument("--concepts", default="01,011", help="comma-separated 0/1 strings, or 'paper' for the 27 of the paper")
     parser.add_argument("--max-len", type=int, default=None, help="longest |x| in flips (default: judge 100, tree 40)")
     parser.add_argument("--depth", type=int, default=4, help="tree depth D (2^D - 1 prompts per |x|)")
     parser.add_argument("--n-random", type=int, default=3, help="judge: seeded random sequences as a baseline")
     parser.add_argument("--n-samples", type=int, default=20, help="generate: samples per p(Tails)")
-    parser.add_argument("--p-tails", default=None, help="generate: comma-separated percentages (default: the paper's 13)")
+    parser.add_argument("--p-tails", default=None,
+                        help="generate: comma-separated percentages (default: the paper's "
+                             f"{','.join(map(str, P_TAILS_PAPER))})")
     parser.add_argument("--max-new-tokens", type=int, default=160, help="generate: token budget per sample")
     parser.add_argument("--crop-length", type=int, default=50,
                         help="generate: flips kept per sequence; shorter sequences are dropped (the paper: 50)")
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="prompts (or samples) per forward pass")
     parser.add_argument("--no-prefix-cache", action="store_true", help="run every prompt in full (reference path)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the transition CIs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/icl", help="output folder (written by rank 0 only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines, samples and bootstrap")
+    parser.add_argument("--out", default="runs/icl", help="output folder (written by rank 0 only); locked while a run "
+                                                         "uses it")
     parser.add_argument("--dist-backend", default="auto", choices=distributed.DIST_BACKENDS,
                         help="torch.distributed backend under torchrun: auto (NCCL with CUDA GPUs, else gloo), gloo, nccl")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
     return parser
-
-
-def _positive(value, name):
-    if value is not None and value < 1:
-        raise SystemExit(f"--{name} must be >= 1, got {value}")
 
 
 # Arguments that do not change the result: where it goes, and where each rank computes.
@@ -94,38 +96,63 @@ def _load_agreed(args, world):
 
 
 def _agree(value, world):
+    distributed.check_agreement(value, world)  # a ValueError naming the key on every rank
+
+
+def _check_args(args):
+    """Every argument that can be checked without the model: ``(concepts, p_tails)``; ValueError naming the flag."""
+    from .. import cli
+    from . import prompts as P
+
+    cli.check_positive(args, {"max_len": 1, "depth": 1, "n_samples": 1, "batch_size": 1, "max_new_tokens": 1,
+                              "crop_length": 1, "n_random": 0, "n_boot": 0})
+    cli.check_model_args(args)
     try:
-        distributed.check_agreement(value, world)
+        concepts = P.parse_concepts(args.concepts)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise ValueError(f"--concepts: {exc}") from None
+    if args.p_tails is None:
+        return concepts, P_TAILS_PAPER
+    try:
+        p_tails = tuple(int(v) for v in args.p_tails.split(","))
+        for pct in p_tails:
+            P.generation_prompt(pct)  # the range check of the prompt builder
+    except ValueError as exc:
+        raise ValueError(f"--p-tails must be comma-separated integer percentages in [0, 100], got {args.p_tails!r} "
+                         f"({exc})") from None
+    return concepts, p_tails
 
 
 def run(args, out=None) -> list[Path]:
     """Run the task in ``args`` (parsed by the parser from :func:`add_parser`); return the files written.
 
-    Joins the launcher's process group when there is one (:func:`emergence_fast.distributed.init`);
-    on ranks other than 0 nothing is printed or written and the list is empty.
+    Every argument is checked and ``--out`` locked (:class:`emergence_fast.report.OutputFolder`)
+    before the model loads; a ``ValueError`` names the flag, and a run that fails leaves no
+    folder it created behind. Joins the launcher's process group when there is one
+    (:func:`emergence_fast.distributed.init`); on ranks other than 0 nothing is printed or
+    written and the list is empty.
     """
-    from . import prompts as P
+    from .. import cli
+    from ..report import OutputFolder
 
     out = out or sys.stdout
-    for name in ("max_len", "depth", "n_samples", "batch_size", "max_new_tokens", "crop_length"):
-        _positive(getattr(args, name), name.replace("_", "-"))
-    if args.n_random < 0 or args.n_boot < 0:
-        raise SystemExit("--n-random and --n-boot must be >= 0")
-    try:
-        concepts = P.parse_concepts(args.concepts)
-        p_tails = (tuple(int(v) for v in args.p_tails.split(",")) if args.p_tails else P.P_TAILS_PAPER)
-    except ValueError as exc:
-        raise SystemExit(f"bad argument: {exc}") from exc
+    concepts, p_tails = _check_args(args)
     try:
         world = distributed.init(getattr(args, "dist_backend", "auto"))
     except ValueError as exc:
-        raise SystemExit(f"bad argument --dist-backend: {exc}") from None
+        raise ValueError(f"--dist-backend: {exc}") from None
+    folder = OutputFolder(args.out)
     try:
-        return _run(args, out, world, concepts, p_tails)
+        cli.claim_output(folder, world)
+        written = _run(args, out, world, concepts, p_tails)
+    except BaseException:
+        folder.release(failed=True)
+        raise
+    else:
+        folder.release()
     finally:
         distributed.shutdown(world)
+    return written
 
 
 def _run(args, out, world, concepts, p_tails) -> list[Path]:
@@ -138,9 +165,9 @@ def _run(args, out, world, concepts, p_tails) -> list[Path]:
 
     model, tokenizer = _load_agreed(args, world)
     if args.chat and not P.has_chat_template(tokenizer):
-        raise SystemExit("--chat needs a tokenizer with a chat template; this one has none")
+        raise ValueError("--chat needs a tokenizer with a chat template; this one has none")
     runner = PromptRunner(model, tokenizer, batch_size=args.batch_size, prefix_cache=not args.no_prefix_cache,
-                          world=world)
+                          world=world, progress=not getattr(args, "quiet", False))
     source = args.model or models.DEFAULT_MODEL
     out_dir = Path(args.out)
     if args.task == "judge":
@@ -175,12 +202,10 @@ def _run(args, out, world, concepts, p_tails) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry (``python -m emergence_fast.icl.cli judge ...``) until the main CLI registers ``icl``."""
-    parser = argparse.ArgumentParser(prog="emergence-fast")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["icl", *(argv if argv is not None else sys.argv[1:])])
-    args.func(args)
-    return 0
+    """Stand-alone entry (``python -m emergence_fast.icl.cli judge ...``): ``emergence-fast icl ...``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["icl", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -119,11 +119,12 @@ class PromptRunner:
     when a method is called, if any) splits the work across ranks: every rank must call the same
     methods with the same arguments, and every rank gets the whole result. The units are whole
     batches of a plan that does not depend on the number of ranks (see :meth:`map_last_logits`,
-    :meth:`sample_many`), so the result equals one process's bit for bit.
+    :meth:`sample_many`), so the result equals one process's bit for bit. ``progress=True`` shows
+    a tqdm bar on stderr over each call's batches (on rank 0: its share).
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int = 32, prefix_cache: bool = True,
-                 world: distributed.World | None = None):
+                 world: distributed.World | None = None, progress: bool = False):
         if not callable(model) or not hasattr(model, "parameters"):
             raise TypeError(f"model must be a torch causal language model, got {type(model).__name__}")
         if not callable(tokenizer) or not hasattr(tokenizer, "batch_decode"):
@@ -137,6 +138,9 @@ class PromptRunner:
         if world is not None and not isinstance(world, distributed.World):
             raise TypeError(f"world must be an emergence_fast.distributed.World or None, got {type(world).__name__}")
         self.world = world
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        self.progress = progress
         self.device = _model_device(model)
         self.stats = RunnerStats()
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -165,6 +169,16 @@ class PromptRunner:
         out = self._forward(ids, use_cache=True)
         self.stats.prefix_tokens += len(trunk)
         return _plain_kv(getattr(out, "past_key_values", None), len(trunk))
+
+    def _bar(self, items: list, desc: str, unit: str):
+        """``items`` behind a tqdm bar on stderr when :attr:`progress` (rank 0 only: its share of the batches)."""
+        world = self._world()
+        if not self.progress or not world.is_main:
+            return items
+        from tqdm.auto import tqdm
+
+        return tqdm(items, desc=desc + (f" (rank 0 of {world.world_size})" if world.distributed else ""), unit=unit,
+                    leave=False)
 
     def _world(self) -> distributed.World:
         return self.world if self.world is not None else distributed.current()
@@ -197,7 +211,7 @@ class PromptRunner:
             mine = [units[u] for u in distributed.shard(len(units), world)]
             if kv_group not in {g for g, _ in mine}:
                 kv_group, kv = -1, None  # the probe's trunk is another rank's work
-            for g, b in mine:
+            for g, b in self._bar(mine, "icl forward", "batch"):
                 group = plan[g]
                 if group.cut and kv_group != g:
                     kv_group, kv = g, None  # free the previous trunk's cache before building the next
@@ -374,7 +388,7 @@ class PromptRunner:
         before = self._work_counters()
         units = [(p, lo) for p in range(len(prompts)) for lo in range(0, n_samples, self.batch_size)]
         local, kv_prompt, kv = [], -1, None
-        for p, lo in (units[u] for u in distributed.shard(len(units), world)):
+        for p, lo in self._bar([units[u] for u in distributed.shard(len(units), world)], "icl sampling", "batch"):
             prompt = prompts[p]
             if kv_prompt != p:
                 kv_prompt, kv = p, None
