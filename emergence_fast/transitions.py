@@ -48,6 +48,38 @@ squares is floored at 10⁻¹² of the total so an exact fit does not give :math
 
 Crossings and widths use straight-line interpolation between neighbouring points (in
 :math:`\log_{10} x` when ``log_x``), after sorting by x.
+
+Verdict (:func:`summarize`, shared by the metric-choice and ICL modules), decided in this order:
+
+1. ``"undetermined"``: fewer than 3 finite points.
+2. ``"no transition"``: the rise fails the minimum-amplitude rule (:func:`amplitude_check`,
+   defined here once): :math:`|\max y - \min y|` must exceed :data:`MIN_RISE_Z` = 3 combined
+   standard errors of those two points, :math:`3\sqrt{\sigma_{\max}^2 + \sigma_{\min}^2}`
+   (about the 95th percentile of the range of 8 points of pure noise), and
+   :data:`MIN_RISE_FRACTION` = 5 % of the metric's range (``value_range``, e.g. (0, 1) for an
+   accuracy). A flat curve has no transition. Without standard errors only the range test
+   applies; with neither, the rule cannot be applied and says so in a note.
+3. ``"sharp"`` with a ``bracket``: the whole rise happens between two adjacent points. With the
+   curve oriented upward and normalised to [0, 1] by its observed range, the largest step
+   :math:`x_i \to x_{i+1}` brackets the rise when every point up to :math:`x_i` lies at most
+   :data:`PLATEAU_TOLERANCE` = 20 % above the minimum and every point from :math:`x_{i+1}` at most
+   20 % below the maximum (the tolerance is for noise on the plateaus), i.e. no point lies on the
+   central 60 % of the rise. A sigmoid's width cannot then be resolved below the spacing: the
+   honest statement is "sharp at the resolution of the sweep, between :math:`x_i` and
+   :math:`x_{i+1}`", with the width bounded above by the gap :math:`t_{i+1} - t_i`
+   (``width_bound``), whatever an information criterion says about a fit that has no point on its
+   rise.
+4. Otherwise some point lies on the rise, which is the evidence a smooth verdict needs, and the
+   smooth-versus-sigmoid test decides: ``"sharp"`` when the sigmoid beats the smooth fits by more
+   than ``margin`` and its transition lies inside the observed x range with a 10–90 % width of at
+   most half that range; ``"smooth"`` when the smooth fits are as good or the sigmoid is broad or
+   outside the data; ``"undetermined"`` when the test cannot be run (fewer than 6 points for 4
+   free parameters).
+
+Units. ``t`` is x, or :math:`\log_{10} x` under ``log_x``; locations, scales, widths, width
+bounds and their CIs are in t units, crossings and brackets in x units. Every ``to_dict`` carries
+a ``units`` map that names them with ``x_unit`` (e.g. ``"parameters"`` gives
+``"log10(parameters)"`` for the location CI of a scaling curve, ``"flips"`` for an ICL curve).
 """
 from __future__ import annotations
 
@@ -57,6 +89,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LN9 = math.log(9.0)
+#: Minimum-amplitude rule (:func:`amplitude_check`): a rise must exceed this many combined
+#: standard errors of the highest and lowest points ...
+MIN_RISE_Z = 3.0
+#: ... and this fraction of the metric's range, when the metric has one; else "no transition".
+MIN_RISE_FRACTION = 0.05
+#: A point within this fraction of the observed range of the lowest (highest) value counts as on
+#: the lower (upper) plateau when the bracket of a one-step rise is decided.
+PLATEAU_TOLERANCE = 0.2
+VERDICTS = ("sharp", "smooth", "no transition", "undetermined")
 _MIN_POINTS_FREE = 4     # four free parameters: fewer points cannot pin a logistic down
 _MIN_POINTS_FIXED = 3
 _RSS_FLOOR = 1e-12
@@ -68,8 +109,9 @@ class LogisticFit:
     """A logistic fit ``y = lower + (upper - lower) / (1 + exp(-(t - location) / scale))``.
 
     ``t`` is ``x`` or ``log10(x)`` (``log_x``); ``location``, ``scale``, ``width`` (the 10–90 %
-    width ``2 ln 9 * scale``) and their CIs are in ``t`` units. ``n_boot`` counts the bootstrap
-    replicates that gave a finite fit.
+    width ``2 ln 9 * scale``) and their CIs are in ``t`` units, i.e. ``log10(x_unit)`` under
+    ``log_x`` (:meth:`units` names them); :meth:`location_x` is in ``x_unit``. ``n_boot`` counts
+    the bootstrap replicates that gave a finite fit.
     """
 
     location: float
@@ -85,6 +127,12 @@ class LogisticFit:
     note: str
     rss: float = math.nan
     n_points: int = 0
+    x_unit: str = "x"
+
+    def units(self) -> dict:
+        """The unit of every location, scale and width field (and CI) of :meth:`to_dict`."""
+        t = _t_unit(self.x_unit, self.log_x)
+        return {"location": t, "location_ci": t, "scale": t, "width": t, "width_ci": t, "location_x": self.x_unit}
 
     def predict(self, x) -> np.ndarray:
         """The fitted curve at ``x`` (in x units, not t)."""
@@ -100,7 +148,33 @@ class LogisticFit:
         return {"location": self.location, "scale": self.scale, "lower": self.lower, "upper": self.upper,
                 "width": self.width, "location_ci": list(self.location_ci), "width_ci": list(self.width_ci),
                 "location_x": self.location_x(), "log_x": self.log_x, "n_boot": self.n_boot,
-                "converged": self.converged, "rss": self.rss, "n_points": self.n_points, "note": self.note}
+                "converged": self.converged, "rss": self.rss, "n_points": self.n_points, "note": self.note,
+                "units": self.units()}
+
+
+def _t_unit(x_unit: str, log_x: bool) -> str:
+    return f"log10({x_unit})" if log_x else x_unit
+
+
+@dataclass(frozen=True)
+class AmplitudeCheck:
+    """The minimum-amplitude rule applied to one curve (see :func:`amplitude_check`).
+
+    ``rise`` is ``max y - min y`` (y units); ``noise_threshold`` is ``MIN_RISE_Z`` combined
+    standard errors and ``range_threshold`` ``MIN_RISE_FRACTION`` of the metric's range (NaN when
+    unknown); ``passed`` is True when the rise exceeds every known threshold, False when it does
+    not (the curve has no transition), None when neither threshold is known.
+    """
+
+    rise: float
+    noise_threshold: float
+    range_threshold: float
+    passed: bool | None
+    note: str
+
+    def to_dict(self) -> dict:
+        return {"rise": self.rise, "noise_threshold": self.noise_threshold, "range_threshold": self.range_threshold,
+                "passed": self.passed, "note": self.note, "z": MIN_RISE_Z, "fraction": MIN_RISE_FRACTION}
 
 
 @dataclass(frozen=True)
@@ -138,7 +212,13 @@ class SmoothnessTest:
 
 @dataclass(frozen=True)
 class TransitionSummary:
-    """Every transition statistic of one curve; see :func:`summarize`."""
+    """Every transition statistic of one curve; see :func:`summarize`.
+
+    ``verdict`` is one of :data:`VERDICTS` (module docstring). ``bracket`` (x units) is the pair of
+    adjacent x values between which a one-step rise happens, ``width_bound`` (t units) the gap
+    between them, the upper bound on the width of that rise; both NaN otherwise. ``units`` names
+    the unit of every location, width and crossing field.
+    """
 
     n_points: int
     log_x: bool
@@ -154,13 +234,28 @@ class TransitionSummary:
     location_periods: float = math.nan
     width_periods: float = math.nan
     notes: list = field(default_factory=list)
+    verdict: str = "undetermined"
+    bracket: tuple[float, float] = (math.nan, math.nan)
+    width_bound: float = math.nan
+    amplitude: AmplitudeCheck | None = None
+    x_unit: str = "x"
+
+    def units(self) -> dict:
+        """The unit of every location, width and crossing field of :meth:`to_dict` (the logistic's in its own)."""
+        t = _t_unit(self.x_unit, self.log_x)
+        return {"crossing": self.x_unit, "width": t, "steepest_x": self.x_unit, "steepest_slope": f"y per {t}",
+                "bracket": self.x_unit, "width_bound": t, "period": self.x_unit, "crossing_periods": "periods",
+                "location_periods": "periods", "width_periods": "periods"}
 
     def to_dict(self) -> dict:
         return {"n_points": self.n_points, "log_x": self.log_x, "level": self.level, "crossing": self.crossing,
                 "width": self.width, "logistic": self.logistic.to_dict(), "steepest_x": self.steepest_x,
                 "steepest_slope": self.steepest_slope, "smoothness": self.smoothness.to_dict(), "period": self.period,
                 "crossing_periods": self.crossing_periods, "location_periods": self.location_periods,
-                "width_periods": self.width_periods, "notes": list(self.notes)}
+                "width_periods": self.width_periods, "verdict": self.verdict, "bracket": list(self.bracket),
+                "width_bound": self.width_bound,
+                "amplitude": None if self.amplitude is None else self.amplitude.to_dict(),
+                "units": self.units(), "notes": list(self.notes)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +311,11 @@ def _to_t(x: np.ndarray, log_x: bool, name: str) -> np.ndarray:
 def _check_bool(value, name: str) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def _check_unit(x_unit) -> None:
+    if not isinstance(x_unit, str) or not x_unit:
+        raise TypeError(f"x_unit must be a non-empty str naming the unit of x (e.g. 'parameters'), got {x_unit!r}")
 
 
 def _check_number(value, name: str, *, positive=False, allow_none=False) -> None:
@@ -392,9 +492,9 @@ def _cost(model, theta, t, y, sqrt_w):
 # ---------------------------------------------------------------------------------------------
 # logistic fit
 
-def _nan_fit(log_x: bool, note: str, n_points: int = 0) -> LogisticFit:
+def _nan_fit(log_x: bool, note: str, n_points: int = 0, x_unit: str = "x") -> LogisticFit:
     nan = math.nan
-    return LogisticFit(nan, nan, nan, nan, nan, (nan, nan), (nan, nan), log_x, 0, False, note, nan, n_points)
+    return LogisticFit(nan, nan, nan, nan, nan, (nan, nan), (nan, nan), log_x, 0, False, note, nan, n_points, x_unit)
 
 
 def _logistic_starts(t, y, fixed):
@@ -433,15 +533,18 @@ def _fit_logistic_point(t, y, weight, fixed):
 
 
 def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-                 y_err=None) -> LogisticFit:
+                 y_err=None, x_unit: str = "x") -> LogisticFit:
     """Least-squares logistic fit of y(x) with bootstrap CIs for its location and 10–90 % width.
 
     ``bounds=(lower, upper)`` fixes the asymptotes (2 free parameters instead of 4). ``y_err``
     (per-point standard errors) switches to a weighted fit and a parametric bootstrap (see the
-    module docstring). ``n_boot=0`` skips the bootstrap (CIs are NaN). Degenerate curves (too few
+    module docstring). ``n_boot=0`` skips the bootstrap (CIs are NaN). Location, scale, width and
+    their CIs are in t units: x, or log10(x) under ``log_x``; ``x_unit`` names x (e.g.
+    ``"parameters"``) so that :meth:`LogisticFit.units` can say so. Degenerate curves (too few
     finite points, a flat curve) return NaN fields and a ``note``; mismatched lengths raise.
     """
     _check_bool(log_x, "log_x")
+    _check_unit(x_unit)
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ValueError(f"n_boot must be a non-negative int, got {n_boot!r}")
     _check_number(ci, "ci")
@@ -467,11 +570,12 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
     minimum = _MIN_POINTS_FIXED if fixed is not None else _MIN_POINTS_FREE
     if n < minimum:
         reason = f"a logistic with {k} free parameters needs at least {minimum} points, got {n}"
-        return _nan_fit(log_x, "; ".join(notes + [reason]), n)
+        return _nan_fit(log_x, "; ".join(notes + [reason]), n, x_unit)
     if np.unique(t).size < 2:
-        return _nan_fit(log_x, "; ".join(notes + ["all points share one x value"]), n)
+        return _nan_fit(log_x, "; ".join(notes + ["all points share one x value"]), n, x_unit)
     if fixed is None and np.max(y) == np.min(y):
-        return _nan_fit(log_x, "; ".join(notes + ["flat curve: y is constant, so there is no transition to locate"]), n)
+        return _nan_fit(log_x, "; ".join(notes + ["flat curve: y is constant, so there is no transition to locate"]), n,
+                        x_unit)
 
     weight = None if err is None else 1.0 / err**2
     theta, rss, converged, (lower, upper, free) = _fit_logistic_point(t, y, weight, fixed)
@@ -530,7 +634,7 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
     if width > span and not on_edge:
         notes.append("the fitted 10–90% width is wider than the observed x range")
     return LogisticFit(location, scale, float(theta[2]), float(theta[3]), width, location_ci, width_ci, log_x, n_ok,
-                       converged, "; ".join(notes), rss, n)
+                       converged, "; ".join(notes), rss, n, x_unit)
 
 
 def _fmt_t(t: float, log_x: bool) -> str:
@@ -645,21 +749,137 @@ def _compare(xs, ys, err, log_x, bounds, criterion, margin, sigmoid, notes) -> S
 
 
 # ---------------------------------------------------------------------------------------------
+# verdicts: the minimum-amplitude rule and the one-step bracket
+
+def amplitude_check(y, y_err=None, *, value_range=None) -> AmplitudeCheck:
+    """The minimum-amplitude rule shared by every verdict of this package (``transitions``,
+    ``mirage``, ``icl``): is the rise of y large enough to be a transition at all?
+
+    ``y`` [n] float, ``y_err`` [n] standard errors (or None), ``value_range`` a ``(low, high)``
+    pair bounding the metric (``(0, 1)`` for an accuracy or a probability; None for an unbounded
+    metric). The rise ``max y - min y`` (in y units) passes when it exceeds both
+    ``MIN_RISE_Z * sqrt(se[argmax]**2 + se[argmin]**2)`` (when both standard errors are finite)
+    and ``MIN_RISE_FRACTION * (high - low)`` (when ``value_range`` is given). A flat curve never
+    passes; with neither threshold known ``passed`` is None and the note says the rule could not
+    be applied. Non-finite points are left out. Raises ValueError/TypeError on malformed input.
+    """
+    y = _as_1d(y, "y")
+    err = None
+    if y_err is not None:
+        err = _as_1d(y_err, "y_err")
+        if err.shape != y.shape:
+            raise ValueError(f"y_err must have the length of y ({y.size}), got {err.size}")
+    low = high = math.nan
+    if value_range is not None:
+        if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
+            raise ValueError(f"value_range must be None or a (low, high) pair, got {value_range!r}")
+        for name, value in zip(("value_range[0]", "value_range[1]"), value_range):
+            _check_number(value, name)
+        low, high = float(value_range[0]), float(value_range[1])
+        if not low < high:
+            raise ValueError(f"value_range must have low < high, got {value_range!r}")
+    keep = np.isfinite(y)
+    nan = math.nan
+    if keep.sum() < 2:
+        return AmplitudeCheck(nan, nan, nan, None, f"the amplitude rule needs 2 finite points, got {int(keep.sum())}")
+    yk = y[keep]
+    i_max, i_min = int(np.argmax(yk)), int(np.argmin(yk))
+    rise = float(yk[i_max] - yk[i_min])
+    noise = nan
+    if err is not None:
+        ek = err[keep]
+        pair = np.array([ek[i_max], ek[i_min]])
+        if np.isfinite(pair).all() and (pair >= 0).all() and pair.any():
+            noise = MIN_RISE_Z * float(np.hypot(*pair))
+    by_range = MIN_RISE_FRACTION * (high - low) if value_range is not None else nan
+    if rise == 0:
+        return AmplitudeCheck(rise, noise, by_range, False, "no transition: the curve is flat")
+    failed = []
+    if math.isfinite(noise) and rise <= noise:
+        failed.append(f"{MIN_RISE_Z:g} combined standard errors ({noise:.3g})")
+    if math.isfinite(by_range) and rise <= by_range:
+        failed.append(f"{MIN_RISE_FRACTION:.0%} of the metric's range ({by_range:.3g})")
+    if failed:
+        return AmplitudeCheck(rise, noise, by_range, False,
+                              f"no transition: the rise {rise:.3g} is not above " + " nor ".join(failed))
+    if not (math.isfinite(noise) or math.isfinite(by_range)):
+        return AmplitudeCheck(rise, noise, by_range, None,
+                              "the minimum-amplitude rule could not be applied: no standard errors and no metric range")
+    return AmplitudeCheck(rise, noise, by_range, True, "")
+
+
+def amplitude_rule_text() -> str:
+    """One line that states the minimum-amplitude rule, for the footnotes of printed tables."""
+    return (f"No transition: a rise max - min not above {MIN_RISE_Z:g} combined standard errors of those two points "
+            f"or {MIN_RISE_FRACTION:.0%} of the metric's range (0-1 for proportions), or a flat curve.")
+
+
+def _one_step(t: np.ndarray, y: np.ndarray):
+    """Index i such that the whole rise of y happens between t[i] and t[i + 1], else None (module docstring)."""
+    if t.size < 3 or np.max(y) == np.min(y):
+        return None
+    u = _normalised(y)
+    step = np.diff(u)
+    i = int(np.argmax(step))
+    if step[i] <= 0 or t[i + 1] <= t[i]:
+        return None
+    if np.max(u[:i + 1]) <= PLATEAU_TOLERANCE and np.min(u[i + 1:]) >= 1 - PLATEAU_TOLERANCE:
+        return i
+    return None
+
+
+def _verdict(t, x, y, fit: LogisticFit, smooth: SmoothnessTest, amplitude: AmplitudeCheck, x_unit: str):
+    """(verdict, bracket, width_bound, notes) of one clean, sorted curve; see the module docstring."""
+    nan2 = (math.nan, math.nan)
+    n = t.size
+    if n < 3:
+        return "undetermined", nan2, math.nan, [f"a verdict needs at least 3 points, got {n}"]
+    if amplitude.passed is False:
+        return "no transition", nan2, math.nan, [amplitude.note]
+    notes = [amplitude.note] if amplitude.passed is None else []
+    i = _one_step(t, y)
+    if i is not None:
+        bound = float(t[i + 1] - t[i])
+        bracket = (float(x[i]), float(x[i + 1]))
+        unit = _t_unit(x_unit, fit.log_x)
+        notes.append(f"sharp at the resolution of the sweep: the whole rise happens between x={bracket[0]:.4g} and "
+                     f"x={bracket[1]:.4g} (no point on it), so its width is at most the gap, {bound:.3g} {unit}")
+        if i == 0 or i == n - 2:
+            notes.append("one side of the rise is a single point: whether the curve levels off there is not observed")
+        return "sharp", bracket, bound, notes
+    if smooth.verdict == "undetermined" or not math.isfinite(fit.location):
+        notes.append("points lie on the rise, but too few for the smooth-versus-sigmoid test"
+                     if smooth.verdict == "undetermined" else "no logistic fit to place the transition")
+        return "undetermined", nan2, math.nan, notes
+    span = float(t[-1] - t[0])
+    resolved = t[0] <= fit.location <= t[-1] and fit.width <= span / 2
+    return ("sharp" if smooth.verdict == "sigmoid" and resolved else "smooth"), nan2, math.nan, notes
+
+
+# ---------------------------------------------------------------------------------------------
 # everything at once
 
 def summarize(x, y, *, log_x: bool = False, n_boot: int = 1000, seed: int = 0, level: float = 0.5, period=None,
-              bounds=None, y_err=None, ci: float = 0.95, margin: float = 2.0) -> TransitionSummary:
+              bounds=None, y_err=None, ci: float = 0.95, margin: float = 2.0, value_range=None,
+              x_unit: str = "x") -> TransitionSummary:
     """Crossing of ``level`` (absolute y), normalised 10–90 % width, logistic fit with bootstrap
-    CIs, steepest segment and the smooth-versus-sigmoid test of one curve (``margin`` as there).
+    CIs, steepest segment, the smooth-versus-sigmoid test (``margin`` as there) and the verdict
+    (``"sharp"`` with a bracket or a fitted location, ``"smooth"``, ``"no transition"`` or
+    ``"undetermined"``; module docstring) of one curve.
 
-    ``period`` (a positive number in x units, e.g. the length of a concept period in tokens)
-    also reports the crossing, the logistic location and the width in periods; the width is in
-    log10 units when ``log_x``, so it is not converted then (NaN, with a note).
+    ``value_range`` bounds the metric for the minimum-amplitude rule (:func:`amplitude_check`);
+    ``y_err`` gives it the noise and weights the fits. ``x_unit`` names x for the ``units`` maps
+    (crossings and brackets in x units; locations, widths and width bounds in x, or log10 x under
+    ``log_x``). ``period`` (a positive number in x units, e.g. the length of a concept period in
+    tokens) also reports the crossing, the logistic location and the width in periods; the width
+    is in log10 units when ``log_x``, so it is not converted then (NaN, with a note).
     """
     _check_number(period, "period", positive=True, allow_none=True)
+    _check_unit(x_unit)
     xs, ys, err = _pair(x, y, y_err)
     xs, ys, err, notes = _drop_nonfinite(xs, ys, err, log_x)
-    fit = logistic_fit(xs, ys, log_x=log_x, bounds=bounds, n_boot=n_boot, ci=ci, seed=seed, y_err=err)
+    amplitude = amplitude_check(ys, err, value_range=value_range)
+    fit = logistic_fit(xs, ys, log_x=log_x, bounds=bounds, n_boot=n_boot, ci=ci, seed=seed, y_err=err, x_unit=x_unit)
     cross = crossing(xs, ys, level, log_x=log_x)
     width = transition_width(xs, ys, log_x=log_x)
     steep_x, steep_slope = steepest_segment(xs, ys, log_x=log_x)
@@ -669,6 +889,9 @@ def summarize(x, y, *, log_x: bool = False, n_boot: int = 1000, seed: int = 0, l
         notes.append(f"y never reaches level {level}")
     if fit.note:
         notes.append(f"logistic: {fit.note}")
+    verdict, bracket, width_bound, verdict_notes = _verdict(_to_t(xs, log_x, "x"), xs, ys, fit, smooth, amplitude,
+                                                            x_unit)
+    notes += verdict_notes
     crossing_p = location_p = width_p = math.nan
     if period is not None:
         crossing_p = cross / period
@@ -678,4 +901,5 @@ def summarize(x, y, *, log_x: bool = False, n_boot: int = 1000, seed: int = 0, l
         else:
             width_p = fit.width / period
     return TransitionSummary(int(xs.size), log_x, float(level), cross, width, fit, steep_x, steep_slope, smooth,
-                             None if period is None else float(period), crossing_p, location_p, width_p, notes)
+                             None if period is None else float(period), crossing_p, location_p, width_p, notes,
+                             verdict, bracket, width_bound, amplitude, x_unit)

@@ -158,19 +158,22 @@ class ConceptResult:
         return [row for curve in self.curves for row in curve.rows(self.task)]
 
     def transition_rows(self) -> list[dict]:
-        """One row per curve: 0.5 crossing, 10-90 % width, logistic fit (location, width, asymptotes), in flips and periods."""
+        """One row per curve: 0.5 crossing, 10-90 % width, logistic fit (location, width, asymptotes), the
+        one-step bracket and the verdict of :func:`emergence_fast.transitions.summarize`; each key names its
+        unit (``_flips`` or ``_periods``; ``period`` is in flips)."""
         rows = []
         for c in self.curves:
             t = c.transition
             if t is None:
                 continue
             fit = t.logistic
-            rows.append({"label": c.label, "kind": c.kind, "period": c.period, "crossing": t.crossing,
-                         "crossing_periods": t.crossing_periods, "width_10_90": t.width,
-                         "logistic_location": fit.location, "location_ci": fit.location_ci,
+            rows.append({"label": c.label, "kind": c.kind, "period": c.period, "crossing_flips": t.crossing,
+                         "crossing_periods": t.crossing_periods, "width_10_90_flips": t.width,
+                         "logistic_location_flips": fit.location, "location_ci_flips": fit.location_ci,
                          "location_periods": t.location_periods,
-                         "logistic_width": fit.width, "width_ci": fit.width_ci, "width_periods": t.width_periods,
-                         "logistic_lower": fit.lower, "logistic_upper": fit.upper, "verdict": t.smoothness.verdict})
+                         "logistic_width_flips": fit.width, "width_ci_flips": fit.width_ci,
+                         "width_periods": t.width_periods, "logistic_lower": fit.lower, "logistic_upper": fit.upper,
+                         "bracket_flips": t.bracket, "width_bound_flips": t.width_bound, "verdict": t.verdict})
         return rows
 
 
@@ -205,7 +208,9 @@ def _runner(model, tokenizer, runner, batch_size, prefix_cache):
 def _summarize(curve: Curve, n_boot: int, seed: int):
     from ..transitions import summarize
 
-    return summarize(curve.lengths, curve.value, n_boot=n_boot, seed=seed, period=curve.period)
+    # Probabilities: (0, 1) is the range of the shared minimum-amplitude rule.
+    return summarize(curve.lengths, curve.value, n_boot=n_boot, seed=seed, period=curve.period, value_range=(0.0, 1.0),
+                     x_unit="flips")
 
 
 def judgment_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int = 100, *, n_random: int = 0,

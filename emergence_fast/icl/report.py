@@ -136,20 +136,37 @@ def _fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
+def _verdict(row: dict) -> str:
+    """The verdict with its one-step bracket (flips) when the whole rise lies between two adjacent lengths."""
+    lo, hi = row["bracket_flips"]
+    if row["verdict"] == "sharp" and math.isfinite(lo):
+        return f"sharp, between {lo:g} and {hi:g} flips"
+    return row["verdict"]
+
+
 def transition_table(result) -> str:
     """Markdown table of the transitions of a judge or tree result (flips and concept periods).
 
-    The logistic's asymptotes are listed so that a fit to a small bump is not read as a transition.
+    The logistic's asymptotes are listed so that a fit to a small bump is not read as a transition;
+    the verdict (sharp, with its bracket when the rise lies between two adjacent lengths; smooth; no
+    transition; undetermined) is :func:`emergence_fast.transitions.summarize`'s, and a footnote
+    states the minimum-amplitude rule it shares with the metric-choice report.
     """
+    from ..transitions import amplitude_rule_text
+
     rows = result.transition_rows()
-    header = ("| curve | period | 0.5 crossing (flips) | crossing (periods) | 10-90% width (flips) | "
-              "logistic location [95% CI] | logistic 10-90% width [95% CI] | logistic from -> to | sigmoid vs smooth |")
+    header = ("| curve | period (flips) | 0.5 crossing (flips) | crossing (periods) | 10-90% width (flips) | "
+              "logistic location (flips) [95% CI] | logistic 10-90% width (flips) [95% CI] | logistic from -> to | "
+              "verdict |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | {_fmt(r['period'])} | {_fmt(r['crossing'])} | {_fmt(r['crossing_periods'], 2)} | "
-                     f"{_fmt(r['width_10_90'])} | {_fmt(r['logistic_location'])} {_fmt(r['location_ci'])} | "
-                     f"{_fmt(r['logistic_width'])} {_fmt(r['width_ci'])} | "
-                     f"{_fmt(r['logistic_lower'], 2)} -> {_fmt(r['logistic_upper'], 2)} | {r['verdict']} |")
+        lines.append(f"| {r['label']} | {_fmt(r['period'])} | {_fmt(r['crossing_flips'])} | "
+                     f"{_fmt(r['crossing_periods'], 2)} | {_fmt(r['width_10_90_flips'])} | "
+                     f"{_fmt(r['logistic_location_flips'])} {_fmt(r['location_ci_flips'])} | "
+                     f"{_fmt(r['logistic_width_flips'])} {_fmt(r['width_ci_flips'])} | "
+                     f"{_fmt(r['logistic_lower'], 2)} -> {_fmt(r['logistic_upper'], 2)} | {_verdict(r)} |")
+    lines.append("")
+    lines.append(amplitude_rule_text())
     return "\n".join(lines)
 
 

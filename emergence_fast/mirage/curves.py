@@ -122,7 +122,14 @@ def below_floor(values, n_test) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CurveStatistics:
-    """Every curve statistic of one metric across a model family (metric oriented higher-is-better)."""
+    """Every curve statistic of one metric across a model family (metric oriented higher-is-better).
+
+    ``verdict`` is the transition verdict of :func:`emergence_fast.transitions.summarize`
+    (``"sharp"``, ``"smooth"``, ``"no transition"``, ``"undetermined"``) on a log10(parameters)
+    axis; ``sharp`` is the same as a bool (None when undetermined). Locations and their CIs in
+    ``transition.logistic`` are in log10(parameters), its widths in decades (log10(parameters));
+    :meth:`location_x` and :meth:`bracket_x` give parameters.
+    """
 
     metric: str
     n_points: int
@@ -134,32 +141,43 @@ class CurveStatistics:
     sharp: bool | None
     n_below_floor: int = 0
     notes: list = field(default_factory=list)
+    verdict: str = "undetermined"
 
     def location_x(self) -> tuple[float, float, float]:
-        """The logistic location and its CI in x units (x is read on a log axis)."""
+        """The logistic location and its CI in parameters (the fit's own are in log10(parameters))."""
         fit = self.transition.logistic
         lo, hi = fit.location_ci
         return fit.location_x(), 10.0 ** lo, 10.0 ** hi
 
+    def bracket_x(self) -> tuple[float, float]:
+        """The two adjacent model sizes (parameters) between which a one-step rise happens; NaN otherwise."""
+        return self.transition.bracket
+
     def to_dict(self) -> dict:
         return {"metric": self.metric, "n_points": self.n_points, "higher_is_better": self.higher_is_better,
                 "emergence_score": self.emergence_score, "linearity": self.linearity,
-                "breakthroughness": self.breakthroughness, "sharp": self.sharp, "n_below_floor": self.n_below_floor,
-                "transition": self.transition.to_dict(), "notes": list(self.notes)}
+                "breakthroughness": self.breakthroughness, "verdict": self.verdict, "sharp": self.sharp,
+                "n_below_floor": self.n_below_floor, "transition": self.transition.to_dict(), "notes": list(self.notes)}
 
 
 def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, y_err=None, n_test=None,
                      proportion: bool = False, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
                      margin: float = 2.0) -> CurveStatistics:
-    """Emergence score, BIG-bench linearity and breakthroughness, and the transition statistics of
-    :func:`emergence_fast.transitions.summarize` on a log10-x axis, for one metric.
+    """Emergence score, BIG-bench linearity and breakthroughness, and the transition statistics and
+    verdict of :func:`emergence_fast.transitions.summarize` on a log10(parameters) axis, for one metric.
 
-    ``sharp`` is True when the sigmoid beats both smooth fits by more than ``margin`` in BIC and
-    its fitted transition lies inside the observed x range with a 10–90 % width of at most half
-    that range; False when the smooth fits are as good or the transition is broad or outside the
-    data; None when it cannot be decided (too few points, flat curve). ``y_err`` (per-point
-    standard errors) weights the fits; ``n_test`` with ``proportion=True`` counts the points
-    below the resolution floor.
+    ``verdict`` (module docstring of :mod:`emergence_fast.transitions`): ``"sharp"`` when the whole
+    rise happens between two adjacent model sizes (``transition.bracket``, in parameters; the
+    width is then at most their gap in decades), or when a sigmoid beats both smooth fits by more
+    than ``margin`` in BIC with its transition inside the observed sizes and a 10–90 % width of at
+    most half their range; ``"smooth"`` when points lie on the rise and the smooth fits are as
+    good, or the transition is broad or outside the data; ``"no transition"`` when the rise fails
+    the shared minimum-amplitude rule (:func:`emergence_fast.transitions.amplitude_check`, with
+    ``y_err`` as the noise and (0, 1) as the range of a ``proportion``) or the curve is flat;
+    ``"undetermined"`` otherwise (fewer than 3 models, or points on the rise but fewer than 6).
+    ``sharp`` is ``verdict == "sharp"``, None when undetermined. ``y_err`` (per-point standard
+    errors) also weights the fits; ``n_test`` with ``proportion=True`` counts the points below
+    the resolution floor.
     """
     if not isinstance(metric, str):
         raise TypeError(f"metric must be a str, got {type(metric).__name__}")
@@ -188,7 +206,7 @@ def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, 
     if n < 3:
         notes.append(f"a family of {n} model(s): the emergence score, linearity and transition need at least 3")
     elif np.max(ys) == np.min(ys):
-        notes.append("flat curve: every model scores the same, so no statistic can call it sharp or smooth")
+        notes.append("flat curve: every model scores the same, so there is no transition (and no emergence score)")
     elif math.isinf(es):
         notes.append("the median step between neighbouring models is zero (the curve moves in fewer than half of "
                      "its steps): emergence score and breakthroughness are infinite")
@@ -200,21 +218,12 @@ def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, 
     if n and (xs <= 0).any():
         raise ValueError(f"x must be positive (it is read on a log axis), got {xs[xs <= 0][:3].tolist()}")
     summary = transitions.summarize(xs, ys, log_x=True, n_boot=n_boot, seed=seed, ci=ci, y_err=err, margin=margin,
-                                    level=float(np.mean([np.min(ys), np.max(ys)])) if n else 0.5)
-    sharp = _sharp(summary, xs) if n >= 3 else None
+                                    level=float(np.mean([np.min(ys), np.max(ys)])) if n else 0.5,
+                                    value_range=(0.0, 1.0) if proportion else None, x_unit="parameters")
+    sharp = None if summary.verdict == "undetermined" else summary.verdict == "sharp"
     notes += [note for note in summary.notes if n >= 3]
     return CurveStatistics(metric, n, higher_is_better, es, lin, breakthroughness(xs, ys), summary, sharp, n_below,
-                           notes)
-
-
-def _sharp(summary: transitions.TransitionSummary, x: np.ndarray):
-    test, fit = summary.smoothness, summary.logistic
-    if test.verdict == "undetermined" or not math.isfinite(fit.location):
-        return None
-    t = np.log10(x)
-    span = float(t[-1] - t[0])
-    resolved = t[0] <= fit.location <= t[-1] and fit.width <= span / 2
-    return bool(test.verdict == "sigmoid" and resolved)
+                           notes, summary.verdict)
 
 
 # ---------------------------------------------------------------------------------------------

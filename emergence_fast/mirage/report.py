@@ -3,13 +3,22 @@ r"""The metric-choice report: per-metric curve statistics, a verdict, a table, J
 For each metric of a :class:`~.readers.Family` :func:`analyse` computes the point CIs (bootstrap
 over examples for live runs, :math:`\pm z\,\mathrm{se}` from the result file otherwise), the
 curve statistics of :func:`~.curves.curve_statistics` on a log-parameter axis, and a verdict that
-compares the metrics of the same outputs:
+compares the metrics of the same outputs, from each metric's transition verdict
+(:mod:`emergence_fast.transitions`: sharp, smooth, no transition, undetermined):
 
-* ``"sharp under all"``: every metric whose sharpness could be decided is sharp;
-* ``"sharp under this metric only"``: this metric is sharp and every other decided one is smooth,
-  the signature of a metric-made transition (Schaeffer et al. 2023);
+* ``"sharp under all"``: every metric whose verdict could be decided is sharp;
+* ``"sharp under this metric only"``: this metric is sharp and every other decided one is smooth
+  or has no transition, the signature of a metric-made transition (Schaeffer et al. 2023);
 * ``"sharp under k of n metrics"``: in between;
-* ``"smooth"`` and ``"undetermined"`` (fewer than the points a sigmoid comparison needs, flat).
+* ``"smooth"``, ``"no transition"`` (the rise fails the minimum-amplitude rule of
+  :func:`emergence_fast.transitions.amplitude_check`, or the curve is flat) and ``"undetermined"``
+  (fewer than 3 models, or points on the rise but too few for the smooth-versus-sigmoid test).
+
+A metric is sharp when the whole rise happens between two adjacent model sizes (the table shows
+that bracket, in parameters) or when a resolved sigmoid beats the smooth fits (the table shows
+its location and CI, in parameters). Widths are in decades, log10(parameters). The noise of the
+amplitude rule is the result file's stderr, or for live runs the standard error of the mean over
+examples.
 
 When a per-token loss is available (live runs: the mean :math:`-\log p` of the answer tokens;
 lm-evaluation-harness perplexity: :math:`\log\mathrm{ppl}` per target word, so :math:`L = 1`), the
@@ -29,6 +38,7 @@ import numpy as np
 
 from .._optional import require
 from ..report import write_csv, write_figure, write_json  # noqa: F401 (write_csv, write_json: this module's API)
+from .. import transitions
 from . import curves
 from .metrics import aggregate, metric_spec
 from .readers import Family
@@ -83,18 +93,28 @@ class MirageReport:
         }
 
     def to_rows(self) -> list:
-        """One row per (model, metric): the value, its CI and the metric's statistics."""
+        """One row per (model, metric): the value, its CI and the metric's statistics.
+
+        Column names carry their units: ``transition_location_params`` (and ``_lo``/``_hi``, the
+        CI) and the one-step ``transition_bracket_lo_params``/``_hi_params`` are in parameters,
+        ``transition_width_log10_params`` (the logistic's 10–90 % width) and
+        ``transition_width_bound_log10_params`` (the bracket's gap) in decades.
+        """
         rows = []
         for name, c in self.curves.items():
             s = self.stats[name]
             location, loc_lo, loc_hi = s.location_x()
+            bracket_lo, bracket_hi = s.bracket_x()
             for i, model in enumerate(self.models):
                 rows.append({"model": model, "params": float(self.params[i]), "metric": name,
                              "value": float(c.values[i]), "lo": float(c.lo[i]), "hi": float(c.hi[i]),
                              "higher_is_better": c.higher_is_better, "emergence_score": s.emergence_score,
-                             "linearity": s.linearity, "transition_location": location,
-                             "transition_location_lo": loc_lo, "transition_location_hi": loc_hi,
-                             "verdict": self.verdicts[name]})
+                             "linearity": s.linearity, "transition_location_params": location,
+                             "transition_location_lo_params": loc_lo, "transition_location_hi_params": loc_hi,
+                             "transition_width_log10_params": s.transition.logistic.width,
+                             "transition_bracket_lo_params": bracket_lo, "transition_bracket_hi_params": bracket_hi,
+                             "transition_width_bound_log10_params": s.transition.width_bound,
+                             "transition_verdict": s.verdict, "verdict": self.verdicts[name]})
         return rows
 
 
@@ -112,15 +132,23 @@ def _point_intervals(family: Family, name: str, n_boot: int, ci: float, seed: in
     return nan, nan, "no per-point interval (no per-example values or stderr)"
 
 
+def _standard_errors(family: Family, name: str):
+    """Per-model standard errors of a metric: the file's stderr, else (live runs) std / sqrt(n) over examples."""
+    se = family.stderr.get(name)
+    if name in family.per_example and (se is None or not np.isfinite(np.asarray(se, dtype=np.float64)).all()):
+        se = np.array([np.std(v, ddof=1) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+                       for v in family.per_example[name]])
+    return se
+
+
 def _verdicts(stats: dict) -> dict:
-    decided = {name: s.sharp for name, s in stats.items() if s.sharp is not None}
+    """The cross-metric verdict of every metric from its own transition verdict (module docstring)."""
+    decided = {name: s.verdict == "sharp" for name, s in stats.items() if s.verdict != "undetermined"}
     n_sharp = sum(decided.values())
     out = {}
     for name, s in stats.items():
-        if s.sharp is None:
-            out[name] = "undetermined"
-        elif not s.sharp:
-            out[name] = "smooth"
+        if s.verdict != "sharp":
+            out[name] = s.verdict
         elif n_sharp == len(decided):
             out[name] = "sharp under all"
         elif n_sharp == 1:
@@ -174,7 +202,7 @@ def analyse(family: Family, *, n_boot: int = 1000, ci: float = 0.95, seed: int =
         lo, hi, interval = _point_intervals(family, name, n_boot, ci, seed)
         curves_out[name] = MetricCurve(name, np.asarray(values, dtype=np.float64), lo, hi, spec.higher_is_better,
                                        spec.proportion, interval)
-        se = family.stderr.get(name)
+        se = _standard_errors(family, name)
         stats[name] = curves.curve_statistics(family.params, values, metric=name,
                                               higher_is_better=spec.higher_is_better, y_err=se, n_test=family.n_test,
                                               proportion=spec.proportion, n_boot=n_boot, ci=ci, seed=seed,
@@ -206,9 +234,19 @@ def _table(rows, header) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def _where(s: curves.CurveStatistics) -> tuple[str, str]:
+    """(where the transition is, its width) as the table shows them: a bracket or a location [CI], in parameters."""
+    if s.verdict == "sharp" and math.isfinite(s.transition.width_bound):
+        lo, hi = s.bracket_x()
+        return f"between {_g(lo)} and {_g(hi)}", f"<= {_g(s.transition.width_bound, 2)}"
+    location, lo, hi = s.location_x()
+    return f"{_g(location)} [{_g(lo)}, {_g(hi)}]", _g(s.transition.logistic.width, 2)
+
+
 def summary_table(report: MirageReport) -> str:
     """Values per model, then one row per metric: emergence score, linearity, sigmoid evidence,
-    transition location with CI (parameters), 10–90 % width (decades) and the verdict."""
+    where the transition is (a one-step bracket, or the logistic location with its CI; parameters),
+    its 10–90 % width or the bracket's upper bound on it (decades, log10(parameters)) and the verdict."""
     names = list(report.curves)
     value_rows = [[m, _g(float(report.params[i]))] + [_g(float(report.curves[n].values[i]), 4) for n in names]
                   for i, m in enumerate(report.models)]
@@ -216,12 +254,11 @@ def summary_table(report: MirageReport) -> str:
     rows = []
     for n in names:
         s = report.stats[n]
-        location, lo, hi = s.location_x()
+        where, width = _where(s)
         rows.append([n, "up" if s.higher_is_better else "down", _g(s.emergence_score), _g(s.linearity),
-                     _g(s.transition.smoothness.delta, 3), f"{_g(location)} [{_g(lo)}, {_g(hi)}]",
-                     _g(s.transition.logistic.width, 2), report.verdicts[n]])
-    out.append(_table(rows, ["metric", "better", "emergence", "linearity", "dBIC(sig)", "transition at [CI]",
-                             "width(dec)", "verdict"]))
+                     _g(s.transition.smoothness.delta, 3), where, width, report.verdicts[n]])
+    out.append(_table(rows, ["metric", "better", "emergence", "linearity", "dBIC(sig)", "transition (params) [CI]",
+                             "width (decades)", "verdict"]))
     if report.power_law is not None and math.isfinite(report.power_law.alpha):
         fit = report.power_law
         out.append(f"\nper-token loss power law L(N) = (N/c)^alpha: alpha = {fit.alpha:.4f} "
@@ -232,7 +269,9 @@ def summary_table(report: MirageReport) -> str:
             out.append(f"  {p['formula']} vs observed {name}: rmse {_g(cmp['rmse'])}, max gap {_g(cmp['max_abs'])}, "
                        f"pearson {_g(cmp['pearson'])}")
     out.append("\ndBIC(sig) = BIC(best smooth fit) - BIC(sigmoid); > margin favours a sigmoid. "
-               "Transition = logistic location in parameters.")
+               "Transition = the two adjacent sizes a one-step rise lies between, else the logistic location, "
+               "in parameters; width = log10(parameters) from 10 to 90 % (<= bound for a bracket).\n"
+               + transitions.amplitude_rule_text())
     for n in names:
         for note in report.stats[n].notes:
             out.append(f"note [{n}]: {note}")

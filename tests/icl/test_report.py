@@ -22,15 +22,18 @@ def logistic_curve(label, location, scale, period):
 def test_transition_table_recovers_a_synthetic_logistic():
     result = ConceptResult("judge", [logistic_curve("01", 20.0, 2.0, 2), logistic_curve("011", 33.0, 4.0, 3)], {})
     rows = result.transition_rows()
-    assert rows[0]["crossing"] == pytest.approx(20.0, abs=0.05)     # 0.9 - 0.4 = 0.5 at the location
+    assert rows[0]["crossing_flips"] == pytest.approx(20.0, abs=0.05)     # 0.9 - 0.4 = 0.5 at the location
     assert rows[0]["crossing_periods"] == pytest.approx(10.0, abs=0.03)
-    assert rows[1]["logistic_location"] == pytest.approx(33.0, abs=1e-3)
-    assert rows[1]["logistic_width"] == pytest.approx(2 * math.log(9) * 4.0, rel=1e-3)
-    assert rows[0]["width_10_90"] == pytest.approx(2 * math.log(9) * 2.0, abs=0.3)  # interpolated on integer |x|
+    assert rows[1]["logistic_location_flips"] == pytest.approx(33.0, abs=1e-3)
+    assert rows[1]["logistic_width_flips"] == pytest.approx(2 * math.log(9) * 4.0, rel=1e-3)
+    assert rows[0]["width_10_90_flips"] == pytest.approx(2 * math.log(9) * 2.0, abs=0.3)  # interpolated on integer |x|
     table = report.transition_table(result)
     lines = table.splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| 01 | 2 | 20.0 | 10.00 | ")
-    assert "| 0.90 -> 0.10 | sigmoid |" in lines[3]
+    assert len(lines) == 6 and lines[2].startswith("| 01 | 2 | 20.0 | 10.00 | ")
+    assert "logistic location (flips) [95% CI]" in lines[0]
+    # a resolved sigmoid (points on its rise) is sharp; the shared amplitude rule is stated under the table
+    assert "| 0.90 -> 0.10 | sharp |" in lines[3]
+    assert lines[5].startswith("No transition: a rise max - min not above 3 combined standard errors")
 
 
 def test_files_are_written(tmp_path):

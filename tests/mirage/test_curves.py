@@ -64,7 +64,9 @@ def test_curve_statistics_explains_small_and_flat_families():
     assert math.isnan(two.emergence_score) and two.sharp is None
     assert any("at least 3" in n for n in two.notes)
     flat = curves.curve_statistics([1e8, 1e9, 1e10, 1e11], [0.2] * 4, n_boot=10)
-    assert flat.sharp is None and any("flat curve" in n for n in flat.notes)
+    # a flat family is a clear "no transition", not "undetermined" (the minimum-amplitude rule)
+    assert flat.verdict == "no transition" and flat.sharp is False
+    assert any("no transition" in n for n in flat.notes)
     jump = curves.curve_statistics(np.logspace(7, 10, 7), [0, 0, 0, 0, 1, 1, 1], n_boot=10)
     assert jump.emergence_score == math.inf and any("infinite" in n for n in jump.notes)
     with pytest.raises(ValueError, match="positive"):

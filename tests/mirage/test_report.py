@@ -45,12 +45,16 @@ def test_sharp_exact_match_over_smooth_edit_distance_is_a_metric_effect(tmp_path
 
 
 def test_verdict_wording():
-    def stats(sharp):
-        return type("S", (), {"sharp": sharp})()
-    assert mr._verdicts({"a": stats(True), "b": stats(True)}) == {"a": "sharp under all", "b": "sharp under all"}
-    assert mr._verdicts({"a": stats(True), "b": stats(False), "c": stats(None)}) == {
+    def stats(verdict):
+        return type("S", (), {"verdict": verdict})()
+    assert mr._verdicts({"a": stats("sharp"), "b": stats("sharp")}) == {"a": "sharp under all", "b": "sharp under all"}
+    assert mr._verdicts({"a": stats("sharp"), "b": stats("smooth"), "c": stats("undetermined")}) == {
         "a": "sharp under this metric only", "b": "smooth", "c": "undetermined"}
-    assert mr._verdicts({"a": stats(True), "b": stats(True), "c": stats(False)})["a"] == "sharp under 2 of 3 metrics"
+    assert mr._verdicts({"a": stats("sharp"), "b": stats("sharp"), "c": stats("smooth")})["a"] == \
+        "sharp under 2 of 3 metrics"
+    # "no transition" is decided (it counts against "sharp under all") and keeps its own name
+    assert mr._verdicts({"a": stats("sharp"), "b": stats("no transition")}) == {
+        "a": "sharp under this metric only", "b": "no transition"}
 
 
 def test_a_family_of_two_is_reported_not_crashed():
