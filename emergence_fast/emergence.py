@@ -173,9 +173,7 @@ def _check_estimator_options(estimator: str, estimator_options, n_samples: int) 
         if unknown:
             raise ValueError(f"estimator_options has unknown keys {sorted(unknown)}; the noisy estimator takes "
                              f"{sorted(NOISY_DEFAULT_OPTIONS)}")
-        noisy.check_options(options["sigma"], options["n_draws"])
-        if isinstance(options["seed"], bool) or not isinstance(options["seed"], int) or options["seed"] < 0:
-            raise ValueError(f"estimator_options['seed'] must be a non-negative integer, got {options['seed']!r}")
+        noisy.check_options(options["sigma"], options["n_draws"], options["seed"])
         return options
     if estimator in SAMPLE_ESTIMATORS:
         options = dict(SAMPLE_DEFAULT_OPTIONS.get(estimator, {}) if estimator_options is None else estimator_options)
@@ -464,7 +462,7 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
     out[[2, 5]] = float("nan")
     owned = distributed.shard(n_layers, world)
     mine = slice(owned.start, owned.stop)  # views, not per-position copies of this rank's layers
-    unit = 1.0 if base is None else math.log(base)
+    unit = log_base(base)
     for t in _progress(range(seq_len), progress, world, "IE estimate (noisy)", "position"):
         cells = torch.arange(owned.start, owned.stop) * seq_len + t
         macro_first, macro_counts = _atoms(kept[:, : t + 1]) if causal else whole
@@ -508,6 +506,11 @@ def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_mac
         if bad:
             notes.append(f"{name}: {bad} of {value.numel()} cells are infinite: the Gaussian MI is ill-posed there "
                          "(a singular covariance: fewer distinct states than dimensions); lower pca or add shrinkage.")
+    for name, stderr in (("macro", macro_se), ("micro", micro_se)):
+        undefined = int(stderr.isnan().sum())
+        if undefined:
+            notes.append(f"{name}: the standard error is NaN in {undefined} of {stderr.numel()} cells, where it is "
+                         "undefined (an infinite estimate, a degenerate cell, or an estimator without one there).")
     dims = 2 * options["pca"] if options.get("pca") else None
     distinct = [int(torch.unique(input_ids[:, : t + 1], dim=0).shape[0]) for t in range(input_ids.shape[1])]
     if dims is not None and min(distinct) <= dims:

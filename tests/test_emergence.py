@@ -226,6 +226,21 @@ def test_too_few_distinct_states_are_noted(enumerated):
     assert torch.isfinite(result.micro[:, [1, 3]]).all()  # one separator token: a constant, MI 0 - bias
 
 
+def test_full_width_gaussian_on_few_distinct_states_gives_nan_errors_and_exact_zeros(gpt2):
+    """Full width (pca=None) used to raise LinAlgError in the delta-method error of singular cells, and a
+    constant-token cell reported -(Wishart bias) instead of 0."""
+    ids = all_draws(6, 2, repeats=10)  # 6 entities at positions 0 and 2, one separator token at 1 and 3
+    result = run(gpt2, ids, base=None, estimator_options={"pca": None, "bias_correction": "wishart"})
+    separators = result.micro[:, [1, 3]]
+    assert (separators == 0).all() and (result.micro_stderr[:, [1, 3]] == 0).all()
+    assert (result.micro_expected_bias[:, [1, 3]] == 0).all()
+    for value, stderr in ((result.macro, result.macro_stderr), (result.micro, result.micro_stderr)):
+        assert torch.isnan(stderr[~torch.isfinite(value)]).all()
+    undefined = int(result.micro_stderr.isnan().sum())
+    assert undefined > 0 and any(note.startswith(f"micro: the standard error is NaN in {undefined} of 12 cells")
+                                 for note in result.notes)
+
+
 def test_micro_cells_with_fewer_distinct_tokens_than_dimensions_are_infinite():
     ids = all_draws(6, 2, repeats=10)  # 6 entities at positions 0 and 2: rank <= 5 < 8 joint dimensions
     tokens = torch.unique(ids)
