@@ -21,8 +21,8 @@ also matches the plain ``acc`` of 0.3 files and CSVs. ``ppl`` also matches lm-ev
 ``perplexity`` (the same quantity, renamed). The model is named by ``pretrained=`` in
 ``model_args`` (a string or a mapping), else ``model_name``, else the file name (its folder's name
 for lm-eval >= 0.4's ``results_<date>.json``); ``config.model_num_parameters`` gives the parameter
-count when present. The test-set size is ``n-samples`` (``effective``) when present, the sum over
-a group's subtasks for a group; otherwise, for a proportion with a stderr, it is recovered from the
+count when present. The test-set size is ``n-samples`` (``effective``) or ``sample_len`` when present,
+the sum over a group's subtasks for a group; otherwise, for a proportion with a stderr, it is recovered from the
 harness's sample standard error, :math:`\\mathrm{se}^2 = p(1-p)/(n-1)` (``mean_stderr`` with
 ``ddof=1``), as :math:`n = p(1-p)/\\mathrm{se}^2 + 1`; LAMBADA's 5153 examples come back exactly.
 Requesting ``ppl`` also adds the derived ``p_target = exp(-log ppl) = 1/ppl``: the harness's LAMBADA
@@ -279,9 +279,11 @@ def lm_eval_format(data: dict) -> str:
 def read_lm_eval(path, task: str, metrics) -> ModelScores:
     """One lm-evaluation-harness results file (any format): the ``metrics`` of ``task``, with their stderr.
 
-    ``task`` is looked up under ``results``, then ``groups``. ``metrics`` are names as
-    :func:`_resolve` reads them (``acc``, ``acc,none``); the result's ``values`` / ``stderr`` are
-    keyed by them, ``keys`` gives the file's names. A stderr of ``"N/A"`` or null is NaN.
+    ``task`` is looked up under ``results``, then ``groups``. ``metrics`` are names like ``acc`` or
+    ``acc,none`` (see the module docstring for how they match the file's keys); the result's
+    ``values`` / ``stderr`` are keyed by them, ``keys`` gives the file's names. A stderr of ``"N/A"``
+    or null is NaN. Raises ValueError naming the file and key for a missing task or metric, several
+    filters of an unfiltered name, or a non-number.
     """
     path = Path(path)
     data = _load_json(path)
