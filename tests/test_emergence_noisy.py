@@ -47,6 +47,8 @@ def test_small_sigma_reaches_the_ceiling_and_large_sigma_zero(run):
     ({"sigma": 0}, "sigma must be a finite number > 0"),
     ({"sigma": float("nan")}, "sigma must be a finite number > 0"),
     ({"n_draws": 1}, "n_draws must be an integer >= 2"),
+    ({"seed": 2**63}, r"seed must be an integer in \[0, 2\*\*63\)"),  # the bound IE's own check lacked
+    ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*63\)"),
     ({"bandwidth": 1}, r"unknown keys \['bandwidth'\]"),
 ])
 def test_bad_options_fail_before_any_forward_pass(options, message):
