@@ -268,3 +268,14 @@ def test_the_real_pythia_files_are_03_and_read_from_their_folder():
                                          r"folder\); each result file is read once"):
         readers.load_family([PYTHIA_DIR, pythia_files()[0]], "lambada_openai", "acc")
     assert np.all(family.n_test == 5153)
+
+
+def test_the_test_set_size_comes_from_the_file_before_the_stderr(tmp_path):
+    data = {"results": {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": 0.01, "sample_len": 2376, "alias": "arc_easy"}},
+            "config": {"model_args": "pretrained=EleutherAI/pythia-70m"}}
+    path = write(tmp_path / "arc.json", data)
+    assert readers.load_family([path], "arc_easy", "acc").n_test.tolist() == [2376]
+    del data["results"]["arc_easy"]["sample_len"]                      # p(1-p)/se^2 + 1 = 0.25/1e-4 + 1
+    assert readers.load_family([write(path, data)], "arc_easy", "acc").n_test.tolist() == [2501]
+    data["n-samples"] = {"arc_easy": {"original": 2376, "effective": 100}}   # run with --limit 100
+    assert readers.load_family([write(path, data)], "arc_easy", "acc").n_test.tolist() == [100]
