@@ -90,6 +90,78 @@ def _special_tokens_added(tokenizer) -> dict:
     return {"adds_bos": bool(prefix), "special_prefix_ids": prefix, "special_suffix_ids": suffix}
 
 
+def special_prefix(tokenizer) -> list[int]:
+    """The ids ``tokenizer(text)`` puts before every text by default (e.g. ``[BOS]``); ``[]`` when none."""
+    return _special_tokens_added(tokenizer)["special_prefix_ids"]
+
+
+# What split_special_prefix found; every caller records it (IE's config["bos_handling"], the
+# mirage scores, the ICL runner's stats).
+PREFIX_ADDED, PREFIX_PRESENT, PREFIX_ABSENT = "added", "already present", "absent"
+
+
+def split_special_prefix(ids, prefix):
+    """The one BOS rule: ``(content, status)`` such that ``prefix + content`` holds ``prefix`` exactly once.
+
+    Parameters
+    ----------
+    ids : sequence of int, or integer tensor ``[N, T]``
+        One token sequence, or rows that must all be treated alike.
+    prefix : sequence of int
+        The special prefix the model expects (e.g. ``[bos_token_id]``; ``[]`` for none).
+
+    Returns
+    -------
+    (content, status)
+        ``status`` is :data:`PREFIX_ABSENT` when ``prefix`` is empty (``content`` is ``ids``
+        unchanged), :data:`PREFIX_PRESENT` when ``ids`` (every row) already starts with it
+        (``content`` is ``ids`` without it, so prepending it again does not double it), else
+        :data:`PREFIX_ADDED` (``content`` is ``ids``: the caller prepends ``prefix``).
+
+    Raises
+    ------
+    ValueError
+        Some rows of a tensor start with ``prefix`` and others do not (rows of one length must
+        keep their positions aligned), or a row is nothing but the prefix.
+    """
+    prefix = [int(i) for i in prefix]
+    if not prefix:
+        return ids, PREFIX_ABSENT
+    k = len(prefix)
+    if isinstance(ids, torch.Tensor):
+        starts = (ids[:, :k] == torch.tensor(prefix, dtype=ids.dtype, device=ids.device)).all(-1) \
+            if ids.shape[1] >= k else torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        if not bool(starts.any()):
+            return ids, PREFIX_ADDED
+        if not bool(starts.all()):
+            rows = torch.flatnonzero(starts).tolist()
+            raise ValueError(f"rows {rows[:5]}{'...' if len(rows) > 5 else ''} of the {ids.shape[0]} token rows start "
+                             f"with the special prefix {prefix} (BOS) and the others do not: remove it from those rows "
+                             "or add it to every row")
+        if ids.shape[1] == k:
+            raise ValueError(f"the token rows hold only the special prefix {prefix} (BOS) and no other token")
+        return ids[:, k:], PREFIX_PRESENT
+    ids = list(ids)
+    if ids[:k] == prefix:
+        return ids[k:], PREFIX_PRESENT
+    return ids, PREFIX_ADDED
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int | None, what: str, vocabulary: str = "the model's") -> None:
+    """ValueError naming ``what``, the first offending id and where it is, if ``ids`` holds an id
+    outside ``0 .. vocab_size - 1`` (``vocab_size`` None: only negative ids are refused)."""
+    bad = ids < 0 if vocab_size is None else (ids < 0) | (ids >= vocab_size)
+    if not bool(bad.any()):
+        return
+    where = [int(i) for i in torch.nonzero(bad)[0]]
+    value = int(ids[tuple(where)])
+    at = f"row {where[0]}, position {where[1]}" if len(where) == 2 else f"position {where[0]}"
+    allowed = "ids must be >= 0" if vocab_size is None else \
+        f"outside {vocabulary} vocabulary of {vocab_size} ids (0..{vocab_size - 1})"
+    raise ValueError(f"{what} holds the token id {value} ({at}), {allowed}: were the ids made with another "
+                     "tokenizer?")
+
+
 def _single_token(tokenizer, text: str) -> int | None:
     """The id when ``text`` is exactly one real token; an unknown-token fallback is not one."""
     ids = _encode(tokenizer, text)
@@ -266,9 +338,10 @@ def load_dataset(spec: str, tokenizer, n_samples: int, *, k_shots: int = 8, seq_
     """``spec`` is one of ``icl-country``, ``icl-animal``, ``icl-color`` (``k_shots`` shots),
     ``text:PATH`` (``seq_len`` tokens) or ``ids:PATH``: pre-tokenized ids, an integer ``[N', T]``
     tensor saved with ``torch.save`` (``.pt``) or numpy (``.npy``), of which the first ``n_samples``
-    rows are used as they are (no BOS is added by the file; IE's ``add_bos`` still applies)."""
+    rows are used as they are, checked against ``len(tokenizer)`` (no BOS is added by the file;
+    IE's ``add_bos`` still applies, and never doubles a BOS the rows already start with)."""
     if isinstance(spec, str) and spec.startswith("ids:") and len(spec) > len("ids:"):
-        return ids_dataset(spec[len("ids:"):], n_samples)
+        return ids_dataset(spec[len("ids:"):], n_samples, vocab_size=None if tokenizer is None else len(tokenizer))
     if spec in ICL_ENTITY_FILES:
         return icl_dataset(spec, tokenizer, n_samples, k_shots, seed=seed)
     if isinstance(spec, str) and spec.startswith("text:") and len(spec) > len("text:"):
@@ -278,8 +351,13 @@ def load_dataset(spec: str, tokenizer, n_samples: int, *, k_shots: int = 8, seq_
                      f"got {spec!r}")
 
 
-def ids_dataset(path, n_samples: int) -> TokenDataset:
-    """The first ``n_samples`` rows of a saved integer tensor ``[N, T]`` (``.pt`` or ``.npy``)."""
+def ids_dataset(path, n_samples: int, vocab_size: int | None = None) -> TokenDataset:
+    """The first ``n_samples`` rows of a saved integer tensor ``[N, T]`` (``.pt`` or ``.npy``).
+
+    Raises ValueError when the file is not such a tensor, has fewer rows, or its first
+    ``n_samples`` rows hold an id below 0 or (given ``vocab_size``, e.g. ``len(tokenizer)``) at or
+    above ``vocab_size``; the message names the id, its row and position.
+    """
     n_samples = _positive_int(n_samples, "n_samples")
     path = Path(path)
     if not path.is_file():
@@ -293,7 +371,9 @@ def ids_dataset(path, n_samples: int) -> TokenDataset:
                          f"{type(ids).__name__ if not isinstance(ids, torch.Tensor) else (tuple(ids.shape), ids.dtype)}")
     if ids.shape[0] < n_samples:
         raise ValueError(f"n_samples={n_samples} but dataset ids:{path} has only {ids.shape[0]} rows")
-    return TokenDataset(ids[:n_samples].long(), name=f"ids:{path.name}", info={"source": str(path)})
+    ids = ids[:n_samples].long()
+    check_token_ids(ids, vocab_size, f"dataset ids:{path}", "the tokenizer's")
+    return TokenDataset(ids, name=f"ids:{path.name}", info={"source": str(path)})
 
 
 def _check_ids(input_ids) -> torch.Tensor:

@@ -51,8 +51,9 @@ from ._optional import require
 from ._dispatch import gram
 from ._validation import format_bytes, log_base, parse_bytes
 from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
-from .capture import BlockCapture, input_device, model_identity
-from .datasets import TokenDataset, prefix_entropy, token_entropy_per_position
+from .capture import BlockCapture, input_device, model_identity, vocab_size
+from .datasets import (PREFIX_ABSENT, TokenDataset, check_token_ids, prefix_entropy, split_special_prefix,
+                       token_entropy_per_position)
 from .estimators import MI_METHODS, gaussian, noisy, sliced
 from .estimators.uncertainty import estimate_with_stderr
 
@@ -218,6 +219,43 @@ def _uses_bos(tokenizer, add_bos) -> int | None:
     if isinstance(add_bos, int):
         return add_bos
     raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
+
+
+def _bos_plan(model, tokenizer, add_bos, input_ids):
+    """``(input_ids, bos, handling)`` under the one BOS rule (:func:`~emergence_fast.datasets.split_special_prefix`).
+
+    Rows that already start with the BOS lose it here and get it back as the prepended token, so
+    it is fed once, never twice; ``handling`` is ``"added"``, ``"already present"``, ``"absent"``
+    (``add_bos="auto"`` and the tokenizer adds no BOS) or ``"off"`` (``add_bos=False``). Every id,
+    the BOS included, is first checked against the model's vocabulary (a named error, not torch's
+    IndexError from the embedding).
+    """
+    vocab = vocab_size(model)
+    check_token_ids(input_ids, vocab, "dataset")
+    bos = _uses_bos(tokenizer, add_bos)
+    if bos is None:
+        return input_ids, None, "off" if add_bos is False or add_bos is None else PREFIX_ABSENT
+    if bos < 0 or (vocab is not None and bos >= vocab):
+        raise ValueError(f"add_bos={add_bos!r} gives the BOS id {bos}, outside the model's vocabulary of {vocab} ids "
+                         f"(0..{vocab - 1})" if vocab is not None else f"add_bos={add_bos!r}: a token id must be >= 0")
+    input_ids, handling = split_special_prefix(input_ids, [bos])
+    return input_ids, bos, handling
+
+
+def _input_notes(config: dict) -> list[str]:
+    """What the result's ``stack`` and ``bos_handling`` mean for the numbers, when it is not the usual."""
+    notes = []
+    if config.get("bos_handling") == "already present":
+        notes.append(f"bos: every row of the dataset already started with the BOS id {config['bos']}; it was fed once "
+                     "(not doubled) and the positions count from the token after it.")
+    if config.get("stack") == "encoder":
+        notes.append("stack: the encoder blocks of an encoder-decoder model, run on the ids alone; the encoder is "
+                     "bidirectional, so atoms and the macro ceiling are whole sequences.")
+    elif config.get("stack") == "decoder":
+        notes.append("stack: the decoder blocks of an encoder-decoder model, fed the same ids unshifted as decoder input "
+                     "while the encoder reads them too; through cross-attention every decoder state sees the whole "
+                     "sequence, so it is treated as non-causal: atoms and the macro ceiling are whole sequences.")
+    return notes
 
 
 def _fingerprint(input_ids: torch.Tensor) -> str:
@@ -820,7 +858,8 @@ def _block_width(model, capture, input_ids, bos, device) -> int:
 def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=DEFAULT_ESTIMATOR, estimator_options=None,
                           batch_size=32, update_samples=512, reservoir_size=1024, reservoir_seed=0, base=2,
                           add_bos="auto", blocks=None, checkpoint_dir=None, resume=False, checkpoint_every=8,
-                          progress=False, backend=None, state_memory=DEFAULT_STATE_MEMORY, world=None) -> IEResult:
+                          progress=False, backend=None, state_memory=DEFAULT_STATE_MEMORY, world=None,
+                          stack=None) -> IEResult:
     """Information Emergence of ``model`` on ``dataset`` (a :class:`TokenDataset` or ``input_ids [N, T]``).
 
     ``layers``: block indices or TransformerLens point names (default all). ``estimator``:
@@ -850,6 +889,14 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     :mod:`emergence_fast.estimate_memory`); the cells (and KSG's or Rényi's jackknife resamples)
     run in chunks that fit, with the numbers of one batch, and ``provenance["estimate_chunks"]``
     says how they were split.
+
+    Inputs: ids outside the model's vocabulary are refused by name. A dataset whose every row
+    already starts with the BOS that ``add_bos`` would prepend is fed with it once, not twice (its
+    positions then count from the token after it); ``result.config["bos_handling"]`` records
+    ``"added"``, ``"already present"``, ``"absent"`` or ``"off"``. An encoder-decoder model (BART,
+    T5) needs ``stack="encoder"`` or ``"decoder"`` (see :class:`~emergence_fast.capture.BlockCapture`)
+    and is refused without it; both stacks are scored as non-causal (whole-sequence atoms and
+    ceiling), and ``result.config["stack"]`` records the choice (None for other models).
 
     Scale: under ``torchrun``/``accelerate launch``, or inside a caller's process group, each
     rank (``world``: an :class:`emergence_fast.distributed.World`, default the current process
@@ -886,10 +933,11 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
                          "or more samples")
     options = _check_estimator_options(estimator, estimator_options, n_samples)
     log_base(base)  # a bad base fails here, not after the forward passes
-    bos = _uses_bos(tokenizer, add_bos)
-    offset = 0 if bos is None else 1
     device = input_device(model)
-    capture = BlockCapture(model, layers, blocks=blocks, out_device=device)
+    capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)
+    input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids)
+    seq_len = input_ids.shape[1]
+    offset = 0 if bos is None else 1
     width = _block_width(model, capture, input_ids, bos, device)
     cells_shape = (len(capture.layers), seq_len)
     plan = _plan_state(estimator, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
@@ -899,6 +947,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
               "reservoir": [plan.capacity, reservoir_seed] if estimator in RESERVOIR_ESTIMATORS else None, "bos": bos,
+              "bos_handling": bos_handling, "stack": stack,
               "estimator": estimator, "estimator_options": options, "base": base, "causal": _is_causal(model),
               "state": {key: value for key, value in plan.describe().items() if key != "bytes"}}
     distributed.check_agreement({**config, "world_size": world.world_size}, world)
@@ -995,6 +1044,7 @@ def _result(layers, estimates, input_ids, estimator, options, base, config, prov
     if not config.get("causal", True):
         notes.append("ceiling: the model is bidirectional (not a decoder-only LM), so a state at any position can "
                      "carry the whole sequence: the macro ceiling is the entropy of whole sequences.")
+    notes += _input_notes(config)
     if 0 in layers:
         notes.append("block 0: its input is the token embedding alone, so its MI cannot exceed the entropy of the "
                      "current token (ceiling_micro), which is below the prefix-entropy ceiling after the first "
@@ -1089,7 +1139,7 @@ class IEStates:
 
 
 def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add_bos="auto", blocks=None,
-                   state_memory=DEFAULT_STATE_MEMORY, progress=False) -> IEStates:
+                   state_memory=DEFAULT_STATE_MEMORY, progress=False, stack=None) -> IEStates:
     """Run ``model`` once over ``dataset`` and keep every captured state (see :class:`IEStates`).
 
     For comparing estimators on identical states (``benchmarks/ie_agreement.py``); a single run of
@@ -1108,9 +1158,10 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     budget = parse_bytes(state_memory, "state_memory")
-    bos = _uses_bos(tokenizer, add_bos)
     device = input_device(model)
-    capture = BlockCapture(model, layers, blocks=blocks, out_device=device)
+    capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)
+    input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids)
+    seq_len = input_ids.shape[1]
     width = _block_width(model, capture, input_ids, bos, device)
     tokens = torch.unique(input_ids)
     need = len(capture.layers) * (seq_len * n_samples + tokens.numel()) * 2 * width * 4
@@ -1128,7 +1179,8 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
     timings["micro_pass_s"] = time.perf_counter() - start
     config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
-              "layers": capture.layers, "batch_size": batch_size, "bos": bos, "causal": _is_causal(model)}
+              "layers": capture.layers, "batch_size": batch_size, "bos": bos, "bos_handling": bos_handling,
+              "stack": stack, "causal": _is_causal(model)}
     return IEStates(capture.layers, input_ids, state, tokens.to(device), micro_in, micro_out, config, timings)
 
 

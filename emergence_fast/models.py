@@ -27,7 +27,7 @@ import torch
 from ._optional import require
 
 require("transformers", "loading a model")  # one sentence naming the extra instead of a bare ModuleNotFoundError
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
 from transformers import modeling_gguf_pytorch_utils as gguf_utils  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -196,14 +196,18 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
     -------
     (model, tokenizer)
         The model in eval mode and its tokenizer as saved; call :func:`ensure_pad_token` before
-        padding batches.
+        padding batches. A causal LM (``AutoModelForCausalLM``), or the whole encoder-decoder
+        (``AutoModelForSeq2SeqLM``) when the config says ``is_encoder_decoder`` (BART, T5): IE then
+        needs ``stack=`` to choose its blocks, and the causal-LM scorers (mirage, icl) refuse it.
 
     Raises
     ------
     ValueError, TypeError
         A bad argument, named in the message: e.g. ``device`` with ``device_map``, ``max_memory``
         or ``offload_folder`` without ``device_map``, a ``"disk"`` entry without
-        ``offload_folder``, or a CUDA device when CUDA is not available.
+        ``offload_folder``, a device this machine does not have (CUDA without CUDA, ``cuda:3``
+        with one GPU, ``mps`` without MPS, a string that is no device), or a folder that holds
+        no model (no ``config.json`` and no ``*.gguf`` file).
     ModelNotAvailableError
         ``model`` is neither a local folder nor in the local Hugging Face cache.
     """
@@ -232,13 +236,18 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
         if not (Path(source) / gguf_file).is_file():
             raise ValueError(f"gguf_file {gguf_file!r} is not a file in the folder {source!r}")
         file_kwargs["gguf_file"] = gguf_file
+    elif local:
+        _check_model_folder(Path(source))
     load_kwargs = {"dtype": torch_dtype, **placement}
 
     start = time.perf_counter()
     try:
         with _no_progress_bars():
+            # AutoModelForCausalLM would load only the decoder of a BART-style model, dropping its encoder.
+            seq2seq = getattr(AutoConfig.from_pretrained(source, **file_kwargs), "is_encoder_decoder", False)
             tokenizer = AutoTokenizer.from_pretrained(source, **file_kwargs)
-            lm = AutoModelForCausalLM.from_pretrained(source, **file_kwargs, **load_kwargs)
+            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            lm = auto.from_pretrained(source, **file_kwargs, **load_kwargs)
     except OSError as exc:
         if local:
             raise
@@ -273,6 +282,17 @@ def _no_progress_bars():
             gguf_utils.tqdm = gguf_tqdm
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Fail naming the folder when it holds no model, before a tokenizer error says something else."""
+    if (folder / "config.json").is_file():
+        return
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    if ggufs:
+        raise ValueError(f"model {str(folder)!r} holds no config.json but GGUF files {ggufs}: name one with "
+                         f"gguf_file= (CLI: --gguf-file), e.g. gguf_file={ggufs[0]!r}")
+    raise ValueError(f"model {str(folder)!r} is not a model folder: no config.json or *.gguf file in it")
 
 
 def _check_not_a_path(source: str, model, gguf_file) -> None:
@@ -310,16 +330,36 @@ def _resolve_device(device) -> torch.device:
     resolved = as_device(device, "device")
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda[:i]' (or use device_map), got {device!r}")
-    _check_cuda(resolved, f"device={device!r}")
+    check_device(resolved, f"device={device!r}")
     return resolved
 
 
-def _check_cuda(device: torch.device, what: str) -> None:
-    """Fail naming ``what`` (the argument and its value) on a CUDA device this process cannot use.
+def _accelerator_available(kind: str) -> bool:
+    """Whether this process can use devices of type ``kind`` (``"mps"``, ``"xpu"``, ...)."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is not None:
+        current = accelerator.current_accelerator() if accelerator.is_available() else None
+        return current is not None and current.type == kind
+    if kind == "mps":
+        return torch.backends.mps.is_available()
+    return bool(getattr(getattr(torch, kind, None), "is_available", lambda: False)())
 
-    torch itself only asserts ("Torch not compiled with CUDA enabled") when the model is moved.
+
+def check_device(device: torch.device, what: str) -> None:
+    """ValueError naming ``what`` (the argument and its value) on a device this process cannot use:
+    CUDA without CUDA, ``cuda:i`` past the visible GPUs, ``mps``/``xpu``/... not available, ``meta``.
+
+    torch itself only asserts ("Torch not compiled with CUDA enabled") or raises a RuntimeError
+    when the model is moved; a ``meta`` target would load no weights at all.
     """
+    if device.type == "cpu":
+        return
+    if device.type == "meta":
+        raise ValueError(f"{what} puts weights on 'meta', which holds no data; use 'cpu', a GPU or 'disk'")
     if device.type != "cuda":
+        if not _accelerator_available(device.type):
+            raise ValueError(f"{what} asks for {device.type!r}, but this torch {torch.__version__} has no "
+                             f"{device.type} device available; use the CPU or a GPU")
         return
     if not torch.cuda.is_available():
         build = (f"this torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
@@ -344,13 +384,13 @@ def _placement_device(value, argument: str):
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{argument} must be a device index >= 0, got {value}")
-        _check_cuda(torch.device("cuda", value), f"{argument}={value!r}")
+        check_device(torch.device("cuda", value), f"{argument}={value!r}")
         return value
     if value == "disk":
         return value
     if not isinstance(value, (str, torch.device)):
         raise TypeError(f"{argument} must be a device (int index, str or torch.device), got {type(value).__name__}")
-    _check_cuda(as_device(value, argument), f"{argument}={value!r}")
+    check_device(as_device(value, argument), f"{argument}={value!r}")
     return value
 
 
@@ -419,7 +459,7 @@ def _resolve_max_memory(max_memory: dict) -> dict:
         if isinstance(key, int):
             if key < 0:
                 raise ValueError(f"max_memory keys must be accelerator indices >= 0, got {key}")
-            _check_cuda(torch.device("cuda", key), f"max_memory key {key!r}")
+            check_device(torch.device("cuda", key), f"max_memory key {key!r}")
         if isinstance(size, bool) or not isinstance(size, (int, str)):
             raise TypeError(f"max_memory[{key!r}] must be bytes (int) or a size such as '2GB', got {size!r}")
         try:

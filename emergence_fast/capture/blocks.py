@@ -25,8 +25,10 @@ BLOCK_PATHS = (
     "encoder.layer",  # bare BERT / RoBERTa
     "model.language_model.layers",  # multimodal wrappers (Gemma 3, Llava-style)
     "transformer.layers",
-    "layers",
+    "layers",  # also the stacks of BART-style encoder-decoders (see resolve_stack)
+    "block",  # the stacks of T5-style encoder-decoders
 )
+STACKS = ("encoder", "decoder")
 
 _HOOK_POINT = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -60,6 +62,52 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[nn.Module] | None = Non
         f"could not find the transformer blocks of {type(model).__name__}: tried {list(tried)}. "
         "Pass blocks='attribute.path.to.blocks' or blocks=[module, ...] (the residual blocks in order)."
     )
+
+
+def is_encoder_decoder(model: nn.Module) -> bool:
+    """Whether ``model`` is an encoder-decoder (BART, T5, ...), by its config."""
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
+def resolve_stack(model: nn.Module, stack: str | None) -> nn.Module | None:
+    """The encoder or decoder module ``stack`` names in an encoder-decoder ``model``; None for other models.
+
+    An encoder-decoder has two block stacks and no single right one, so the caller must choose.
+
+    Raises
+    ------
+    ValueError
+        ``stack`` is None for an encoder-decoder model, not one of :data:`STACKS`, given for a
+        model that is not an encoder-decoder, or the model has no ``get_encoder``/``get_decoder``.
+    """
+    name = type(model).__name__
+    if stack is not None and stack not in STACKS:
+        raise ValueError(f"stack must be one of {STACKS} (or None for a decoder-only model), got {stack!r}")
+    if not is_encoder_decoder(model):
+        if stack is not None:
+            raise ValueError(f"stack={stack!r} applies to encoder-decoder models only; {name} is not one "
+                             "(leave stack unset)")
+        return None
+    if stack is None:
+        raise ValueError(f"{name} is an encoder-decoder model: choose the blocks to score with stack='encoder' "
+                         f"or stack='decoder' (CLI: --stack encoder|decoder); one of {STACKS}")
+    getter = getattr(model, f"get_{stack}", None)
+    module = getter() if callable(getter) else None
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{name} is an encoder-decoder model without a get_{stack}() module: its {stack} "
+                         "blocks cannot be found")
+    return module
+
+
+def vocab_size(model: nn.Module) -> int | None:
+    """Rows of the model's input embedding (the ids it can read: ``0 .. vocab_size - 1``), else
+    ``config.vocab_size``, else None."""
+    embeddings = _input_embeddings(model)
+    rows = getattr(embeddings, "num_embeddings", None)
+    if isinstance(rows, int):
+        return rows
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def parse_hook_point(name: str, n_layers: int) -> tuple[int, str]:

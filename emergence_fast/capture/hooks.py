@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._validation import as_device
-from .blocks import find_blocks, hidden_of, hidden_of_call, input_device, parse_hook_point
+from .blocks import find_blocks, hidden_of, hidden_of_call, input_device, parse_hook_point, resolve_stack
 
 
 class _StopForward(Exception):
@@ -57,13 +57,33 @@ class BlockCapture:
     the ids go to :func:`input_device`, each block's states are picked on the device it ran on
     and moved to ``out_device`` (default ``None``: the device of the first hooked block's
     output) before they are stacked.
+
+    An encoder-decoder model (``config.is_encoder_decoder``: BART, T5) needs ``stack``, and is
+    refused without it (:func:`~emergence_fast.capture.blocks.resolve_stack`). ``"encoder"``
+    hooks the encoder's blocks and runs the encoder alone on the ids. ``"decoder"`` hooks the
+    decoder's blocks and feeds the same ids, unshifted, to the encoder and as the decoder's
+    input: position ``t`` of the decoder holds token ``t``, and through cross-attention every
+    decoder state sees the whole sequence, so neither stack is causal. ``blocks``, when given
+    with ``stack``, must lie inside that stack.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[int | str] | None = None, *, blocks=None, stop_early=True,
-                 out_device: str | torch.device | None = None):
+                 out_device: str | torch.device | None = None, stack: str | None = None):
         self.out_device = None if out_device is None else as_device(out_device, "out_device")
         self.model = model
-        self.blocks = find_blocks(model, blocks)
+        self.stack = stack
+        stack_module = resolve_stack(model, stack)
+        if stack_module is None:
+            self.blocks = find_blocks(model, blocks)
+        elif blocks is None:
+            self.blocks = find_blocks(stack_module, None)
+        else:
+            self.blocks = find_blocks(model, blocks)
+            inside = {id(module) for module in stack_module.modules()}
+            if not all(id(block) in inside for block in self.blocks):
+                raise ValueError(f"blocks must lie inside the {stack} of {type(model).__name__} when stack={stack!r}")
+        # The encoder runs alone; the decoder stack runs the whole model.
+        self._forward = stack_module if stack == "encoder" else model
         n = len(self.blocks)
         layers = list(range(n)) if layers is None else [_block_index(layer, n) for layer in layers]
         bad = [layer for layer in layers if not 0 <= layer < n]
@@ -110,14 +130,22 @@ class BlockCapture:
 
             return hook
 
-        model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-        if not bool(attention_mask.all()):
+        if self.stack is not None:
+            # Encoder-decoder stacks take no position ids (BART's are absolute, counted from the left).
+            if bool((attention_mask.diff(dim=-1) > 0).any()):
+                raise ValueError(f"stack={self.stack!r}: pad on the right (a padded position precedes a real token)")
+            model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if self.stack == "decoder":
+                model_inputs.update(decoder_input_ids=input_ids, decoder_attention_mask=attention_mask, use_cache=False)
+        else:
+            model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if self.stack is None and not bool(attention_mask.all()):
             # Absolute-position models (GPT-2, OPT) must number real tokens from 0 under left padding.
             model_inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         handles = [self.blocks[layer].register_forward_hook(make_hook(layer), with_kwargs=True) for layer in self.layers]
         try:
             with torch.no_grad():
-                self.model(**model_inputs)
+                self._forward(**model_inputs)
         except _StopForward:
             pass
         finally:

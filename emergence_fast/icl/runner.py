@@ -46,11 +46,13 @@ from __future__ import annotations
 import inspect
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .. import distributed
+from ..capture.blocks import is_encoder_decoder, vocab_size
+from ..datasets import special_prefix, split_special_prefix
 from .._optional import require
 
 
@@ -68,6 +70,9 @@ class RunnerStats:
     forward_calls: int = 0
     tokens_fed: int = 0
     prefix_tokens: int = 0
+    # What encode() did with the tokenizer's special prefix: its "ids" ([] when it adds none) and how many
+    # texts got it "added", had it "already present" (not doubled) or came from a "chat template".
+    special_prefix: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -131,6 +136,10 @@ class PromptRunner:
             raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
         if not isinstance(prefix_cache, bool):
             raise TypeError(f"prefix_cache must be a bool, got {type(prefix_cache).__name__}")
+        if is_encoder_decoder(model):
+            raise ValueError(f"model must be a causal language model: {type(model).__name__} is an encoder-decoder "
+                             "model (BART, T5), whose next-token distributions need a decoder input this runner does "
+                             "not build")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = _check_positive_int(batch_size, "batch_size")
@@ -144,15 +153,32 @@ class PromptRunner:
         self.device = _model_device(model)
         self.stats = RunnerStats()
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._vocab = vocab_size(model)
 
     # -- encoding ---------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str], *, chat: bool = False) -> list[tuple[int, ...]]:
-        """Token ids of each text; chat-template text already holds its special tokens."""
+        """Token ids of each text, as ``tokenizer(text)`` gives them but with its special prefix (BOS) once
+        even when the text itself starts with it; chat-template text already holds its special tokens and is
+        encoded without more. ``stats.special_prefix`` counts what was done."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a sequence of str")
         encoded = self.tokenizer(list(texts), add_special_tokens=not chat)["input_ids"]
-        return [tuple(ids) for ids in encoded]
+        prefix = special_prefix(self.tokenizer)
+        done = self.stats.special_prefix
+        done["ids"] = prefix
+        if chat:
+            done["chat template"] = done.get("chat template", 0) + len(encoded)
+            return [tuple(ids) for ids in encoded]
+        out = []
+        for ids in encoded:
+            ids, status = list(ids), None
+            if prefix and ids[:len(prefix)] == prefix:  # the tokenizer put it there; the text may hold it again
+                rest, status = split_special_prefix(ids[len(prefix):], prefix)
+                ids = prefix + rest
+                done[status] = done.get(status, 0) + 1
+            out.append(tuple(ids))
+        return out
 
     # -- forward passes ---------------------------------------------------------------------
 
@@ -198,7 +224,7 @@ class PromptRunner:
         model's device; any other result must be picklable and hold CPU tensors only (as
         :class:`~emergence_fast.icl.readout.ReadoutBatch` does).
         """
-        seqs = _validate_sequences(sequences)
+        seqs = _validate_sequences(sequences, self._vocab)
         world = self._world()
         self.stats.prompts += len(seqs)
         unique = list(dict.fromkeys(seqs))
@@ -370,7 +396,7 @@ class PromptRunner:
         under a process group of more than one rank each rank samples a contiguous run of them
         (running the prompt of each batch it holds) and every rank gets every row.
         """
-        prompts = _validate_sequences(prompts)
+        prompts = _validate_sequences(prompts, self._vocab, "prompts")
         n_samples = _check_positive_int(n_samples, "n_samples")
         max_new_tokens = _check_positive_int(max_new_tokens, "max_new_tokens")
         check_every = _check_positive_int(check_every, "check_every")
@@ -454,20 +480,24 @@ class PromptRunner:
             next_ids = tokens[:, None].to(self.device)
 
 
-def _validate_sequences(sequences) -> list[tuple[int, ...]]:
+def _validate_sequences(sequences, vocab: int | None = None, name: str = "sequences") -> list[tuple[int, ...]]:
+    """Tuples of token ids; ValueError naming the sequence and the id when one is outside ``0 .. vocab - 1``."""
     if isinstance(sequences, (str, bytes)) or not isinstance(sequences, Sequence):
-        raise TypeError(f"sequences must be a sequence of token-id sequences, got {type(sequences).__name__}")
+        raise TypeError(f"{name} must be a sequence of token-id sequences, got {type(sequences).__name__}")
     if not sequences:
-        raise ValueError("sequences must not be empty")
+        raise ValueError(f"{name} must not be empty")
     out = []
     for i, seq in enumerate(sequences):
         if isinstance(seq, torch.Tensor):
             seq = seq.tolist()
         seq = tuple(seq)
         if not seq:
-            raise ValueError(f"sequences[{i}] is empty: a prompt needs at least one token")
+            raise ValueError(f"{name}[{i}] is empty: a prompt needs at least one token")
         if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) and t >= 0 for t in seq):
-            raise ValueError(f"sequences[{i}] must hold non-negative int token ids")
+            raise ValueError(f"{name}[{i}] must hold non-negative int token ids")
+        if vocab is not None and max(seq) >= vocab:
+            raise ValueError(f"{name}[{i}] holds the token id {max(seq)}, outside the model's vocabulary of {vocab} "
+                             f"ids (0..{vocab - 1})")
         out.append(seq)
     return out
 

@@ -11,9 +11,10 @@ this single pass. ``continuation="free_running"`` adds a batched greedy generati
 :math:`L` tokens, for the edit distance of what the model would actually write (after a first
 mistake it continues from its own tokens).
 
-Tokenisation: the prompt is encoded with the tokenizer's special prefix (e.g. BOS) and no
-special suffix; the target is encoded alone without special tokens, so :math:`L` is the token
-count of the target string by itself. Sequences of different lengths are padded by hand on the
+Tokenisation: the prompt is encoded with the tokenizer's special prefix (e.g. BOS) exactly once,
+even when the prompt text already starts with it (:func:`~emergence_fast.datasets.split_special_prefix`;
+``ScoredTargets.special_prefix`` records what was done), and no special suffix; the target is
+encoded alone without special tokens, so :math:`L` is the token count of the target string by itself. Sequences of different lengths are padded by hand on the
 side ``padding_side`` names; the attention mask hides the padding and explicit position ids
 :math:`\mathrm{cumsum}(\text{mask}) - 1` give every real token the position it has unpadded,
 so left and right padding give the unbatched log-probabilities. Sequences are batched in order
@@ -27,12 +28,16 @@ order, so every example is scored in the same batch, with the same padding, as b
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .. import distributed
+from .._validation import as_device
+from ..capture.blocks import is_encoder_decoder, vocab_size
+from ..datasets import special_prefix, split_special_prefix
 from . import metrics as mm
 
 CONTINUATIONS = ("teacher_forced", "free_running")
@@ -46,6 +51,8 @@ class ScoredTargets:
     ``target_ids[i]`` are the target's tokens, ``token_log_probs[i]`` their log-probabilities
     (float64, nats), ``greedy_ids[i]`` the greedy tokens at the target positions (teacher-forced
     or free-running, per ``continuation``), ``greedy_text[i]`` / ``target_text[i]`` both decoded.
+    ``special_prefix``: the tokenizer's special prefix ids (``"ids"``, ``[]`` when it adds none)
+    and how many prompts got it ``"added"`` or had it ``"already present"`` (not doubled).
     """
 
     prompts: list
@@ -56,6 +63,7 @@ class ScoredTargets:
     greedy_text: list
     target_text: list
     continuation: str
+    special_prefix: dict = field(default_factory=dict)
 
     def target_lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.target_ids], dtype=np.float64)
@@ -100,14 +108,10 @@ def _check_strings(values, name: str) -> list:
     return values
 
 
-def _encode_prompt(tokenizer, text: str) -> list:
-    """The prompt with the tokenizer's special prefix (BOS) but without any special suffix (EOS)."""
-    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
-    special = tokenizer(text, add_special_tokens=True)["input_ids"]
-    for start in range(len(special) - len(plain) + 1):
-        if special[start:start + len(plain)] == plain:
-            return list(special[:start + len(plain)])
-    return list(special)
+def _encode_prompt(tokenizer, text: str, prefix: list) -> tuple[list, str]:
+    """The prompt with the special prefix (BOS) once, without any special suffix (EOS); and what was done."""
+    content, status = split_special_prefix(list(tokenizer(text, add_special_tokens=False)["input_ids"]), prefix)
+    return prefix + content, status
 
 
 def _max_positions(model):
@@ -183,17 +187,31 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
         raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     if world is not None and not isinstance(world, distributed.World):
         raise TypeError(f"world must be an emergence_fast.distributed.World or None, got {type(world).__name__}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if is_encoder_decoder(model):
+        raise ValueError(f"model must be a causal LM: {type(model).__name__} is an encoder-decoder model (BART, T5), "
+                         "whose next-token probabilities need a decoder input this scorer does not build")
+    if device is None:
+        device = next(model.parameters()).device
+    else:
+        from ..models import check_device
 
-    prompt_ids = [_encode_prompt(tokenizer, p) for p in prompts]
+        device = as_device(device, "device")
+        check_device(device, f"device={str(device)!r}")
+
+    prefix = special_prefix(tokenizer)
+    prompt_ids, statuses = zip(*(_encode_prompt(tokenizer, p, prefix) for p in prompts))
     target_ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets]
-    limit = _max_positions(model)
+    limit, vocab = _max_positions(model), vocab_size(model)
     for i, (p, t) in enumerate(zip(prompt_ids, target_ids)):
         if not t:
             raise ValueError(f"targets[{i}] ({targets[i]!r}) encodes to no tokens")
         if not p:
             raise ValueError(f"prompts[{i}] encodes to no tokens and the tokenizer adds no BOS, so the first "
                              f"target token would have no context")
+        for name, ids in ((f"prompts[{i}]", p), (f"targets[{i}]", t)):
+            if vocab is not None and max(ids) >= vocab:
+                raise ValueError(f"{name} encodes to the token id {max(ids)}, outside the model's vocabulary of {vocab} "
+                                 f"ids (0..{vocab - 1}): is the tokenizer the model's?")
         if limit is not None and len(p) + len(t) > limit:
             raise ValueError(f"prompt + target {i} is {len(p) + len(t)} tokens, over the model's {limit} positions")
 
@@ -215,7 +233,8 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
             log_probs[i], greedy[i] = lp, g
     return ScoredTargets(prompts, targets, target_ids, log_probs, greedy,
                          [tokenizer.decode(g, skip_special_tokens=False) for g in greedy],
-                         [tokenizer.decode(t, skip_special_tokens=False) for t in target_ids], continuation)
+                         [tokenizer.decode(t, skip_special_tokens=False) for t in target_ids], continuation,
+                         {"ids": prefix, **Counter(statuses if prefix else ())})
 
 
 def _score_batch(model, tokenizer, chunk, prompt_ids, target_ids, pad_id, padding_side, continuation,
