@@ -264,7 +264,8 @@ def run_ie(args, out=None) -> None:
                                        checkpoint_dir=out_dir if args.checkpoint_every else None,
                                        resume=args.resume, checkpoint_every=max(1, args.checkpoint_every),
                                        progress=not args.quiet,
-                                       backend=args.backend, state_memory=args.state_memory, world=world)
+                                       backend=args.backend, state_memory=args.state_memory, world=world,
+                                       stack=args.stack)
         result.config["model_source"] = args.model or models.DEFAULT_MODEL
         if world.is_main:
             written = [report.write_json(result, out_dir / "ie.json"), report.write_csv(result, out_dir / "ie.csv")]
@@ -325,6 +326,9 @@ def main(argv=None) -> int:
     ie = sub.add_parser("ie", help="Information Emergence of a model on a dataset")
     ie.add_argument("--model", help="local folder or cached Hugging Face id (default: embedded SmolLM2-135M-Instruct)")
     ie.add_argument("--gguf-file", help="GGUF file name inside --model (default: none, the folder's weights)")
+    ie.add_argument("--stack", default=None, choices=("encoder", "decoder"),
+                    help="encoder-decoder models (BART, T5) only, and required for them: score the encoder's or the "
+                         "decoder's blocks (both non-causal; see README) (default: none, a decoder-only model)")
     ie.add_argument("--device", default=None, help="where to put the model (default: cpu); or use --device-map")
     ie.add_argument("--device-map", default=None,
                     help="accelerate placement for models larger than one device, e.g. auto (with --max-memory) "
