@@ -328,7 +328,8 @@ def main(argv=None) -> int:
     ie.add_argument("--gguf-file", help="GGUF file name inside --model (default: none, the folder's weights)")
     ie.add_argument("--stack", default=None, choices=("encoder", "decoder"),
                     help="encoder-decoder models (BART, T5) only, and required for them: score the encoder's or the "
-                         "decoder's blocks, fed the same ids; both are scored as non-causal (default: none: a decoder-only model)")
+                         "decoder's blocks, fed the same ids; both are scored as non-causal (default: none: a "
+                         "decoder-only model)")
     ie.add_argument("--device", default=None, help="where to put the model (default: cpu); or use --device-map")
     ie.add_argument("--device-map", default=None,
                     help="accelerate placement for models larger than one device, e.g. auto (with --max-memory) "
