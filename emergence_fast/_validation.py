@@ -42,8 +42,22 @@ def check_paired(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str] = ("x"
         raise ValueError(f"{names[0]} and {names[1]} must be on the same device, got {x.device} and {y.device}")
 
 
+def constant_cells(x: torch.Tensor) -> torch.Tensor:
+    """Which cells of a sample tensor ``x [..., N, d]`` hold one point (every row equal to the first): bool ``[...]``.
+
+    Such a cell carries no information: every mutual-information estimator returns exactly 0
+    where either side is constant, instead of its own rounding or bias at zero.
+    """
+    return (x == x[..., :1, :]).flatten(-2).all(-1)
+
+
 def log_base(base) -> float:
-    """The divisor that turns nats into units of ``base`` (None = nats)."""
+    """The divisor that turns nats into units of ``base`` (None = nats): ``log(base)``.
+
+    The one check of ``base`` for every public function that takes it: ValueError unless it is
+    None or a real number (not a bool) that is finite, positive and not 1 (``inf`` would turn
+    every value into 0, ``1`` divide by zero, ``base <= 0`` have no logarithm).
+    """
     if base is None:
         return 1.0
     if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0 or base == 1 or not math.isfinite(base):

@@ -87,7 +87,7 @@ import numpy as np
 import torch
 
 from .. import _dispatch
-from .._validation import as_samples, check_choice, check_paired, log_base
+from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
 
 METRICS = ("max", "euclidean")
 VARIANTS = (1, 2)
@@ -138,11 +138,6 @@ def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> t
     scale = torch.where(sd > 0, torch.maximum(jitter * sd, floor), torch.full_like(sd, float(jitter)))
     noise = torch.randn(x.shape[-2:], generator=generator, dtype=torch.float64).to(x.device)
     return out.addcmul_(noise, scale).to(x.dtype)
-
-
-def _constant_cells(x: torch.Tensor) -> torch.Tensor:
-    """``[B]`` bool: the cells of ``x [B, N, d]`` whose rows all equal the first (a point mass)."""
-    return (x == x[:, :1]).flatten(1).all(-1)
 
 
 def _check_tile_rows(tile_rows) -> None:
@@ -285,7 +280,7 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     tree = _use_tree(algorithm, x3, d)
     _check_tile_rows(_tile_rows)
     value = torch.full(x3.shape[:1], -math.inf, dtype=torch.float64, device=x.device)  # a point mass: -inf
-    live = ~_constant_cells(x3)
+    live = ~constant_cells(x3)
     if bool(live.any()):
         x3 = _add_jitter(x3 if bool(live.all()) else x3[live], jitter, torch.Generator().manual_seed(seed))
         if tree:
@@ -365,7 +360,7 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     tree = _use_tree(algorithm, x3, x3.shape[-1] + y3.shape[-1])
     _check_tile_rows(_tile_rows)
     value = torch.zeros(x3.shape[:1], dtype=torch.float64, device=x.device)  # I = 0 where a side is constant
-    live = ~(_constant_cells(x3) | _constant_cells(y3))
+    live = ~(constant_cells(x3) | constant_cells(y3))
     if bool(live.any()):
         if not bool(live.all()):
             x3, y3 = x3[live], y3[live]

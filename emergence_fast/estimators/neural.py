@@ -80,7 +80,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _dispatch
-from .._validation import as_samples, check_choice, check_paired, log_base
+from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
 from .uncertainty import batch_invariant_std
 
 NEURAL_METHODS = ("infonce", "nwj", "mine", "smile")
@@ -271,7 +271,8 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
     r"""Neural variational estimate of I(X;Y) for ``x [..., N, dx]``, ``y [..., N, dy]`` per batch cell.
 
     Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (and
-    :class:`NeuralDiagnostics` when ``details``). See the module docstring for the bounds.
+    :class:`NeuralDiagnostics` when ``details``). See the module docstring for the bounds. A
+    cell where x or y is constant gets exactly 0, with a zero standard error.
 
     Arguments: ``method`` one of ``"infonce"`` (default), ``"nwj"``, ``"mine"`` (plain DV),
     ``"smile"`` (clip ``tau``); ``critic`` ``"separable"`` (default) or ``"concat"``; ``hidden``,
@@ -380,6 +381,10 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
             if patience is not None and bool((waited >= patience).all()):
                 break
 
+    # I(X; c) = 0 exactly; a critic fitted to a constant side reads its own noise (about 1e-5 nats).
+    constant = (constant_cells(x) | constant_cells(y)).reshape(-1)
+    best = torch.where(constant, 0.0, best)
+    best_se = torch.where(constant, 0.0, best_se)
     result = (best / unit).reshape(lead)
     if not details:
         return result
@@ -425,7 +430,8 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, details
     reported is the **maximum over steps** of the training-set DV estimate, clipped at 0, as a
     float64 tensor of the batch shape in nats unless ``base`` is given (``base=2``: bits, the
     unit the paper reports; the original code took ``log2`` of the same DV bound). The seeded
-    initial weights and shuffles are shared by every cell (module docstring).
+    initial weights and shuffles are shared by every cell (module docstring). A cell where x or
+    y is constant gets exactly 0.
 
     This is biased upward: the maximum over thousands of noisy estimates, each on the data the
     critic is fitted to, exceeds the MI even for independent data (and DV already overfits a
@@ -465,6 +471,7 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, details
     stacked = torch.stack(curve)
     finite = torch.where(torch.isfinite(stacked), stacked, torch.full_like(stacked, -math.inf))
     best, best_step = finite.max(0)
+    best = torch.where((constant_cells(x) | constant_cells(y)).reshape(-1), 0.0, best)  # I(X; c) = 0 exactly
     result = (best.clamp_min(0) / unit).reshape(lead)
     if not details:
         return result

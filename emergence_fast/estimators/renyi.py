@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import _dispatch
-from .._validation import as_samples, check_choice, check_paired, log_base
+from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
 from .uncertainty import batch_invariant_std
 
 KERNELS = ("rbf", "linear")
@@ -273,7 +273,8 @@ def entropy(x, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="scott", a
 
     Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (and
     :class:`RenyiDiagnostics` when ``details``; with ``approx="lanczos"`` it carries the
-    standard error across probes). Holds ``[..., N, N]`` float64 Gram matrices in memory.
+    standard error across probes). Holds ``[..., N, N]`` float64 Gram matrices in memory. A
+    constant cell (one point) gets exactly 0: its Gram matrix has rank one.
     """
     alpha = _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps)
     unit = log_base(base)
@@ -281,7 +282,11 @@ def entropy(x, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="scott", a
     _dispatch.resolve_backend(backend, x.device)
     a, sigma = gram_matrix(x, kernel=kernel, bandwidth=bandwidth)
     value, stderr = _entropy_of(a, alpha, approx, n_probes, n_steps, seed)
-    value = value / unit
+    # One point: a rank-one Gram matrix, S = 0 exactly (the eigensolver leaves rounding of ~1e-14).
+    constant = constant_cells(x)
+    value = torch.where(constant, torch.zeros_like(value), value) / unit
+    if stderr is not None:
+        stderr = torch.where(constant, torch.zeros_like(stderr), stderr)
     if not details:
         return value
     return value, RenyiDiagnostics(x.shape[-2], alpha, kernel, sigma, approx,
@@ -297,6 +302,7 @@ def mutual_information(x, y, *, alpha: float = 1.01, kernel: str = "rbf", bandwi
     Each side gets its own Gram matrix (with ``bandwidth="scott"``, its own sigma from its own
     d). With ``approx="lanczos"`` the three entropies use independent probes (seeds ``seed``,
     ``seed + 1``, ``seed + 2``) and the reported standard error is their root sum of squares.
+    A cell where x or y is constant gets exactly 0 (and a zero standard error).
     """
     alpha = _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps)
     unit = log_base(base)
@@ -308,11 +314,13 @@ def mutual_information(x, y, *, alpha: float = 1.01, kernel: str = "rbf", bandwi
     ay, sigma_y = gram_matrix(y, kernel=kernel, bandwidth=bandwidth)
     parts = [_entropy_of(m, alpha, approx, n_probes, n_steps, seed + i)
              for i, m in enumerate((ax, ay, joint_matrix(ax, ay)))]
-    value = (parts[0][0] + parts[1][0] - parts[2][0]) / unit
+    constant = constant_cells(x) | constant_cells(y)  # I(X; c) = 0 exactly, not the eigensolver's rounding
+    value = torch.where(constant, 0.0, parts[0][0] + parts[1][0] - parts[2][0]) / unit
     if not details:
         return value
     stderr = None
     if approx is not None:
-        stderr = torch.sqrt(parts[0][1].square() + parts[1][1].square() + parts[2][1].square()) / unit
+        stderr = torch.sqrt(parts[0][1].square() + parts[1][1].square() + parts[2][1].square())
+        stderr = torch.where(constant, 0.0, stderr) / unit
     return value, RenyiDiagnostics(x.shape[-2], alpha, kernel, None if sigma_x is None else (sigma_x, sigma_y),
                                    approx, stderr, n_probes if approx else None, n_steps if approx else None)
