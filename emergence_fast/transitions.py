@@ -60,15 +60,17 @@ Verdict (:func:`summarize`, shared by the metric-choice and ICL modules), decide
    accuracy). A flat curve has no transition. Without standard errors only the range test
    applies; with neither, the rule cannot be applied and says so in a note.
 3. ``"sharp"`` with a ``bracket``: the whole rise happens between two adjacent points. With the
-   curve oriented upward and normalised to [0, 1] by its observed range, the largest step
-   :math:`x_i \to x_{i+1}` brackets the rise when every point up to :math:`x_i` lies at most
-   :data:`PLATEAU_TOLERANCE` = 20 % above the minimum and every point from :math:`x_{i+1}` at most
-   20 % below the maximum (the tolerance is for noise on the plateaus), i.e. no point lies on the
-   central 60 % of the rise. A sigmoid's width cannot then be resolved below the spacing: the
-   honest statement is "sharp at the resolution of the sweep, between :math:`x_i` and
-   :math:`x_{i+1}`", with the width bounded above by the gap :math:`t_{i+1} - t_i`
-   (``width_bound``), whatever an information criterion says about a fit that has no point on its
-   rise.
+   curve oriented upward, the largest step :math:`x_i \to x_{i+1}` splits the points into a lower
+   and an upper side with mean levels :math:`\ell` and :math:`u` (the plateaus); it brackets the
+   rise when every point lies within :data:`PLATEAU_SCATTER` = 25 % of :math:`u - \ell` of its
+   side's level (scatter on the plateaus) and the two points of the step within
+   :data:`STEP_END_TOLERANCE` = 10 % of it (so the 10 % and the 90 % levels are both crossed
+   inside the bracket, and a rise that goes on beyond it, like a front-loaded perplexity drop, is
+   not a step). No point then lies on the rise, and a sigmoid's width cannot be resolved below
+   the spacing: the honest statement is "sharp at the resolution of the sweep, between
+   :math:`x_i` and :math:`x_{i+1}`", with the width bounded above by the gap
+   :math:`t_{i+1} - t_i` (``width_bound``), whatever an information criterion says about a fit
+   that has no point on its rise.
 4. Otherwise some point lies on the rise, which is the evidence a smooth verdict needs, and the
    smooth-versus-sigmoid test decides: ``"sharp"`` when the sigmoid beats the smooth fits by more
    than ``margin`` and its transition lies inside the observed x range with a 10–90 % width of at
@@ -94,9 +96,12 @@ LN9 = math.log(9.0)
 MIN_RISE_Z = 3.0
 #: ... and this fraction of the metric's range, when the metric has one; else "no transition".
 MIN_RISE_FRACTION = 0.05
-#: A point within this fraction of the observed range of the lowest (highest) value counts as on
-#: the lower (upper) plateau when the bracket of a one-step rise is decided.
-PLATEAU_TOLERANCE = 0.2
+#: One-step rise (module docstring): every point may scatter this fraction of the rise around the
+#: mean level of its side (the plateau) ...
+PLATEAU_SCATTER = 0.25
+#: ... and the two points of the step must lie within this fraction of the rise of their plateau
+#: levels, so that the 10 % and 90 % levels of the rise are both crossed inside the bracket.
+STEP_END_TOLERANCE = 0.1
 VERDICTS = ("sharp", "smooth", "no transition", "undetermined")
 _MIN_POINTS_FREE = 4     # four free parameters: fewer points cannot pin a logistic down
 _MIN_POINTS_FIXED = 3
@@ -823,9 +828,14 @@ def _one_step(t: np.ndarray, y: np.ndarray):
     i = int(np.argmax(step))
     if step[i] <= 0 or t[i + 1] <= t[i]:
         return None
-    if np.max(u[:i + 1]) <= PLATEAU_TOLERANCE and np.min(u[i + 1:]) >= 1 - PLATEAU_TOLERANCE:
-        return i
-    return None
+    below, above = u[:i + 1], u[i + 1:]
+    low, high = float(np.mean(below)), float(np.mean(above))
+    rise = high - low
+    scatter = PLATEAU_SCATTER * rise
+    ends = STEP_END_TOLERANCE * rise
+    on_plateaus = np.max(below) <= low + scatter and np.min(above) >= high - scatter
+    ends_on_plateaus = u[i] <= low + ends and u[i + 1] >= high - ends
+    return i if on_plateaus and ends_on_plateaus else None
 
 
 def _verdict(t, x, y, fit: LogisticFit, smooth: SmoothnessTest, amplitude: AmplitudeCheck, x_unit: str):

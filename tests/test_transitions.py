@@ -232,3 +232,77 @@ def test_summarize_never_crashes_on_degenerate_input():
         assert math.isnan(s.logistic.location) and s.smoothness.verdict == "undetermined"
     with pytest.raises(ValueError, match="period"):
         tr.summarize([1, 2, 3, 4], [0, 1, 2, 3], period=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts: minimum amplitude, one-step bracket, units
+
+PYTHIA = np.array([70_426_624, 162_322_944, 405_334_016, 1_011_781_632, 1_414_647_808, 2_775_208_960,
+                   6_857_302_016, 11_846_072_320], dtype=float)
+
+
+def test_amplitude_check_values_and_thresholds():
+    check = tr.amplitude_check([0.30, 0.25, 0.40], [0.01, 0.02, 0.03], value_range=(0, 1))
+    assert check.rise == pytest.approx(0.15)
+    assert check.noise_threshold == pytest.approx(3 * math.hypot(0.03, 0.02))   # se of the max and of the min
+    assert check.range_threshold == pytest.approx(0.05) and check.passed is True
+    small = tr.amplitude_check([0.25, 0.27, 0.29], value_range=(0, 1))
+    assert small.passed is False and small.note == "no transition: the rise 0.04 is not above 5% of the metric's range (0.05)"
+    noisy = tr.amplitude_check([0.2, 0.4], [0.05, 0.05])
+    assert noisy.passed is False and "3 combined standard errors (0.212)" in noisy.note
+    assert tr.amplitude_check([1.0, 1.0, 1.0]).passed is False                    # flat: no transition
+    unknown = tr.amplitude_check([0.0, 5.0, 9.0])
+    assert unknown.passed is None and "could not be applied" in unknown.note
+    with pytest.raises(ValueError, match=r"value_range must have low < high, got \(1, 0\)"):
+        tr.amplitude_check([0, 1], value_range=(1, 0))
+    with pytest.raises(ValueError, match="value_range must be None or a"):
+        tr.amplitude_check([0, 1], value_range=1.0)
+    with pytest.raises(ValueError, match=r"y_err must have the length of y \(2\), got 3"):
+        tr.amplitude_check([0, 1], [0.1, 0.1, 0.1])
+
+
+def test_rise_between_two_adjacent_points_is_sharp_with_its_bracket():
+    # plateaus with scatter, the whole rise between the 4th and 5th size: no point on the rise
+    y = [0.02, 0.06, 0.03, 0.05, 0.71, 0.68, 0.74, 0.70]
+    s = tr.summarize(PYTHIA, y, log_x=True, n_boot=100, value_range=(0, 1), x_unit="parameters")
+    assert s.verdict == "sharp"
+    assert s.bracket == (PYTHIA[3], PYTHIA[4])
+    assert s.width_bound == pytest.approx(math.log10(PYTHIA[4] / PYTHIA[3]))
+    assert any("sharp at the resolution of the sweep" in n for n in s.notes)
+    d = s.to_dict()
+    assert d["verdict"] == "sharp" and d["bracket"] == [PYTHIA[3], PYTHIA[4]]
+    assert d["units"]["bracket"] == "parameters" and d["units"]["width_bound"] == "log10(parameters)"
+    assert d["logistic"]["units"]["location_ci"] == "log10(parameters)"
+    assert d["logistic"]["units"]["location_x"] == "parameters"
+
+
+def test_three_points_give_a_bracket_or_no_transition():
+    x = PYTHIA[2:5]
+    sharp = tr.summarize(x, [0.05, 0.70, 0.72], log_x=True, n_boot=0, value_range=(0, 1))
+    assert sharp.verdict == "sharp" and sharp.bracket == (x[0], x[1])
+    assert any("single point" in n for n in sharp.notes)
+    none = tr.summarize(x, [0.25, 0.26, 0.24], log_x=True, n_boot=0, value_range=(0, 1))
+    assert none.verdict == "no transition" and math.isnan(none.bracket[0])
+    # a middle point on the rise is evidence against a step, but 3 points are too few to say more
+    middle = tr.summarize(x, [0.05, 0.40, 0.75], log_x=True, n_boot=0, value_range=(0, 1))
+    assert middle.verdict == "undetermined" and any("points lie on the rise" in n for n in middle.notes)
+    assert tr.summarize(x[:2], [0.05, 0.7], log_x=True, n_boot=0).verdict == "undetermined"
+
+
+def test_a_rise_that_goes_on_after_its_largest_step_is_not_a_step():
+    # Pythia LAMBADA perplexity: a front-loaded drop (142 -> 38 -> 11 -> ...), not a jump
+    ppl = [142.43, 38.06, 10.83, 7.41, 6.09, 5.04, 4.45, 3.92]
+    s = tr.summarize(PYTHIA, -np.array(ppl), log_x=True, n_boot=0)
+    assert s.verdict == "smooth" and math.isnan(s.bracket[0])
+    # a steady rise has points on it; the smooth fits explain it
+    steady = tr.summarize(PYTHIA, 0.1 * np.log10(PYTHIA), log_x=True, n_boot=0, value_range=(0, 1))
+    assert steady.verdict == "smooth"
+
+
+def test_resolved_sigmoid_is_sharp_and_units_follow_x_unit():
+    x = np.arange(1.0, 61.0)
+    s = tr.summarize(x, logistic(x, 30.0, 2.0, 0.1, 0.9), n_boot=0, value_range=(0, 1), x_unit="flips")
+    assert s.verdict == "sharp" and math.isnan(s.bracket[0])      # points on the rise: located by the fit
+    assert s.to_dict()["logistic"]["units"]["width"] == "flips" and s.units()["crossing"] == "flips"
+    with pytest.raises(TypeError, match="x_unit must be a non-empty str"):
+        tr.summarize(x, x, x_unit="")

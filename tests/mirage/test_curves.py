@@ -149,3 +149,36 @@ def test_compare_prediction():
     out = curves.compare_prediction([0.0, 0.5, 1.0], [0.1, 0.5, 0.7])
     assert out["rmse"] == pytest.approx(math.sqrt((0.01 + 0 + 0.09) / 3))
     assert out["max_abs"] == pytest.approx(0.3) and out["n"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts
+
+PYTHIA = np.array([70_426_624, 162_322_944, 405_334_016, 1_011_781_632, 1_414_647_808, 2_775_208_960,
+                   6_857_302_016, 11_846_072_320], dtype=float)
+# Exact match on 200 examples that jumps from about 0.05 to 0.7 between the two largest sizes (ES 5.8): the
+# instance of issue #13, which used to be called "smooth" (the sigmoid won the BIC comparison, but its location
+# and width cannot be resolved with one point above the jump, and "not resolved" was read as smooth).
+JUMP = np.array([0.04, 0.08, 0.0, 0.13, 0.01, 0.14, 0.05, 0.7])
+JUMP_SE = np.sqrt(np.maximum(JUMP * (1 - JUMP), 1 / 200) / 200)
+
+
+def test_a_jump_between_adjacent_sizes_is_sharp_with_its_bracket():
+    stats = curves.curve_statistics(PYTHIA, JUMP, metric="exact_match", y_err=JUMP_SE, n_test=200, proportion=True,
+                                    n_boot=200)
+    assert stats.emergence_score == pytest.approx(5.833, abs=1e-3)
+    assert stats.verdict == "sharp" and stats.sharp is True
+    assert stats.bracket_x() == (6_857_302_016, 11_846_072_320)
+    assert stats.transition.width_bound == pytest.approx(math.log10(11_846_072_320 / 6_857_302_016))   # 0.237 decades
+    data = stats.to_dict()
+    assert data["verdict"] == "sharp" and data["transition"]["units"]["width_bound"] == "log10(parameters)"
+    assert data["transition"]["logistic"]["units"]["location_ci"] == "log10(parameters)"
+
+
+def test_noise_sized_rise_is_no_transition():
+    # MMLU-sized test set (100 questions): a 0.06 wander around chance is below 3 combined standard errors
+    y = np.array([0.25, 0.22, 0.27, 0.24, 0.28, 0.23, 0.26, 0.25])
+    se = np.sqrt(y * (1 - y) / 100)
+    stats = curves.curve_statistics(PYTHIA, y, y_err=se, n_test=100, proportion=True, n_boot=50)
+    assert stats.verdict == "no transition" and stats.sharp is False
+    assert stats.transition.amplitude.noise_threshold == pytest.approx(3 * math.hypot(se[4], se[1]))

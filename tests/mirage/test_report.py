@@ -2,12 +2,13 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emergence_fast.mirage import report as mr
-from emergence_fast.mirage.readers import Family
+from emergence_fast.mirage.readers import Family, load_family
 from tests.mirage.test_curves import ALPHA, LENGTH, SIZES, C, simulated_family
 
 
@@ -77,3 +78,64 @@ def test_point_intervals_come_from_examples_when_available():
     assert np.all(curve.lo < curve.values) and np.all(curve.values < curve.hi)
     se = np.sqrt(curve.values * (1 - curve.values) / 400)
     np.testing.assert_allclose(curve.hi - curve.lo, 2 * 1.96 * se, rtol=0.2)
+
+
+def test_the_issue_jump_is_reported_sharp_with_its_bracket_in_the_table_and_files(tmp_path):
+    from tests.mirage.test_curves import JUMP, JUMP_SE, PYTHIA
+    n = len(PYTHIA)
+    family = Family(task="jump", models=[f"m{i}" for i in range(n)], params=PYTHIA.copy(),
+                    values={"exact_match": JUMP.copy()}, stderr={"exact_match": JUMP_SE.copy()},
+                    n_test=np.full(n, 200.0), sources=["synthetic"] * n)
+    report = mr.analyse(family, n_boot=100)
+    assert report.verdicts == {"exact_match": "sharp under all"}
+    row = next(line for line in report.table().splitlines() if line.strip().startswith("exact_match  "))
+    assert "between 6.86e+09 and 1.18e+10" in row and "<= 0.24" in row and row.endswith("sharp under all")
+    mr.write_csv(report, tmp_path / "r.csv")
+    with open(tmp_path / "r.csv") as f:
+        first = next(csv.DictReader(f))
+    assert float(first["transition_bracket_lo_params"]) == 6_857_302_016
+    assert float(first["transition_width_bound_log10_params"]) == pytest.approx(0.2374, abs=1e-4)
+    assert first["transition_verdict"] == "sharp" and "transition_location_params" in first
+
+
+def test_live_runs_take_their_noise_from_the_examples():
+    # an edit distance that wanders by 0.15 with a per-example spread of 1 over 50 examples: noise, no transition
+    rng = np.random.default_rng(0)
+    per_example = [rng.normal(0, 1, 50) for _ in range(3)]
+    per_example = [v - v.mean() + m for v, m in zip(per_example, (3.0, 2.85, 2.95))]
+    family = Family(task="live", models=["a", "b", "c"], params=np.array([1e8, 4e8, 1.6e9]),
+                    values={"token_edit_distance": np.array([3.0, 2.85, 2.95])},
+                    stderr={"token_edit_distance": np.full(3, np.nan)}, n_test=np.full(3, 50.0),
+                    sources=["live"] * 3, per_example={"token_edit_distance": per_example})
+    report = mr.analyse(family, n_boot=50)
+    amplitude = report.stats["token_edit_distance"].transition.amplitude
+    assert amplitude.noise_threshold == pytest.approx(3 * math.hypot(*[np.std(per_example[i], ddof=1) / math.sqrt(50)
+                                                                      for i in (0, 1)]))
+    assert report.verdicts == {"token_edit_distance": "no transition"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the README's mirage examples, on the files they name, with the verdicts the README shows
+
+README_PYTHIA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "pythia-lm-eval"
+needs_readme_data = pytest.mark.skipif(not README_PYTHIA.is_dir(), reason=f"no Pythia files at {README_PYTHIA}")
+
+
+@needs_readme_data
+def test_readme_eight_model_lambada_example():
+    family = load_family(sorted(README_PYTHIA.glob("*.json")), "lambada_openai", "acc,ppl")
+    report = mr.analyse(family, n_boot=2000)
+    assert report.verdicts == {"acc": "smooth", "ppl": "smooth", "p_target": "smooth"}
+
+
+@needs_readme_data
+def test_readme_three_model_examples():
+    def files(*sizes):
+        return [README_PYTHIA / f"pythia-{s}_zero-shot_step143000.json" for s in sizes]
+    report = mr.analyse(load_family(files("410m", "1b", "1.4b"), "sciq", "acc,acc_norm"), n_boot=1000)
+    assert report.verdicts == {"acc": "sharp under all", "acc_norm": "sharp under all"}
+    assert report.stats["acc"].bracket_x() == (405_334_016, 1_011_781_632)
+    table = report.table()
+    assert "between 4.05e+08 and 1.01e+09           <= 0.4  sharp under all" in table
+    later = mr.analyse(load_family(files("1b", "1.4b", "2.8b"), "sciq", "acc,acc_norm"), n_boot=1000)
+    assert later.verdicts == {"acc": "no transition", "acc_norm": "no transition"}
