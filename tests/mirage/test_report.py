@@ -126,6 +126,10 @@ def test_readme_eight_model_lambada_example():
     family = load_family(sorted(README_PYTHIA.glob("*.json")), "lambada_openai", "acc,ppl")
     report = mr.analyse(family, n_boot=2000)
     assert report.verdicts == {"acc": "smooth", "ppl": "smooth", "p_target": "smooth"}
+    fit = report.stats["acc"].transition.logistic
+    assert fit.location_ci == pytest.approx((7.82, 8.37), abs=0.005) and fit.units()["location_ci"] == "log10(parameters)"
+    location, lo, hi = report.stats["acc"].location_x()
+    assert (location, lo, hi) == pytest.approx((8.55e7, 6.6e7, 2.32e8), rel=0.01)
 
 
 @needs_readme_data
