@@ -134,7 +134,7 @@ def split_special_prefix(ids, prefix):
         if not bool(starts.any()):
             return ids, PREFIX_ADDED
         if not bool(starts.all()):
-            rows = torch.flatnonzero(starts).tolist()
+            rows = torch.nonzero(starts).flatten().tolist()
             raise ValueError(f"rows {rows[:5]}{'...' if len(rows) > 5 else ''} of the {ids.shape[0]} token rows start "
                              f"with the special prefix {prefix} (BOS) and the others do not: remove it from those rows "
                              "or add it to every row")

@@ -327,3 +327,62 @@ def test_smollm2_icl_animal():
         words = re.fullmatch(r"((?: [a-z]+,){6})", text)
         assert words, text
         assert all(w in kept for w in text[1:-1].split(", "))
+
+
+# ---- the one BOS rule, and ids outside the vocabulary ----------------------------------------------
+
+from emergence_fast.datasets import (PREFIX_ABSENT, PREFIX_ADDED, PREFIX_PRESENT, special_prefix,  # noqa: E402
+                                     split_special_prefix)
+
+
+@pytest.mark.parametrize("ids, prefix, content, status", [
+    ([5, 6], [2], [5, 6], PREFIX_ADDED),
+    ([2, 5, 6], [2], [5, 6], PREFIX_PRESENT),  # prefix + content holds the BOS once, not [2, 2, 5, 6]
+    ([2, 2, 5], [2], [2, 5], PREFIX_PRESENT),  # only the one the caller would add again is taken off
+    ([2, 5, 6], [], [2, 5, 6], PREFIX_ABSENT),
+    ([7, 2, 5], [7, 2], [5], PREFIX_PRESENT),
+    ([7, 5], [7, 2], [7, 5], PREFIX_ADDED),
+    ([], [2], [], PREFIX_ADDED),
+])
+def test_split_special_prefix_on_one_sequence(ids, prefix, content, status):
+    assert split_special_prefix(ids, prefix) == (content, status)
+
+
+def test_split_special_prefix_on_rows():
+    rows = torch.tensor([[2, 5, 6], [2, 7, 8]])
+    content, status = split_special_prefix(rows, [2])
+    assert status == PREFIX_PRESENT and torch.equal(content, rows[:, 1:])
+    content, status = split_special_prefix(rows[:, 1:], [2])
+    assert status == PREFIX_ADDED and torch.equal(content, rows[:, 1:])
+    with pytest.raises(ValueError, match=r"rows \[1\] of the 2 token rows start with the special prefix \[2\] \(BOS\) "
+                                         "and the others do not: remove it from those rows or add it to every row"):
+        split_special_prefix(torch.tensor([[5, 6], [2, 6]]), [2])
+
+
+def test_special_prefix_is_what_the_tokenizer_adds(bpe_tokenizer):
+    from tests.tiny_models import tiny_tokenizer
+
+    assert special_prefix(tiny_tokenizer(True)) == [2]
+    assert special_prefix(tiny_tokenizer(False)) == []
+    assert special_prefix(bpe_tokenizer) == []  # GPT-2 style: a bos_token it never adds
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npy"])
+@pytest.mark.parametrize("value", [1500, -3])
+def test_ids_outside_the_tokenizer_vocabulary_are_named(tmp_path, bpe_tokenizer, suffix, value):
+    ids = torch.randint(0, 100, (6, 5), generator=torch.Generator().manual_seed(0))
+    ids[4, 2] = value
+    path = tmp_path / f"ids{suffix}"
+    if suffix == ".pt":
+        torch.save(ids, path)
+    else:
+        import numpy as np
+
+        np.save(path, ids.numpy())
+    with pytest.raises(ValueError) as info:
+        load_dataset(f"ids:{path}", bpe_tokenizer, 6)
+    assert str(info.value) == (f"dataset ids:{path} holds the token id {value} (row 4, position 2), outside the "
+                               f"tokenizer's vocabulary of {len(bpe_tokenizer)} ids (0..{len(bpe_tokenizer) - 1}): "
+                               "were the ids made with another tokenizer?")
+    # Only the rows used are checked: the first 4 are fine.
+    assert load_dataset(f"ids:{path}", bpe_tokenizer, 4).input_ids.tolist() == ids[:4].tolist()
