@@ -36,9 +36,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .. import transitions
 from .._optional import require
 from ..report import write_csv, write_figure, write_json  # noqa: F401 (write_csv, write_json: this module's API)
-from .. import transitions
 from . import curves
 from .metrics import aggregate, metric_spec
 from .readers import Family
