@@ -231,7 +231,10 @@ def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, 
 
 @dataclass(frozen=True)
 class PowerLawFit:
-    """``L(N) = (N / c) ** alpha`` fitted to per-token losses; CIs from a residual bootstrap in log space."""
+    """``L(N) = (N / c) ** alpha`` fitted to per-token losses; CIs from a residual bootstrap in log space.
+
+    ``alpha`` (and ``alpha_ci``) is dimensionless, ``c`` (and ``c_ci``) is in parameters, like N.
+    """
 
     alpha: float
     c: float
@@ -257,7 +260,9 @@ class PowerLawFit:
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "c": self.c, "alpha_ci": list(self.alpha_ci), "c_ci": list(self.c_ci),
-                "r2": self.r2, "n_points": self.n_points, "note": self.note}
+                "r2": self.r2, "n_points": self.n_points, "note": self.note,
+                "units": {"alpha": "dimensionless (d ln L / d ln N)", "alpha_ci": "dimensionless",
+                          "c": "parameters", "c_ci": "parameters"}}
 
 
 def _over_lengths(p: np.ndarray, length, formula) -> np.ndarray:

@@ -263,7 +263,7 @@ def summary_table(report: MirageReport) -> str:
         fit = report.power_law
         out.append(f"\nper-token loss power law L(N) = (N/c)^alpha: alpha = {fit.alpha:.4f} "
                    f"[{_g(fit.alpha_ci[0], 4)}, {_g(fit.alpha_ci[1], 4)}], c = {_g(fit.c)} "
-                   f"[{_g(fit.c_ci[0])}, {_g(fit.c_ci[1])}], R^2 = {fit.r2:.4f}")
+                   f"[{_g(fit.c_ci[0])}, {_g(fit.c_ci[1])}] parameters, R^2 = {fit.r2:.4f}")
         for name, p in report.predictions.items():
             cmp = p["comparison"]
             out.append(f"  {p['formula']} vs observed {name}: rmse {_g(cmp['rmse'])}, max gap {_g(cmp['max_abs'])}, "

@@ -37,6 +37,10 @@ def test_sharp_exact_match_over_smooth_edit_distance_is_a_metric_effect(tmp_path
              mr.plot(report, tmp_path / "r.png")]
     data = json.loads(paths[0].read_text())
     assert data["metrics"]["exact_match"]["verdict"] == "sharp under this metric only"
+    # every interval names its unit: the power law's c in parameters, the logistic's location in log10(parameters)
+    assert data["power_law"]["units"]["c_ci"] == "parameters" and "] parameters, R^2" in table
+    assert data["metrics"]["exact_match"]["statistics"]["transition"]["logistic"]["units"]["location_ci"] == \
+        "log10(parameters)"
     assert data["metrics"]["exact_match"]["values"] == pytest.approx(report.curves["exact_match"].values.tolist())
     with open(paths[1]) as f:
         rows = list(csv.DictReader(f))
