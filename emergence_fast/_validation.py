@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -119,3 +120,12 @@ def as_device(value, name: str) -> torch.device:
         return torch.device(value)
     except RuntimeError as exc:
         raise ValueError(f"{name}={value!r} is not a valid torch device: {exc}") from exc
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say (``os.sysconf``)."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return pages * page_size if pages > 0 and page_size > 0 else None

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validation import format_bytes, physical_memory
 from . import prompts as P
 from .readout import BinaryReadout
 from .runner import PromptRunner
@@ -54,9 +55,37 @@ def chance_level(concept, depth: int) -> float:
     return len(rotations(concept, depth)) / 2 ** _positive_int(depth, "depth")
 
 
+# Measured for tree_curves (81,840 prompts at depth 10, max_len 40): a prompt's text and token ids take
+# about 1.2 KB for 330 characters, 3.6 bytes per character, before the runner adds its own plan.
+_TREE_BYTES_PER_CHAR = 4
+# A path or prefix of d flips held in a list or dict: its tuple (40 + 8 d bytes), the slot, a float value.
+_PATH_BYTES = 96
+
+
+def _refuse_beyond_memory(name: str, value: int, need: int, what: str, remedy: str) -> None:
+    """Work that cannot fit in this machine's memory fails now, naming the argument, not later in the OOM killer."""
+    available = physical_memory()
+    if available is not None and need > available:
+        raise ValueError(f"{name}={value} needs {what}, about {format_bytes(need)} of memory, more than this "
+                         f"machine's {format_bytes(available)}: {remedy}")
+
+
+_LOWER_DEPTH = "lower depth (each step down halves it)"
+
+
+def _prompt_bytes(n_prompts: int, template_chars: int, mean_flips: float) -> int:
+    """Memory of ``n_prompts`` prompts of ``template_chars`` plus ``mean_flips`` flips each, text and token ids."""
+    return int(n_prompts * (template_chars + len(P.tree_flips_text((0,))) * mean_flips) * _TREE_BYTES_PER_CHAR)
+
+
 def continuation_prefixes(depth: int) -> list[tuple[int, ...]]:
-    """The ``2**depth - 1`` prefixes of length ``0..depth-1``, shortest first (the paper's order)."""
+    """The ``2**depth - 1`` prefixes of length ``0..depth-1``, shortest first (the paper's order).
+
+    Raises ValueError naming ``depth`` when the ``2**depth - 1`` prefixes cannot fit in memory.
+    """
     depth = _positive_int(depth, "depth")
+    _refuse_beyond_memory("depth", depth, (2**depth - 1) * (_PATH_BYTES + 8 * depth),
+                          f"{2**depth - 1:,} continuation prefixes", _LOWER_DEPTH)
     return [prefix for n in range(depth) for prefix in itertools.product((0, 1), repeat=n)]
 
 
@@ -65,8 +94,10 @@ def path_probabilities(p_tails, depth: int) -> dict[tuple[int, ...], float]:
 
     ``p_tails`` maps each of the ``2**depth - 1`` prefixes to a probability; the result maps
     each of the ``2**depth`` paths to the product of its step probabilities (they sum to 1).
+    Raises ValueError naming ``depth`` when the ``2**depth`` paths cannot fit in memory.
     """
     depth = _positive_int(depth, "depth")
+    _refuse_beyond_memory("depth", depth, 2**depth * (_PATH_BYTES + 8 * depth), f"{2**depth:,} paths", _LOWER_DEPTH)
     if not isinstance(p_tails, dict):
         raise TypeError(f"p_tails must be a dict mapping prefixes to P(next = 1), got {type(p_tails).__name__}")
     for prefix in continuation_prefixes(depth):
@@ -86,9 +117,25 @@ def path_probabilities(p_tails, depth: int) -> dict[tuple[int, ...], float]:
 
 
 def concept_probability(p_tails, concept, depth: int) -> float:
-    """P(concept | x): the mass of the depth-``depth`` paths that continue some shift of ``concept``."""
-    paths = path_probabilities(p_tails, depth)
-    return float(sum(paths[path] for path in rotations(concept, depth)))
+    """P(concept | x): the mass of the depth-``depth`` paths that continue some shift of ``concept``.
+
+    Only those paths are multiplied out (``len(concept) * depth`` steps at most), not all ``2**depth``.
+    """
+    depth = _positive_int(depth, "depth")
+    if not isinstance(p_tails, dict):
+        raise TypeError(f"p_tails must be a dict mapping prefixes to P(next = 1), got {type(p_tails).__name__}")
+    total = 0.0
+    for path in rotations(concept, depth):
+        value = 1.0
+        for d in range(depth):
+            if path[:d] not in p_tails:
+                raise ValueError(f"p_tails has no entry for the prefix {path[:d]}")
+            q = float(p_tails[path[:d]])
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"p_tails[{path[:d]}] must be a probability, got {q}")
+            value *= q if path[d] == 1 else 1.0 - q
+        total += value
+    return total
 
 
 def random_sequences(n: int, length: int, seed: int = 0) -> list[tuple[int, ...]]:
@@ -185,8 +232,32 @@ def _positive_int(value, name: str) -> int:
     return value
 
 
+def as_concepts(concepts) -> list[tuple[int, ...]]:
+    """The concepts a curve function runs, each a non-empty binary tuple.
+
+    A string is ONE concept (``"01"`` -> ``[(0, 1)]``, never the two concepts ``"0"`` and
+    ``"1"``), and so is a flat sequence of 0/1 numbers (``(0, 1, 1)``); a list or tuple of
+    strings or of sequences is several (``["01", "011"]``, ``((0, 1), (0, 1, 1))``); an empty
+    one is none. Raises ValueError on characters other than '0' and '1' (a comma-separated
+    string such as ``"01,011"`` included: pass a list), TypeError on anything else.
+    """
+    if isinstance(concepts, str):
+        if "," in concepts:
+            raise ValueError(f"concepts={concepts!r} is one concept given as a string, and may hold only the "
+                             "characters '0' and '1': pass several concepts as a list, e.g. ['01', '011']")
+        return [P.parse_concept(concepts)]
+    if hasattr(concepts, "tolist"):  # numpy arrays, tensors: a 1-D one is a concept, a 2-D one its rows
+        concepts = concepts.tolist()
+    if not isinstance(concepts, (list, tuple)):
+        raise TypeError(f"concepts must be a '0'/'1' string, a sequence of 0/1 values, or a list of those, "
+                        f"got {type(concepts).__name__}")
+    if concepts and all(isinstance(c, numbers.Number) or hasattr(c, "item") for c in concepts):
+        return [P.parse_concept(concepts)]  # flat 0/1 values: one concept
+    return [P.parse_concept(c) for c in concepts]
+
+
 def _sequences(concepts, n_random: int, max_len: int, seed: int):
-    items = [(concept_label(c), "concept", P.concept_context(c, max_len), P.parse_concept(c)) for c in concepts]
+    items = [(concept_label(c), "concept", P.concept_context(c, max_len), c) for c in as_concepts(concepts)]
     if isinstance(n_random, bool) or not isinstance(n_random, numbers.Integral) or n_random < 0:
         raise ValueError(f"n_random must be a non-negative int, got {n_random!r}")
     if n_random:
@@ -219,15 +290,21 @@ def judgment_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int
                     n_boot: int = 1000) -> ConceptResult:
     """p(random | x_{1:n}) for n = 1..``max_len`` for every concept context and ``n_random`` random sequences.
 
-    ``concepts``: binary tuples or '0'/'1' strings. ``chat`` wraps every prompt in the
+    ``concepts``: one concept (a '0'/'1' string such as ``"01"``, or a tuple of 0/1) or a list
+    of them (:func:`as_concepts`). ``chat`` wraps every prompt in the
     tokenizer's chat template. Every curve gets its transition statistics
     (:func:`emergence_fast.transitions.summarize`, ``n_boot`` bootstrap replicates; the period of
     a concept curve is its length). Pass ``runner`` to share one (and its statistics) across calls.
     Inside a torch.distributed process group every rank must make the same call: the runner shares
     the batches out across the ranks and every rank returns the whole, single-process result.
+    Raises ValueError naming ``max_len`` before any prompt is built when the prompts (whose text
+    grows as ``max_len**2``) would not fit in this machine's memory.
     """
     max_len = _positive_int(max_len, "max_len")
     items = _sequences(concepts, n_random, max_len, seed)
+    n_prompts = len(items) * max_len  # of (max_len + 1) / 2 flips on average: memory grows as max_len^2
+    _refuse_beyond_memory("max_len", max_len, _prompt_bytes(n_prompts, len(P.judgment_prompt((0,))), (max_len + 1) / 2),
+                          f"{n_prompts:,} prompts ({len(items)} curve(s) x max_len)", "lower max_len")
     runner = _runner(model, tokenizer, runner, batch_size, prefix_cache)
     readout = readout if readout is not None else BinaryReadout(tokenizer, "n", "r")
     start = time.perf_counter()
@@ -255,11 +332,20 @@ def tree_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int = 4
 
     Each curve point takes ``2**depth - 1`` prompts (context ``C^{|x|}`` plus every continuation
     prefix); the curve's ``mass`` and ``entropy`` are the means over those prompts. The chance
-    level of a fair coin is stored on the curve.
+    level of a fair coin is stored on the curve. ``concepts`` as in :func:`judgment_curves`.
+
+    Raises ValueError naming ``depth`` before any prompt is built when the
+    ``len(concepts) * max_len * (2**depth - 1)`` prompts would not fit in this machine's memory
+    (about 4 bytes per character of prompt text, measured).
     """
     max_len = _positive_int(max_len, "max_len")
     depth = _positive_int(depth, "depth")
     items = _sequences(concepts, 0, max_len, seed)
+    n_prompts = len(items) * max_len * (2**depth - 1)
+    # Mean prompt: a context of (max_len + 1) / 2 flips and a continuation of about depth - 2.
+    need = _prompt_bytes(n_prompts, len(P.tree_prompt((0,))), (max_len + 1) / 2 + max(depth - 2, 0))
+    _refuse_beyond_memory("depth", depth, need, f"{n_prompts:,} prompts ({len(items)} curve(s) x max_len={max_len} "
+                          f"x {2**depth - 1:,} continuation prefixes)", _LOWER_DEPTH)
     runner = _runner(model, tokenizer, runner, batch_size, prefix_cache)
     readout = readout if readout is not None else BinaryReadout(tokenizer, "h", "t")
     prefixes = continuation_prefixes(depth)

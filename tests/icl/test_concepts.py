@@ -120,3 +120,57 @@ def test_bad_inputs():
         C.path_probabilities({(): 1.5}, 1)
     with pytest.raises(ValueError, match="no entry"):
         C.path_probabilities({(): 0.5}, 2)
+
+
+def test_a_concept_string_is_one_concept():
+    """judgment_curves(model, tok, "01") used to iterate the string and run concepts "0" and "1"."""
+    assert C.as_concepts("01") == [(0, 1)]
+    assert C.as_concepts(" 011 ") == [(0, 1, 1)]
+    assert C.as_concepts((0, 1, 1)) == [(0, 1, 1)]  # flat 0/1 values: one concept
+    assert C.as_concepts(np.array([1, 0])) == [(1, 0)]
+    assert C.as_concepts(["01", "011"]) == [(0, 1), (0, 1, 1)]
+    assert C.as_concepts(((0, 1), "1")) == [(0, 1), (1,)]
+    assert C.as_concepts([]) == []
+    with pytest.raises(ValueError, match=r"concept must contain only the characters '0' and '1', got \['2'\]"):
+        C.as_concepts("012")
+    with pytest.raises(ValueError, match=r"pass several concepts as a list, e.g. \['01', '011'\]"):
+        C.as_concepts("01,011")
+    with pytest.raises(TypeError, match="concepts must be a '0'/'1' string"):
+        C.as_concepts(7)
+    model, tok = tiny_model("gpt2"), coin_tokenizer()
+    judged = C.judgment_curves(model, tok, "01", 3, n_boot=0)
+    assert [c.label for c in judged.curves] == ["01"] and judged.curves[0].period == 2
+    tree = C.tree_curves(model, tok, "011", 2, 2, n_boot=0)
+    assert [c.label for c in tree.curves] == ["011"] and tree.curves[0].chance == C.chance_level("011", 2)
+
+
+def test_trees_beyond_memory_are_refused_before_any_work(monkeypatch):
+    """tree_curves(depth=30) used to grow until the kernel killed it (24 GB); now it fails at once, naming depth."""
+    monkeypatch.setattr(C, "physical_memory", lambda: 8 * 10**9)
+    with pytest.raises(ValueError, match=r"depth=30 needs 85,899,345,840 prompts \(2 curve\(s\) x max_len=40 x "
+                                         r"1,073,741,823 continuation prefixes\), about .* TB of memory, more than "
+                                         r"this machine's 8 GB: lower depth"):
+        C.tree_curves(None, None, ["01", "011"], 40, depth=30)  # refused before the model is touched
+    with pytest.raises(ValueError, match=r"depth=40 needs 1,099,511,627,775 continuation prefixes"):
+        C.continuation_prefixes(40)
+    with pytest.raises(ValueError, match=r"depth=40 needs 1,099,511,627,776 paths"):
+        C.path_probabilities({}, 40)
+    with pytest.raises(ValueError, match=r"max_len=1000000 needs 1,000,000 prompts .* lower max_len"):
+        C.judgment_curves(None, None, "01", 10**6)
+    # The paper's depth and a long judgment curve stay well inside a small machine.
+    monkeypatch.setattr(C, "physical_memory", lambda: 10**9)
+    assert len(C.continuation_prefixes(12)) == 2**12 - 1
+    with pytest.raises(ValueError, match="depth=16"):
+        C.tree_curves(None, None, ["01", "011"], 40, depth=16)  # 5.2 M prompts of ~300 characters: several GB
+
+
+def test_concept_probability_multiplies_out_only_the_concepts_paths():
+    rng = np.random.default_rng(1)
+    depth = 6
+    q = {prefix: float(rng.random()) for prefix in C.continuation_prefixes(depth)}
+    paths = C.path_probabilities(q, depth)
+    for concept in ((0, 1), (0, 1, 1), (1, 1, 1, 0, 0, 0)):
+        expected = sum(paths[p] for p in C.rotations(concept, depth))
+        assert C.concept_probability(q, concept, depth) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="no entry for the prefix"):
+        C.concept_probability({(): 0.5}, (0, 1), 2)
