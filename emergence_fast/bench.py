@@ -112,8 +112,8 @@ def _check_sizes(sizes: dict, flag: bool = False) -> dict:
     return sizes
 
 
-def _check_out_dir(out_dir, flag: bool = False) -> Path:
-    name = "--out" if flag else "out_dir"
+def _check_out_dir(out_dir) -> Path:
+    name = "out_dir"
     if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
         raise ValueError(f"{name} must be a folder path, got {out_dir!r}")
     path = Path(out_dir)
@@ -684,14 +684,15 @@ def format_table(result: dict) -> str:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="local folder or cached Hugging Face id (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--gguf-file", help="GGUF file name inside --model")
+    parser.add_argument("--gguf-file", help="GGUF file name inside --model (default: none, the folder's weights)")
     parser.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available, else cpu)")
-    parser.add_argument("--out", default="runs/bench", help="output folder for bench.json")
+    parser.add_argument("--out", default="runs/bench", help="output folder for bench.json; locked while a run uses it")
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds on a tiny model; CI)")
-    parser.add_argument("--n-samples", type=int, default=None, help="sequences for the bare-forward vs IE part")
-    parser.add_argument("--batch-size", type=int, default=None, help="sequences per forward")
-    parser.add_argument("--icl-max-len", type=int, default=None, help="longest ICL context in flips (2x prompts)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed samples per kernel (median reported)")
+    sized = " (default: the --quick or full size for the device, recorded in bench.json's sizes)"
+    parser.add_argument("--n-samples", type=int, default=None, help="sequences for the bare-forward vs IE part" + sized)
+    parser.add_argument("--batch-size", type=int, default=None, help="sequences per forward" + sized)
+    parser.add_argument("--icl-max-len", type=int, default=None, help="longest ICL context in flips (2x prompts)" + sized)
+    parser.add_argument("--repeats", type=int, default=None, help="timed samples per kernel (median reported)" + sized)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--backend", default=None, help="backend of the IE accumulation (default: auto)")
 
@@ -710,23 +711,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args, out=None) -> dict:
     """Run the benchmark described by ``args`` (from :func:`add_parser`); return the result dict.
 
-    Raises ValueError naming the command-line argument on bad input, before loading the model.
+    Raises ValueError naming the command-line argument on bad input, before ``--out`` is
+    created and locked (:class:`emergence_fast.report.OutputFolder`) and before the model
+    loads; a run that fails leaves no folder it created behind.
     """
     from . import models
+    from .report import OutputFolder
 
     sizes = {key: getattr(args, key) for key in ("n_samples", "batch_size", "icl_max_len", "repeats")
              if getattr(args, key, None) is not None}
-    _check_out_dir(args.out, flag=True)
+    folder = OutputFolder(args.out)
+    folder.check()
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (key == "n_samples" and value < 17):
             raise ValueError(f"--{key.replace('_', '-')} must be a positive integer"
                              f"{' >= 17 (IE default estimator needs more than 16 samples)' if key == 'n_samples' else ''}"
                              f", got {value!r}")
     threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {threads!r}")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {threads!r}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
@@ -736,10 +739,19 @@ def run(args, out=None) -> dict:
         raise ValueError(f"--device {args.device!r}: no CUDA device is visible")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device must be cpu or cuda[:i], got {args.device!r}")
+    if threads is not None:
+        torch.set_num_threads(threads)
     command = getattr(args, "command_line", None) or shlex.join(["emergence-fast", *sys.argv[1:]])
-    model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=device)
-    return run_bench(model, tokenizer, out_dir=args.out, quick=args.quick, sizes=sizes, backend=args.backend,
-                     model_source=args.model or models.DEFAULT_MODEL, command=command, out=out)
+    folder.claim()
+    try:
+        model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file, device=device)
+        result = run_bench(model, tokenizer, out_dir=args.out, quick=args.quick, sizes=sizes, backend=args.backend,
+                           model_source=args.model or models.DEFAULT_MODEL, command=command, out=out)
+    except BaseException:
+        folder.release(failed=True)
+        raise
+    folder.release()
+    return result
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,14 @@ import torch
 import emergence_fast as ef
 from emergence_fast import bench, distributed
 from emergence_fast._dispatch import resolve_backend
-from emergence_fast.emergence import DEFAULT_ESTIMATOR, DEFAULT_STATE_MEMORY, ESTIMATORS, NOISY_DEFAULT_OPTIONS, checkpoint_path
+from emergence_fast.emergence import (
+    DEFAULT_ESTIMATOR,
+    DEFAULT_STATE_MEMORY,
+    ESTIMATORS,
+    NOISY_DEFAULT_OPTIONS,
+    SAMPLE_ESTIMATORS,
+    checkpoint_path,
+)
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 
@@ -231,7 +238,37 @@ def _estimator_options(args) -> dict | None:
         raise ValueError(f"--option {clash[0]}=... repeats --{clash[0].replace('_', '-')}: give it once")
     if extra:
         options = {**(options or {}), **extra}
-    return _check_estimator_options(args.estimator, options, args.n_samples) if options is not None else None
+    if options is None and args.estimator not in SAMPLE_ESTIMATORS:
+        return None
+    options = _check_estimator_options(args.estimator, options, args.n_samples)  # a sample estimator's defaults
+    if args.estimator in SAMPLE_ESTIMATORS:
+        _probe_sample_estimator(args.estimator, options, min(args.reservoir_size, args.n_samples))
+    return options
+
+
+def _probe_sample_estimator(estimator: str, options: dict, rows: int) -> None:
+    """Run a sample-based estimator once on ``rows`` random 1-d pairs so that a bad option value
+    (``k=5000`` for 1024 kept rows, ``lr=-1``) fails now, not after the forward pass.
+
+    The estimators check their arguments before they compute; a valid ``steps`` only scales the
+    work of a neural estimator, so the probe takes one step (a fraction of a second in all).
+    """
+    import torch
+
+    from .estimators import MI_METHODS
+
+    probe = dict(options)
+    steps = probe.get("steps")
+    valid = isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
+    if valid or ("steps" not in probe and estimator in ("infonce", "nwj", "mine", "smile", "chen2024")):
+        probe["steps"] = 1
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, rows, 1, generator=generator)
+    try:
+        MI_METHODS[estimator](x, y, **probe)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--estimator {estimator} with options {options} on {rows} kept rows per cell "
+                         f"(--reservoir-size, --n-samples): {str(exc).splitlines()[0]}") from None
 
 
 def run_ie(args, out=None) -> None:
@@ -319,7 +356,8 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``emergence-fast`` parser with every subcommand (their defaults shown in ``--help``)."""
     parser = _OneLineErrors(prog="emergence-fast", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -395,7 +433,12 @@ def main(argv=None) -> int:
     icl_cli.add_parser(sub)
     mirage_cli.add_parser(sub)
     bench.add_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    """``emergence-fast ...``: 0 on success, 2 on a user error (one line on stderr, nothing created)."""
+    args = build_parser().parse_args(argv)
     if args.command == "estimators":
         demo(seed=args.seed)
     elif args.command == "backends":

@@ -129,5 +129,6 @@ def test_cli_parser_and_errors(tmp_path):
                        (["--threads", "0"], "--threads"), (["--device", "nonsense"], "--device")):
         with pytest.raises(ValueError, match=name):
             bench.run(cli_args(*argv, "--out", str(tmp_path / "ok")) if "--out" not in argv else cli_args(*argv))
+    assert not (tmp_path / "ok").exists()  # nothing created on a user error
     with pytest.raises(SystemExit):
         bench.main(["--out", str(a_file)])  # main prints the one-line error and exits 2

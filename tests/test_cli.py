@@ -1,8 +1,14 @@
 import io
+import json
+import math
+import os
 
 import pytest
+import torch
 
-from emergence_fast import cli
+from emergence_fast import cli, emergence, models, report
+from tests.icl.coin import coin_tokenizer
+from tests.tiny_models import icl_ids, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 
 
 def test_demo_prints_a_table_with_known_answers():
@@ -58,3 +64,195 @@ def test_bad_estimator_flags_are_one_line_before_the_model_loads(argv, message, 
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("emergence-fast ie: error:")
+
+
+# ---------------------------------------------------------------- the CLI contract (issue #13)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    """A tiny llama (3 blocks) with a word-level tokenizer, and 64 ICL-like id rows [64, 4]."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(folder)
+    coin_tokenizer(chat=True).save_pretrained(folder)
+    torch.save(icl_ids(64, 2), folder / "ids.pt")
+    return folder
+
+
+def ie_argv(folder, out, *extra):
+    return ["ie", "--model", str(folder), "--dataset", f"ids:{folder / 'ids.pt'}", "--n-samples", "64",
+            "--batch-size", "4", "--out", str(out), *extra]
+
+
+def no_model(monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+
+
+def call(argv):
+    try:
+        return cli.main(argv)
+    except SystemExit as exit_:  # argparse's own checks exit; ours return the code
+        return exit_.code
+
+
+def one_line_error(capsys, command):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"emergence-fast {command}: error: ")
+    return err.strip()
+
+
+@pytest.mark.parametrize("command, argv, message", [
+    ("ie", ["--layers", "blocks.1.hook_resid"], "--layers takes comma-separated block indices or TransformerLens names"),
+    ("ie", ["--option", "k"], "--option must be KEY=VALUE, got 'k'"),
+    ("ie", ["--estimator", "ksg", "--option", "k=5000"], "--estimator ksg with options {'k': 5000} on 1024 kept rows per "
+     "cell (--reservoir-size, --n-samples): k must be smaller than the number of samples N (k < N), got k=5000 and N=1024"),
+    ("ie", ["--estimator", "mine", "--option", "lr=-1"], "lr must be a positive finite number, got -1"),
+    ("ie", ["--estimator", "chen2024", "--option", "steps=0"], "steps must be an integer >= 1, got 0"),
+    ("ie", ["--n-samples", "1"], "--n-samples must be >= 2, got 1"),
+    ("ie", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    ("ie", ["--state-memory", "lots"], "--state-memory"),
+    ("ie", ["--device", "cuda:7"], "device='cuda:7' asks for CUDA" if not torch.cuda.is_available() else "cuda"),
+    ("ie", ["--dataset", "ids:/nonexistent/ids.pt"], "--dataset ids:/nonexistent/ids.pt: '/nonexistent/ids.pt' is not a file"),
+    ("ie", ["--dataset", "wiki"], "--dataset must be one of icl-country, icl-animal, icl-color, text:PATH or ids:PATH"),
+    ("ie", ["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    ("icl", ["judge", "--concepts", "0a1"], "--concepts: concept must contain only the characters '0' and '1'"),
+    ("icl", ["judge", "--max-len", "0"], "--max-len must be >= 1, got 0"),
+    ("icl", ["generate", "--p-tails", "30,140"], "--p-tails must be comma-separated integer percentages in [0, 100]"),
+    ("icl", ["judge", "--n-boot", "-1"], "--n-boot must be >= 0, got -1"),
+    ("mirage", ["--models", "a", "b", "--task", "nope"], "--task for --models must be one of arithmetic-2d-mult"),
+    ("mirage", ["--models", "a", "--task", "arithmetic-2d-mult", "--metrics", "acc"], "unknown metric(s) ['acc']"),
+    ("mirage", ["--models", "a", "--task", "arithmetic-2d-mult", "--ci", "1.5"], "--ci must be a confidence level in"),
+    ("mirage", ["--results", "/nonexistent.json", "--task", "x", "--metrics", "acc"],
+     "--results: '/nonexistent.json' does not exist"),
+    ("mirage", ["--results", "/nonexistent.json", "--task", "x"], "mirage --results needs --metrics"),
+])
+def test_user_errors_are_one_line_exit_2_before_the_model_and_create_nothing(command, argv, message, llama_dir,
+                                                                                tmp_path, capsys, monkeypatch):
+    no_model(monkeypatch)
+    model = [] if command == "mirage" else ["--model", str(llama_dir)]
+    out = tmp_path / "runs" / "out"
+    task = argv[:1] if command == "icl" else []  # icl's positional task comes first
+    assert call([command, *task, *model, *argv[len(task):], "--out", str(out)]) == 2
+    assert message in one_line_error(capsys, command)
+    assert list(tmp_path.iterdir()) == []  # no --out folder, no parents, no partial files
+
+
+@pytest.mark.parametrize("command, argv, message", [
+    ("ie", ["--layers", "7"], "layers must be a non-empty list of block indices in 0..2, got [7]"),
+    ("icl", ["judge", "--chat", "--max-len", "2"], "--chat needs a tokenizer with a chat template"),
+])
+def test_errors_found_once_the_model_is_known_leave_nothing_either(command, argv, message, tmp_path, capsys):
+    """The range of a block index, or a chat template, needs the model: the lock taken before it is undone."""
+    folder = tmp_path / "model"
+    tiny_model("llama").save_pretrained(folder)
+    coin_tokenizer(chat=False).save_pretrained(folder)
+    torch.save(icl_ids(64, 2), folder / "ids.pt")
+    capsys.readouterr()  # the model saver's own bar
+    argv = ie_argv(folder, tmp_path / "out", "--quiet", *argv) if command == "ie" else \
+        ["icl", argv[0], "--model", str(folder), *argv[1:], "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert message in one_line_error(capsys, command)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("command", ["ie", "icl", "mirage", "bench"])
+def test_a_second_run_on_one_out_is_refused_naming_the_first(command, llama_dir, tmp_path, capsys, monkeypatch):
+    no_model(monkeypatch)
+    out = tmp_path / "out"
+    held = report.OutputFolder(out).claim()  # the other run, alive
+    try:
+        argv = {"ie": ie_argv(llama_dir, out),
+                "icl": ["icl", "judge", "--model", str(llama_dir), "--out", str(out)],
+                "mirage": ["mirage", "--models", str(llama_dir), "--task", "arithmetic-2d-mult", "--out", str(out)],
+                "bench": ["bench", "--model", str(llama_dir), "--quick", "--out", str(out)]}[command]
+        assert cli.main(argv) == 2
+        err = one_line_error(capsys, command)
+        assert f"--out {str(out)!r} is in use by pid {os.getpid()} on " in err and ", started " in err
+        assert err.endswith("wait for it to finish or choose another --out")
+    finally:
+        held.release()
+    assert list(out.iterdir()) == []  # the refused run touched nothing of the other's
+
+
+@pytest.mark.parametrize("command", ["ie", "icl", "mirage"])
+def test_an_out_that_cannot_be_created_is_refused_before_the_model(command, llama_dir, capsys, monkeypatch):
+    no_model(monkeypatch)
+    out = "/proc/self/no/such/dir"
+    argv = {"ie": ie_argv(llama_dir, out),
+            "icl": ["icl", "judge", "--model", str(llama_dir), "--out", out],
+            "mirage": ["mirage", "--models", str(llama_dir), "--task", "arithmetic-2d-mult", "--out", out]}[command]
+    assert cli.main(argv) == 2
+    assert f"--out {out!r} cannot be created: " in one_line_error(capsys, command)
+
+
+def test_ie_takes_transformerlens_names_and_writes_strict_json(llama_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(ie_argv(llama_dir, out, "--layers", "0, blocks.2.hook_resid_post", "--quiet")) == 0
+    assert capsys.readouterr().err == ""  # --quiet: no bars
+    data = json.loads((out / "ie.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert data["layers"] == [0, 2]
+    for key in ("macro", "micro", "emergence", "macro_stderr"):
+        assert all(v is None or isinstance(v, float) for row in data[key] for v in row)  # numbers or null
+    assert sorted(p.name for p in out.iterdir()) == ["ie.csv", "ie.json", "ie_heatmap.png", "ie_positions.png"]
+
+
+@pytest.mark.parametrize("every, update, expected", [
+    (3, 8, [4, 8, 12, 16]),        # folds of 2 batches: max(3, 2) rounded up to whole folds = every 4 batches
+    (1, 8, [2, 4, 6, 8, 10, 12, 14, 16]),  # below a fold: every fold
+    (4, 16, [4, 8, 12, 16]),       # a multiple of the fold: exactly every 4 batches
+    (32, 8, [16]),                 # the default N with 16 batches in all: once, at the end of the pass
+    (0, 8, []),
+])
+def test_checkpoints_come_at_the_cadence_the_help_states(every, update, expected, llama_dir, tmp_path, monkeypatch):
+    """--checkpoint-every N: every max(N, fold) batches rounded up to whole folds, and at the end of the pass."""
+    saved = []
+    original = emergence._save_checkpoint
+
+    def recording(path, payload):
+        saved.append(payload["batches_done"])
+        original(path, payload)
+
+    monkeypatch.setattr(emergence, "_save_checkpoint", recording)
+    argv = ie_argv(llama_dir, tmp_path / "out", "--quiet", "--checkpoint-every", str(every), "--update-samples",
+                   str(update), "--keep-checkpoint")
+    assert cli.main(argv) == 0
+    assert saved == expected
+    fold = math.ceil(update / 4)
+    if every:
+        cadence = math.ceil(max(every, fold) / fold) * fold
+        assert expected == [b for b in range(cadence, 16 + 1, cadence)] + ([16] if 16 % cadence else [])
+    assert (tmp_path / "out" / "ie_checkpoint.pt").exists() == bool(expected)
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["ie"].format_help().split())
+    assert "come every max(N, fold) batches rounded up to whole folds" in help_text
+
+
+def test_ie_shows_its_phases_on_stderr(llama_dir, tmp_path, capsys):
+    assert cli.main(ie_argv(llama_dir, tmp_path / "out", "--layers", "1")) == 0
+    err = capsys.readouterr().err
+    assert "IE macro pass" in err and "IE estimate (noisy)" in err
+
+
+def test_every_option_shows_its_default_in_help():
+    parser = cli.build_parser()
+    subcommands = parser._subparsers._group_actions[0].choices
+    assert set(subcommands) == {"ie", "estimators", "backends", "icl", "mirage", "bench"}
+    for name, sub in subcommands.items():
+        formatter = sub._get_formatter()
+        assert isinstance(formatter, cli.HelpWithDefaults)
+        for action in sub._actions:
+            either = any(action in group._group_actions for group in sub._mutually_exclusive_groups if group.required)
+            if not action.option_strings or action.required or either or action.dest == "help":
+                continue
+            text = formatter._get_help_string(action)
+            assert "default" in text, f"{name} {action.option_strings[0]}: {text!r}"
+    ie_help = " ".join(subcommands["ie"].format_help().split())
+    assert "--n-samples N_SAMPLES sequences N (default: 1024)" in ie_help
+    assert "--dataset DATASET icl-animal | icl-country" in ie_help and "(default: icl-animal)" in ie_help
+
+
+def test_icl_stand_alone_entry_fails_the_same_way(capsys):
+    from emergence_fast.icl import cli as icl_cli
+
+    assert icl_cli.main(["judge", "--concepts", "0a1", "--out", "/nonexistent/out"]) == 2
+    assert "--concepts: concept must contain" in one_line_error(capsys, "icl")
