@@ -67,3 +67,24 @@ def test_writer_arguments():
         report.write_csv([], "x.csv")
     with pytest.raises(TypeError, match="data must be a dict"):
         report.write_json([1, 2], "x.json")
+
+
+def test_icl_verdicts_use_the_shared_amplitude_rule_and_brackets():
+    from emergence_fast.icl.concepts import _summarize
+
+    lengths = np.arange(1, 41)
+    small = 0.20 + 0.03 / (1 + np.exp(-(lengths - 20.0)))          # a 0.03 bump: below 5 % of the 0-1 range
+    step = np.where(lengths < 25, 0.1, 0.9)                          # the whole rise between |x| = 24 and 25
+    curves = []
+    for label, value in (("bump", small), ("step", step)):
+        curve = Curve(label, "concept", (0, 1), lengths, value, np.full(40, 0.9), np.full(40, 2.0), 2)
+        curve.transition = _summarize(curve, 0, 0)
+        curves.append(curve)
+    result = ConceptResult("judge", curves, {})
+    rows = result.transition_rows()
+    assert rows[0]["verdict"] == "no transition"
+    assert rows[1]["verdict"] == "sharp" and rows[1]["bracket_flips"] == (24.0, 25.0)
+    assert rows[1]["width_bound_flips"] == 1.0
+    assert curves[1].transition.to_dict()["units"]["bracket"] == "flips"
+    lines = report.transition_table(result).splitlines()
+    assert lines[2].endswith("| no transition |") and lines[3].endswith("| sharp, between 24 and 25 flips |")
