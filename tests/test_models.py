@@ -152,6 +152,57 @@ def test_device_and_device_map(llama_dir):
     assert next(model.parameters()).device.type == "cpu"
 
 
+def test_a_folder_that_is_not_a_model_is_named(tmp_path):
+    """Before transformers' tokenizer error ("Couldn't instantiate the backend tokenizer...") can mislead."""
+    folder = tmp_path / "tokenizer-only"
+    tiny_tokenizer().save_pretrained(folder)
+    with pytest.raises(ValueError) as info:
+        load_model(folder)
+    assert str(info.value) == f"model {str(folder)!r} is not a model folder: no config.json or *.gguf file in it"
+    (folder / "q4.gguf").write_bytes(b"")
+    with pytest.raises(ValueError) as info:
+        load_model(folder)
+    assert str(info.value) == (f"model {str(folder)!r} holds no config.json but GGUF files ['q4.gguf']: name one with "
+                               "gguf_file= (CLI: --gguf-file), e.g. gguf_file='q4.gguf'")
+
+
+@pytest.mark.parametrize("kind", ["bart", "t5"])
+def test_an_encoder_decoder_folder_loads_whole(tmp_path, kind):
+    """AutoModelForCausalLM would give BART's decoder alone (BartForCausalLM) and refuse T5."""
+    from tests.tiny_encoder_decoder import tiny_encoder_decoder
+
+    original = tiny_encoder_decoder(kind)
+    original.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    model, _ = load_model(tmp_path)
+    assert type(model) is type(original) and not model.training
+    ids = torch.tensor([[2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids, decoder_input_ids=ids).logits,
+                                   original(input_ids=ids, decoder_input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_unavailable_devices_are_named(llama_dir, monkeypatch):
+    with pytest.raises(ValueError, match=r"^device='garbage' is not a valid torch device: "):
+        load_model(llama_dir, device="garbage")
+    with pytest.raises(ValueError, match=r"^device must be 'cpu' or 'cuda\[:i\]' \(or use device_map\), got 'mps'$"):
+        load_model(llama_dir, device="mps")
+    with pytest.raises(ValueError, match=r"^device_map='meta' puts weights on 'meta', which holds no data"):
+        load_model(llama_dir, device_map="meta")
+    if not mod._accelerator_available("mps"):
+        with pytest.raises(ValueError) as info:
+            load_model(llama_dir, device_map={"": "mps"})
+        assert str(info.value) == (f"device_map['']='mps' asks for 'mps', but this torch {torch.__version__} has no "
+                                   "mps device available; use the CPU or a GPU")
+    # One visible GPU: cuda:3 is named as such (torch itself would fail later with an AssertionError or
+    # "invalid device ordinal").
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError) as info:
+        load_model(llama_dir, device="cuda:3")
+    assert str(info.value) == "device='cuda:3' names CUDA device 3, but only 1 is visible (0..0)"
+
+
 def test_ensure_pad_token():
     tokenizer = tiny_tokenizer()
     assert tokenizer.pad_token is None
