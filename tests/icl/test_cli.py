@@ -64,20 +64,37 @@ def test_generate(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--concepts", "0a1"], "bad argument"),
-    (["--max-len", "0"], "max-len"),
-    (["--p-tails", "30,x"], "bad argument"),
+    (["--concepts", "0a1"], "--concepts: concept must contain only the characters '0' and '1', got ['a'] in '0a1'"),
+    (["--max-len", "0"], "--max-len must be >= 1, got 0"),
+    (["--p-tails", "30,x"], "--p-tails must be comma-separated integer percentages in [0, 100], got '30,x'"),
 ])
-def test_bad_arguments_exit_with_a_message(model_dir, tmp_path, argv, message):
-    args = parse(["icl", "judge", "--model", str(model_dir), "--out", str(tmp_path), *argv])
-    with pytest.raises(SystemExit, match=message):
+def test_bad_arguments_are_named_before_the_model_loads(model_dir, tmp_path, argv, message, monkeypatch):
+    """They were SystemExit (exit code 1); the CLI now turns this ValueError into one line and exit code 2."""
+    from emergence_fast import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    args = parse(["icl", "judge", "--model", str(model_dir), "--out", str(tmp_path / "out"), *argv])
+    with pytest.raises(ValueError) as caught:
         args.func(args, out=io.StringIO())
+    assert str(caught.value).startswith(message)
+    assert not (tmp_path / "out").exists()
 
 
 def test_chat_needs_a_template(tmp_path):
     folder = tmp_path / "plain"
     tiny_model("gpt2").save_pretrained(folder)
     coin_tokenizer(chat=False).save_pretrained(folder)
-    args = parse(["icl", "judge", "--model", str(folder), "--chat", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="chat template"):
+    args = parse(["icl", "judge", "--model", str(folder), "--chat", "--out", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="^--chat needs a tokenizer with a chat template; this one has none$"):
         args.func(args, out=io.StringIO())
+    assert not (tmp_path / "out").exists()  # the folder locked before the model loaded is gone again
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_forward_batches_show_a_bar_unless_quiet(model_dir, tmp_path, quiet, capsys):
+    args = parse(["icl", "judge", "--model", str(model_dir), "--concepts", "01", "--max-len", "4", "--n-random", "0",
+                  "--n-boot", "0", "--batch-size", "2", "--out", str(tmp_path)] + (["--quiet"] if quiet else []))
+    capsys.readouterr()
+    args.func(args, out=io.StringIO())
+    assert ("icl forward" in capsys.readouterr().err) != quiet
+    assert not (tmp_path / ".emergence-fast.lock").exists()  # released after the run

@@ -37,7 +37,7 @@ def test_unknown_metric_in_a_results_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"has no metric 'bleu'; available: \['acc', 'ppl'\]"):
         run(["mirage", "--results", str(pythia_files()[0]), "--task", "lambada_openai", "--metrics", "bleu",
              "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="needs --metrics"):
+    with pytest.raises(ValueError, match="needs --metrics"):
         run(["mirage", "--results", str(pythia_files()[0]), "--task", "lambada_openai", "--out", str(tmp_path)])
 
 
@@ -56,6 +56,23 @@ def test_live_models_from_folders(tmp_path):
     assert data["params"] == sorted(data["params"])
     assert list(data["metrics"]) == ["exact_match", "token_edit_distance", "token_prob"]
     assert data["n_test"] == [6.0, 6.0, 6.0] and "token_prob" in text
-    with pytest.raises(SystemExit, match="unknown metric"):
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['acc'\] for --models"):
         run(["mirage", "--models", *folders, "--task", "arithmetic-2d-mult", "--metrics", "acc",
-             "--out", str(tmp_path / "out")])
+             "--out", str(tmp_path / "out2")])
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_live_scoring_shows_a_bar_over_the_models_unless_quiet(tmp_path, quiet, capsys):
+    folders = []
+    for width in (16, 32):
+        folder = tmp_path / f"tiny{width}"
+        tiny_gpt2(width=width, vocab=len(char_tokenizer())).save_pretrained(folder)
+        char_tokenizer().save_pretrained(folder)
+        folders.append(str(folder))
+    capsys.readouterr()
+    run(["mirage", "--models", *folders, "--task", "arithmetic-2d-mult", "--n-examples", "4", "--n-boot", "10",
+         "--out", str(tmp_path / "out")] + (["--quiet"] if quiet else []))
+    err = capsys.readouterr().err
+    assert ("mirage: scoring models" in err and "2/2" in err) != quiet
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mirage.csv", "mirage.json", "mirage_curves.png"]
