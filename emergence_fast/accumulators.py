@@ -24,6 +24,47 @@ from .estimators import gaussian
 _PIECE = 1 << 18
 
 
+def _check_state(state, tensors: dict, values: dict, what: str, optional=()) -> None:
+    """Refuse a state dict that is not one of ``what``'s, before any of it is loaded: ValueError naming the keys.
+
+    ``tensors`` maps each tensor key to ``(shape, kind)`` with kind ``"float64"``, ``"float"`` (any
+    floating dtype) or ``"int"`` (any integer dtype but bool); the keys in ``optional`` may also be
+    None. ``values`` maps the other keys to the value they must have (or to a type they must be, for counters).
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict from {what}.state_dict(), got {type(state).__name__}")
+    expected = set(tensors) | set(values)
+    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or extra:
+        raise ValueError(f"state is not a {what} state: missing keys {missing}, unexpected keys {extra}; "
+                         "the state is unchanged")
+    for key, wanted in values.items():
+        found = state[key]
+        if isinstance(wanted, type):
+            if isinstance(found, bool) or not isinstance(found, wanted) or found < 0:
+                raise ValueError(f"state[{key!r}] must be a non-negative {wanted.__name__}, got {found!r}; "
+                                 "the state is unchanged")
+        elif (tuple(found) if key == "batch_shape" and isinstance(found, (list, tuple)) else found) != wanted:
+            raise ValueError(f"state[{key!r}] is {found!r}, but this {what} has {key}={wanted!r}; the state is unchanged")
+    kinds = {"float64": lambda t: t.dtype == torch.float64, "float": lambda t: t.is_floating_point(),
+             "int": lambda t: not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool}
+    wrong = []
+    for key, (shape, kind) in tensors.items():
+        t = state[key]
+        if t is None and key in optional:
+            continue
+        if not isinstance(t, torch.Tensor):
+            wrong.append(f"{key}: a {type(t).__name__}, not a tensor")
+        elif shape is not None and tuple(t.shape) != tuple(shape):
+            wrong.append(f"{key}: shape {tuple(t.shape)}, expected {tuple(shape)}")
+        elif not kinds[kind](t):
+            wrong.append(f"{key}: dtype {t.dtype}, expected {'an integer dtype' if kind == 'int' else kind}")
+        elif kind != "int" and not bool(torch.isfinite(t).all()):
+            wrong.append(f"{key}: non-finite values")
+    if wrong:
+        raise ValueError(f"state has tensors of the wrong shape or dtype: {'; '.join(wrong)}; the state is unchanged")
+
+
 class _ExactSum:
     """A float64 sum kept as an unevaluated pair ``hi + lo`` (cascaded summation): reproducible in any order.
 
@@ -283,21 +324,20 @@ class GaussianMIAccumulator:
                 "s2_lo": self.s2.lo}
 
     def load_state_dict(self, state: dict) -> "GaussianMIAccumulator":
-        missing = {"dx", "dy", "batch_shape", "count", "reference", "s1", "s1_lo", "s2", "s2_lo"} - set(state)
-        if missing:
-            raise ValueError(f"state is missing keys {sorted(missing)}")
-        if (state["dx"], state["dy"], tuple(state["batch_shape"])) != (self.dx, self.dy, self.batch_shape):
-            raise ValueError(f"state has (dx, dy, batch_shape)={(state['dx'], state['dy'], tuple(state['batch_shape']))}, "
-                             f"expected {(self.dx, self.dy, self.batch_shape)}")
+        """Load a :meth:`state_dict` of an accumulator of the same ``dx``, ``dy`` and ``batch_shape``.
+
+        Raises ValueError, leaving the state unchanged, on missing or unexpected keys, other
+        widths or batch shape, and tensors of the wrong shape or dtype (float64 sums, integer counts).
+        """
         dim = self.dx + self.dy
-        expected = {"count": self.batch_shape, "s1": (*self.batch_shape, dim), "s1_lo": (*self.batch_shape, dim),
-                    "s2": (*self.batch_shape, dim, dim), "s2_lo": (*self.batch_shape, dim, dim)}
-        if state["reference"] is not None:
-            expected["reference"] = (*self.batch_shape, dim)
-        wrong = {key: tuple(state[key].shape) for key, shape in expected.items()
-                 if not isinstance(state[key], torch.Tensor) or tuple(state[key].shape) != shape}
-        if wrong:
-            raise ValueError(f"state has tensors of the wrong shape {wrong}; expected {expected}; the state is unchanged")
+        cells = self.batch_shape
+        shapes = {"count": (cells, "int"), "reference": ((*cells, dim), "float64"),
+                  "s1": ((*cells, dim), "float64"), "s1_lo": ((*cells, dim), "float64"),
+                  "s2": ((*cells, dim, dim), "float64"), "s2_lo": ((*cells, dim, dim), "float64")}
+        values = {"dx": self.dx, "dy": self.dy, "batch_shape": cells}
+        _check_state(state, shapes, values, "GaussianMIAccumulator", optional=("reference",))
+        if bool((state["count"] < 0).any()):
+            raise ValueError("state['count'] has negative counts; the state is unchanged")
         device = self.count.device
         self.count = state["count"].to(device=device, dtype=torch.int64).clone()
         self.reference = None if state["reference"] is None else state["reference"].to(device, torch.float64).clone()
@@ -456,8 +496,25 @@ class SubspaceGaussianAccumulator:
 
     @classmethod
     def from_state_dict(cls, state: dict, *, device=None, backend=None) -> "SubspaceGaussianAccumulator":
-        moved = {name: state[name].to(device) for name in ("mean_x", "scale_x", "basis_x", "mean_y", "scale_y",
-                                                           "basis_y")}
+        """The accumulator a :meth:`state_dict` describes, on ``device``.
+
+        Raises ValueError on missing or unexpected keys and on tensors whose shapes or dtypes do
+        not fit together (the batch shape, widths and rank are read from ``basis_x`` and ``basis_y``).
+        """
+        sides = ("mean_x", "scale_x", "basis_x", "mean_y", "scale_y", "basis_y")
+        bases = [state.get(name) if isinstance(state, dict) else None for name in ("basis_x", "basis_y")]
+        if not all(isinstance(b, torch.Tensor) and b.ndim >= 2 for b in bases):
+            raise ValueError("state must be a SubspaceGaussianAccumulator.state_dict() with tensors basis_x and basis_y "
+                             "of shape [*batch_shape, d, r]")
+        cells, (dx, rank), dy = tuple(bases[0].shape[:-2]), bases[0].shape[-2:], bases[1].shape[-2]
+        shapes = {"mean_x": ((*cells, dx), "float"), "scale_x": ((*cells, dx), "float"),
+                  "basis_x": ((*cells, dx, rank), "float"), "mean_y": ((*cells, dy), "float"),
+                  "scale_y": ((*cells, dy), "float"), "basis_y": ((*cells, dy, rank), "float"),
+                  "total_sum": ((*cells, 2, max(dx, dy)), "float"), "total_square": ((*cells, 2), "float")}
+        _check_state({k: v for k, v in state.items() if k != "inner"}, shapes, {}, "SubspaceGaussianAccumulator")
+        if "inner" not in state:
+            raise ValueError("state is not a SubspaceGaussianAccumulator state: missing keys ['inner']")
+        moved = {name: state[name].to(device) for name in sides}
         self = cls(**moved, backend=backend)
         self.inner.load_state_dict(state["inner"])
         self.total_sum = state["total_sum"].to(self.total_sum).clone()
@@ -541,6 +598,9 @@ class PairReservoir:
         """Fold in a reservoir of other rows of the same dataset (a shard); the result is the union's bottom-k."""
         if not isinstance(other, PairReservoir):
             raise TypeError(f"other must be a PairReservoir, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("other is this reservoir: merging a reservoir with itself would offer every kept row "
+                             "twice and double seen")
         expected = (self.dx, self.dy, self.batch_shape, self.capacity, self.seed)
         found = (other.dx, other.dy, other.batch_shape, other.capacity, other.seed)
         if found != expected:
@@ -592,13 +652,26 @@ class PairReservoir:
                 "priority": self.priority.clone(), "seen": self.seen}
 
     def load_state_dict(self, state: dict) -> "PairReservoir":
-        expected = (self.dx, self.dy, self.batch_shape, self.capacity)
-        found = (state["dx"], state["dy"], tuple(state["batch_shape"]), state["capacity"])
-        if found != expected:
-            raise ValueError(f"state has (dx, dy, batch_shape, capacity)={found}, expected {expected}")
+        """Load a :meth:`state_dict` of a reservoir of the same ``dx``, ``dy``, ``batch_shape`` and ``capacity``.
+
+        Raises ValueError, leaving the reservoir unchanged, on missing or unexpected keys, other
+        sizes, tensors of the wrong shape or dtype, or kept rows that disagree with ``seen``.
+        """
+        cells, width = self.batch_shape, self.dx + self.dy
+        shapes = {"samples": ((*cells, self.capacity, width), "float"), "index": ((self.capacity,), "int"),
+                  "priority": ((self.capacity,), "int")}
+        values = {"dx": self.dx, "dy": self.dy, "batch_shape": cells, "capacity": self.capacity, "seed": int,
+                  "seen": int}
+        _check_state(state, shapes, values, "PairReservoir")
+        if state["seed"] >= 2**63:
+            raise ValueError(f"state['seed'] must be below 2**63, got {state['seed']}; the reservoir is unchanged")
+        held = int((state["index"] >= 0).sum())
+        if held != min(state["seen"], self.capacity) or bool((state["index"][:held] < 0).any()):
+            raise ValueError(f"state holds {held} rows but has seen={state['seen']} with capacity={self.capacity}: "
+                             "not a reservoir's state; the reservoir is unchanged")
         self.seed = int(state["seed"])  # the seed is part of the sample, as a generator's state would be
         self.samples = state["samples"].to(self.samples).clone()
-        self.index = state["index"].clone()
-        self.priority = state["priority"].clone()
+        self.index = state["index"].to(device="cpu", dtype=torch.int64).clone()
+        self.priority = state["priority"].to(device="cpu", dtype=torch.int64).clone()
         self.seen = int(state["seen"])
         return self

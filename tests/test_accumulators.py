@@ -220,3 +220,84 @@ def test_invalid_base_is_refused(base):
 
     with pytest.raises(ValueError, match="base"):
         log_base(base)
+
+
+def _state_copy(state):
+    return {key: value.clone() if isinstance(value, torch.Tensor) else value for key, value in state.items()}
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: s.pop("s1_lo"), r"missing keys \['s1_lo'\]"),
+    (lambda s: s.update(extra=1), r"unexpected keys \['extra'\]"),
+    (lambda s: s.update(dx=4), r"state\['dx'\] is 4, but this GaussianMIAccumulator has dx=5"),
+    (lambda s: s.update(s1=s["s1"].float()), r"s1: dtype torch.float32, expected float64"),
+    (lambda s: s.update(count=s["count"].double()), r"count: dtype torch.float64, expected an integer dtype"),
+    (lambda s: s.update(reference=s["reference"][:1]), r"reference: shape \(1, 9\), expected \(2, 9\)"),
+    (lambda s: s.update(s2=s["s2"].tolist()), r"s2: a list, not a tensor"),
+    (lambda s: s.update(count=-s["count"]), r"negative counts"),
+])
+def test_gaussian_state_with_wrong_keys_shapes_or_dtypes_is_refused(generator, change, match):
+    x, y = paired(generator, lead=(2,), n=50)
+    acc = GaussianMIAccumulator(5, 4, (2,)).update(x, y)
+    state = _state_copy(acc.state_dict())
+    change(state)
+    before = acc.moments()
+    with pytest.raises(ValueError, match=match):
+        acc.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(before, acc.moments()))
+    empty = GaussianMIAccumulator(5, 4, (2,)).state_dict()  # no reference yet: None loads
+    assert GaussianMIAccumulator(5, 4, (2,)).load_state_dict(empty).reference is None
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: s.pop("priority"), r"missing keys \['priority'\]"),
+    (lambda s: s.update(capacity=9), r"state\['capacity'\] is 9, but this PairReservoir has capacity=8"),
+    (lambda s: s.update(samples=s["samples"][..., :1]), r"samples: shape \(2, 8, 1\), expected \(2, 8, 2\)"),
+    (lambda s: s.update(index=s["index"].double()), r"index: dtype torch.float64, expected an integer dtype"),
+    (lambda s: s.update(seen=-1), r"state\['seen'\] must be a non-negative int"),
+    (lambda s: s.update(seed=2**64), r"seed'\] must be below 2\*\*63"),
+    (lambda s: s.update(seen=3), r"holds 8 rows but has seen=3"),
+])
+def test_reservoir_state_with_wrong_keys_shapes_or_dtypes_is_refused(generator, change, match):
+    from emergence_fast.accumulators import PairReservoir
+
+    rows = torch.randn(2, 20, 2, generator=generator)
+    reservoir = PairReservoir(1, 1, (2,), capacity=8).update(rows[..., :1], rows[..., 1:])
+    state = _state_copy(reservoir.state_dict())
+    change(state)
+    with pytest.raises(ValueError, match=match):
+        PairReservoir(1, 1, (2,), capacity=8).load_state_dict(state)
+    fresh = PairReservoir(1, 1, (2,), capacity=8).load_state_dict(reservoir.state_dict())
+    assert torch.equal(fresh.samples, reservoir.samples) and fresh.seen == 20
+
+
+def test_reservoir_self_merge_is_refused(generator):
+    """merge(self) used to offer every kept row a second time and double seen."""
+    from emergence_fast.accumulators import PairReservoir
+
+    rows = torch.randn(1, 20, 2, generator=generator)
+    reservoir = PairReservoir(1, 1, (1,), capacity=8).update(rows[..., :1], rows[..., 1:])
+    with pytest.raises(ValueError, match="merging a reservoir with itself"):
+        reservoir.merge(reservoir)
+    assert reservoir.seen == 20
+
+
+def test_subspace_state_with_wrong_shapes_is_refused(generator):
+    from emergence_fast.accumulators import SubspaceGaussianAccumulator, standardised_basis
+
+    x, y = paired(generator, lead=(2,), n=80)
+    mean_x, scale_x, basis_x = standardised_basis(x, 2)
+    mean_y, scale_y, basis_y = standardised_basis(y, 2)
+    acc = SubspaceGaussianAccumulator(mean_x, scale_x, basis_x, mean_y, scale_y, basis_y).update(x, y)
+    state = acc.state_dict()
+    loaded = SubspaceGaussianAccumulator.from_state_dict(state)
+    assert torch.equal(loaded.inner.count, acc.inner.count)
+    for key, value, match in (("mean_x", state["mean_x"][:, :3], r"mean_x: shape \(2, 3\), expected \(2, 5\)"),
+                              ("total_square", state["total_square"].int(), "total_square: dtype torch.int32"),
+                              ("basis_y", None, "basis_x and basis_y")):
+        with pytest.raises(ValueError, match=match):
+            SubspaceGaussianAccumulator.from_state_dict({**state, key: value})
+    inner = _state_copy(state["inner"])
+    inner["s2"] = inner["s2"][..., :2]
+    with pytest.raises(ValueError, match="s2: shape"):
+        SubspaceGaussianAccumulator.from_state_dict({**state, "inner": inner})
