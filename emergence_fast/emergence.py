@@ -221,17 +221,17 @@ def _uses_bos(tokenizer, add_bos) -> int | None:
     raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
 
 
-def _bos_plan(model, tokenizer, add_bos, input_ids):
+def _bos_plan(model, tokenizer, add_bos, input_ids, what: str = "dataset"):
     """``(input_ids, bos, handling)`` under the one BOS rule (:func:`~emergence_fast.datasets.split_special_prefix`).
 
     Rows that already start with the BOS lose it here and get it back as the prepended token, so
     it is fed once, never twice; ``handling`` is ``"added"``, ``"already present"``, ``"absent"``
     (``add_bos="auto"`` and the tokenizer adds no BOS) or ``"off"`` (``add_bos=False``). Every id,
     the BOS included, is first checked against the model's vocabulary (a named error, not torch's
-    IndexError from the embedding).
+    IndexError from the embedding); ``what`` names the ids in that error.
     """
     vocab = vocab_size(model)
-    check_token_ids(input_ids, vocab, "dataset")
+    check_token_ids(input_ids, vocab, what)
     bos = _uses_bos(tokenizer, add_bos)
     if bos is None:
         return input_ids, None, "off" if add_bos is False or add_bos is None else PREFIX_ABSENT
@@ -935,7 +935,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     log_base(base)  # a bad base fails here, not after the forward passes
     device = input_device(model)
     capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)
-    input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids)
+    input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids,
+                                             f"dataset {dataset.name}" if isinstance(dataset, TokenDataset) else "dataset")
     seq_len = input_ids.shape[1]
     offset = 0 if bos is None else 1
     width = _block_width(model, capture, input_ids, bos, device)
@@ -1160,7 +1161,8 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
     budget = parse_bytes(state_memory, "state_memory")
     device = input_device(model)
     capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)
-    input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids)
+    input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids,
+                                             f"dataset {dataset.name}" if isinstance(dataset, TokenDataset) else "dataset")
     seq_len = input_ids.shape[1]
     width = _block_width(model, capture, input_ids, bos, device)
     tokens = torch.unique(input_ids)
