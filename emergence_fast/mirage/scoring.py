@@ -14,8 +14,8 @@ mistake it continues from its own tokens).
 Tokenisation: the prompt is encoded with the tokenizer's special prefix (e.g. BOS) exactly once,
 even when the prompt text already starts with it (:func:`~emergence_fast.datasets.split_special_prefix`;
 ``ScoredTargets.special_prefix`` records what was done), and no special suffix; the target is
-encoded alone without special tokens, so :math:`L` is the token count of the target string by itself. Sequences of different lengths are padded by hand on the
-side ``padding_side`` names; the attention mask hides the padding and explicit position ids
+encoded alone without special tokens, so :math:`L` is the token count of the target string by
+itself. Sequences of different lengths are padded by hand on the side ``padding_side`` names; the attention mask hides the padding and explicit position ids
 :math:`\mathrm{cumsum}(\text{mask}) - 1` give every real token the position it has unpadded,
 so left and right padding give the unbatched log-probabilities. Sequences are batched in order
 of length to keep padding small, and results come back in the caller's order.
