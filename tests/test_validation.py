@@ -1,4 +1,6 @@
 """Bad input gets a ValueError that names the argument."""
+import math
+
 import pytest
 import torch
 
@@ -26,3 +28,103 @@ def test_non_tensor_and_unknown_method():
         ef.entropy([[1.0, 2.0]])
     with pytest.raises(ValueError, match="method must be one of"):
         ef.entropy(GOOD, method="magic")
+
+
+# --- base: one check (_validation.log_base) behind every public function that takes it -----------------
+
+BAD_BASES = [float("inf"), -float("inf"), float("nan"), 1, 1.0, 0, -2, True, False, "2", 2j]
+X, Y = torch.randn(40, 2), torch.randn(40, 2)
+TOKENS = torch.randint(0, 5, (20, 3))
+
+
+def _ie_states():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(input_ids=TOKENS)  # refused on base before the captured states are read
+
+
+def _calls():
+    from emergence_fast import datasets, emergence
+    from emergence_fast._validation import log_base
+    from emergence_fast.estimators import binned, gaussian, knn, neural, noisy, renyi, sliced
+    from emergence_fast.estimators.token_entropy import token_entropy
+
+    count, _, comoment = gaussian.moments(torch.cat([X, Y], -1))
+    return {
+        "emergence_fast._validation.log_base": log_base,
+        "emergence_fast.datasets.prefix_entropy": lambda b: datasets.prefix_entropy(TOKENS, base=b),
+        "emergence_fast.datasets.token_entropy_per_position": lambda b: datasets.token_entropy_per_position(TOKENS,
+                                                                                                            base=b),
+        "emergence_fast.emergence.information_emergence": lambda b: emergence.information_emergence(
+            None, None, TOKENS, estimator="gaussian", base=b),  # before any model is touched
+        "emergence_fast.emergence.estimate_from_states": lambda b: emergence.estimate_from_states(
+            _ie_states(), "gaussian", base=b),
+        "emergence_fast.estimators.binned.entropy": lambda b: binned.entropy(X, base=b),
+        "emergence_fast.estimators.binned.mutual_information": lambda b: binned.mutual_information(X, Y, base=b),
+        "emergence_fast.estimators.gaussian.entropy": lambda b: gaussian.entropy(X, base=b),
+        "emergence_fast.estimators.gaussian.entropy_from_moments": lambda b: gaussian.entropy_from_moments(
+            count, comoment, base=b),
+        "emergence_fast.estimators.gaussian.mutual_information": lambda b: gaussian.mutual_information(X, Y, base=b),
+        "emergence_fast.estimators.gaussian.mutual_information_from_moments":
+            lambda b: gaussian.mutual_information_from_moments(count, comoment, 2, base=b),
+        "emergence_fast.estimators.knn.entropy": lambda b: knn.entropy(X, base=b),
+        "emergence_fast.estimators.knn.mutual_information": lambda b: knn.mutual_information(X, Y, base=b),
+        "emergence_fast.estimators.neural.chen2024": lambda b: neural.chen2024(X, Y, steps=2, base=b),
+        "emergence_fast.estimators.neural.mutual_information": lambda b: neural.mutual_information(X, Y, steps=2,
+                                                                                                   base=b),
+        "emergence_fast.estimators.noisy.mutual_information": lambda b: noisy.mutual_information(X, Y, base=b),
+        "emergence_fast.estimators.renyi.entropy": lambda b: renyi.entropy(X, base=b),
+        "emergence_fast.estimators.renyi.matrix_entropy": lambda b: renyi.matrix_entropy(torch.eye(3) / 3, base=b),
+        "emergence_fast.estimators.renyi.mutual_information": lambda b: renyi.mutual_information(X, Y, base=b),
+        "emergence_fast.estimators.sliced.max_sliced_mutual_information":
+            lambda b: sliced.max_sliced_mutual_information(X, Y, inner="ksg", steps=2, base=b),
+        "emergence_fast.estimators.sliced.mutual_information": lambda b: sliced.mutual_information(X, Y, base=b),
+        "emergence_fast.estimators.sliced.mutual_information_from_moments":
+            lambda b: sliced.mutual_information_from_moments(count, comoment, 2, base=b),
+        "emergence_fast.estimators.token_entropy.token_entropy": lambda b: token_entropy(
+            torch.randn(3, 5), base=b),
+    }
+
+
+def _functions_taking_base() -> set:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import emergence_fast
+
+    found = set()
+    for info in pkgutil.walk_packages(emergence_fast.__path__, "emergence_fast."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            members = [getattr(obj, a) for a in dir(obj) if not a.startswith("_")] if inspect.isclass(obj) else [obj]
+            for f in members:
+                if (not name.startswith("_") and inspect.isfunction(f) or inspect.ismethod(f)) \
+                        and f.__module__.startswith("emergence_fast") and "base" in inspect.signature(f).parameters:
+                    found.add(f"{f.__module__}.{f.__qualname__}")
+    return found
+
+
+def test_every_function_taking_base_is_covered():
+    """A new public function with a base= argument must be added to the table below (and check it)."""
+    assert _functions_taking_base() == set(_calls())
+
+
+@pytest.mark.parametrize("base", BAD_BASES, ids=repr)
+def test_every_function_refuses_an_invalid_base(base):
+    """base=inf used to be accepted somewhere and turn every value into 0."""
+    for name, call in _calls().items():
+        with pytest.raises(ValueError, match="base must be a finite positive number other than 1"):
+            call(base)
+    for method in ("gaussian", "ksg", "binned"):  # the public entry points route base to the estimators
+        with pytest.raises(ValueError, match="base must be a finite positive number other than 1"):
+            ef.mutual_information(X, Y, method, base=base)
+        with pytest.raises(ValueError, match="base must be a finite positive number other than 1"):
+            ef.permutation_null(X, Y, method, base=base)
+
+
+def test_valid_bases_convert_nats():
+    nats = float(ef.mutual_information(X, X + Y))
+    assert float(ef.mutual_information(X, X + Y, base=2)) == pytest.approx(nats / math.log(2), rel=1e-12)
+    assert float(ef.mutual_information(X, X + Y, base=10.0)) == pytest.approx(nats / math.log(10), rel=1e-12)
+    assert float(ef.mutual_information(X, X + Y, base=0.5)) == pytest.approx(-nats / math.log(2), rel=1e-12)

@@ -71,15 +71,17 @@ def entropy(x, *, bins: int = 16, base=None, backend=None):
 
     Counting runs as torch ops on every backend (``backend`` is validated, not used).
     """
+    unit = log_base(base)
     x, codes = _prepare(x, "x", bins, backend)
-    return (_entropy_of_symbols(_symbols(codes)) / log_base(base)).reshape(x.shape[:-2])
+    return (_entropy_of_symbols(_symbols(codes)) / unit).reshape(x.shape[:-2])
 
 
 def mutual_information(x, y, *, bins: int = 16, base=None, backend=None):
     """Miller–Madow I(X;Y) = H(X) + H(Y) - H(X,Y) per batch cell."""
+    unit = log_base(base)
     x, cx = _prepare(x, "x", bins, backend)
     y, cy = _prepare(y, "y", bins, backend)
     check_paired(x, y)
     h = [_entropy_of_symbols(_symbols(c)) for c in (cx, cy, torch.cat([cx, cy], dim=-1))]
-    return ((h[0] + h[1] - h[2]) / log_base(base)).reshape(x.shape[:-2])
+    return ((h[0] + h[1] - h[2]) / unit).reshape(x.shape[:-2])
 

@@ -183,8 +183,9 @@ def _spectral_entropy(eig: torch.Tensor, alpha: float) -> torch.Tensor:
 def matrix_entropy(a: torch.Tensor, alpha: float = 1.01, *, base=None) -> torch.Tensor:
     """Exact S_alpha of unit-trace symmetric PSD matrices ``a [..., N, N]`` (float64 eigenvalues)."""
     alpha = _check_alpha(alpha)
+    unit = log_base(base)
     eig = torch.linalg.eigvalsh(a.to(torch.float64))
-    return _spectral_entropy(eig, alpha) / log_base(base)
+    return _spectral_entropy(eig, alpha) / unit
 
 
 # --------------------------------------------------------------------------------- Lanczos path

@@ -78,6 +78,7 @@ def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_s
     """k-sliced MI from the joint comoment of ``[x, y]`` (first ``dx`` columns x), per batch cell."""
     dy = comoment.shape[-1] - dx
     _check(k, n_slices, inner, dx, dy)
+    unit = log_base(base)
     generator = torch.Generator().manual_seed(seed)
     a = random_stiefel(dx, k, n_slices, generator).to(comoment.device)
     b = random_stiefel(dy, k, n_slices, generator).to(comoment.device)
@@ -91,12 +92,12 @@ def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_s
     projected = torch.einsum("sdk,...dsl->...skl", basis, right)  # [..., slices, 2k, 2k]
     per_slice = gaussian.mutual_information_from_moments(count.unsqueeze(-1).expand(projected.shape[:-2]),
                                                          projected, k)
-    value = per_slice.mean(-1) / log_base(base)
+    value = per_slice.mean(-1) / unit
     if not details:
         return value
     if n_slices == 1:
         return value, torch.full_like(value, float("nan"))
-    return value, per_slice.std(-1) / n_slices**0.5 / log_base(base)
+    return value, per_slice.std(-1) / n_slices**0.5 / unit
 
 
 def _project(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -121,15 +122,16 @@ def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "g
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
     _check(k, n_slices, inner, x.shape[-1], y.shape[-1])
+    unit = log_base(base)
     generator = torch.Generator().manual_seed(seed)
     a = random_stiefel(x.shape[-1], k, n_slices, generator).to(x.device)
     b = random_stiefel(y.shape[-1], k, n_slices, generator).to(x.device)
     per_slice = knn.mutual_information(_project(x, a), _project(y, b), backend=backend, **(inner_options or {}))
-    value = per_slice.mean(-1) / log_base(base)
+    value = per_slice.mean(-1) / unit
     if not details:
         return value
     spread = per_slice.std(-1) / n_slices**0.5 if n_slices > 1 else torch.full_like(value, math.nan)
-    return value, spread / log_base(base)
+    return value, spread / unit
 
 
 def _renyi2_mi(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
@@ -184,11 +186,12 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     then KSG on the held-out rows at the best slice (see the module docstring); ``details=True``
     also returns ``{"x_slice", "y_slice", "train_value"}`` per cell.
     """
+    unit = log_base(base)
     if inner != "ksg":
         count, comoment, dx, dy = _joint_comoment(x, y, backend)
         _check(k, 1, inner, dx, dy)
         rho = gaussian.canonical_correlations(comoment, dx)[..., :k]
-        value = (-0.5 * torch.log1p(-rho.square())).sum(-1) / log_base(base)
+        value = (-0.5 * torch.log1p(-rho.square())).sum(-1) / unit
         return (value, {"canonical_correlations": rho}) if details else value
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
@@ -208,9 +211,9 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     best = train_values.argmax(-1)
     pick = lambda s: s[torch.arange(s.shape[0]), best].unsqueeze(1)  # noqa: E731
     value = ksg(held, pick(a), pick(b)).squeeze(-1)
-    result = (value / log_base(base)).reshape(lead)
+    result = (value / unit).reshape(lead)
     if not details:
         return result
     return result, {"x_slice": pick(a).squeeze(1).reshape(*lead, -1, k),
                     "y_slice": pick(b).squeeze(1).reshape(*lead, -1, k),
-                    "train_value": (train_values.amax(-1) / log_base(base)).reshape(lead)}
+                    "train_value": (train_values.amax(-1) / unit).reshape(lead)}

@@ -35,4 +35,5 @@ def token_entropy(logits, *, base=None, backend=None) -> torch.Tensor:
         raise ValueError("logits contains NaN or +Inf (-Inf is allowed: it masks a token)")
     if bool((logits == -math.inf).all(dim=-1).any()):
         raise ValueError("logits has a row where every entry is -Inf: the softmax is undefined there")
-    return _dispatch.softmax_entropy(logits, backend=backend) / log_base(base)
+    unit = log_base(base)
+    return _dispatch.softmax_entropy(logits, backend=backend) / unit
