@@ -201,7 +201,7 @@ def _diagnostics(corr, n, dim, bias_nats, unit, bias_correction, shrinkage, quan
 
 
 def entropy_from_moments(count, comoment, *, bias_correction="none", shrinkage=0.0, base=None, details=False):
-    """Differential entropy of ``N(mean, M / (n-1))`` from accumulated moments."""
+    """Differential entropy of ``N(mean, M / (n-1))`` from accumulated moments, in nats unless ``base``."""
     check_options(bias_correction, shrinkage)
     unit = log_base(base)
     dim = comoment.shape[-1]
@@ -261,7 +261,7 @@ def canonical_correlations(cov: torch.Tensor, dx: int) -> torch.Tensor:
 
 def mutual_information_from_moments(count, comoment, dx, *, bias_correction="none", shrinkage=0.0, pca=None,
                                     base=None, details=False):
-    r"""I(X;Y) from the joint comoment of ``[x, y]`` whose first ``dx`` columns are x.
+    r"""I(X;Y) from the joint comoment of ``[x, y]`` whose first ``dx`` columns are x, in nats unless ``base``.
 
     ``pca=k`` measures I between the top-``k`` principal components of each side (of the
     correlation matrix, so massive-activation dims do not take every component); by the
@@ -306,7 +306,9 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
 def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None, details=False):
     """Gaussian differential entropy of ``x [..., N, d]`` per leading batch cell.
 
-    Returns a float64 tensor of the batch shape (and :class:`GaussianDiagnostics` when ``details``).
+    Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (``base=2``:
+    bits), and :class:`GaussianDiagnostics` when ``details``. A constant column makes it ``-inf``
+    (a degenerate distribution), as does any singular covariance without ``shrinkage``.
     """
     x = as_samples(x, "x")
     count, _, comoment = moments(x, backend)
@@ -316,7 +318,12 @@ def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None
 
 def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, pca=None, base=None, backend=None,
                        details=False):
-    """Gaussian mutual information between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell."""
+    """Gaussian mutual information between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
+
+    Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (``base=2``:
+    bits); see :func:`mutual_information_from_moments` for the options, ``details`` and the
+    value at singular or constant cells.
+    """
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)

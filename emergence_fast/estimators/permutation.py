@@ -3,17 +3,19 @@ r"""Permutation null for any MI estimator: its value when the pairing of x and y
 Shuffling the rows of :math:`y` keeps both marginals and makes :math:`X \perp Y`, so the
 estimator's mean over shuffles estimates its bias at zero dependence for this N and these
 marginals (Good 2005, *Permutation, Parametric and Bootstrap Tests of Hypotheses*; used for MI
-by e.g. Kraskov et al. 2004, section IV). All shuffles run in one batched call: the
-permutations become a leading batch dim, which every estimator here accepts.
+by e.g. Kraskov et al. 2004, section IV). The shuffles run batched: the permutations become a
+leading batch dim, which every estimator here accepts, in groups planned to fit in memory.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .._validation import as_samples, check_choice, check_paired
 from . import MI_METHODS
+from .uncertainty import group_size
 
 
 @dataclass
@@ -33,19 +35,33 @@ class PermutationNull:
 
 
 def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32, seed: int = 0,
-                     **options) -> PermutationNull:
-    """Run ``method`` on ``x, y`` and on ``n_permutations`` row-shuffles of ``y`` (shared by all cells)."""
+                     permutations_per_call: int | None = None, **options) -> PermutationNull:
+    """Run ``method`` on ``x, y`` and on ``n_permutations`` row-shuffles of ``y`` (shared by all cells).
+
+    Every value is in the method's unit: nats unless ``base`` is among ``options``. The shuffles
+    of all cells run as one more batch dim, ``permutations_per_call`` at a time (default: as many
+    as fit, with their copies of ``y``, in ``uncertainty.WORKING_BYTES``, planned before any is
+    made; the grouping changes memory and time, not the result).
+    """
     check_choice(method, "method", MI_METHODS)
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 2:
         raise ValueError(f"n_permutations must be an integer >= 2, got {n_permutations!r}")
+    if permutations_per_call is not None and (isinstance(permutations_per_call, bool) or
+                                              not isinstance(permutations_per_call, int) or permutations_per_call < 1):
+        raise ValueError(f"permutations_per_call must be a positive integer or None, got {permutations_per_call!r}")
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)
-    estimate = MI_METHODS[method](x, y, **options)
+    estimate = MI_METHODS[method](x, y, **options)  # validates the options before the plan reads them
+    if permutations_per_call is None:
+        permutations_per_call = group_size(method, options, (x, y), x.shape[-2], n_permutations)
     generator = torch.Generator().manual_seed(seed)
     order = torch.stack([torch.randperm(y.shape[-2], generator=generator) for _ in range(n_permutations)])
-    shuffled = y[..., order.to(y.device), :]  # [..., P, N, dy]
-    shuffled = shuffled.movedim(-3, 0)  # [P, ..., N, dy]
-    null = MI_METHODS[method](x.expand(n_permutations, *x.shape), shuffled, **options)
+    null = []
+    for part in torch.tensor_split(order, math.ceil(n_permutations / permutations_per_call)):
+        shuffled = y[..., part.to(y.device), :].movedim(-3, 0)  # [p, ..., N, dy]: only this group's copies
+        null.append(MI_METHODS[method](x.expand(part.shape[0], *x.shape), shuffled, **options))
+        del shuffled
+    null = torch.cat(null)
     p_value = ((null >= estimate).sum(0) + 1) / (n_permutations + 1)
     return PermutationNull(estimate, null.mean(0), null.std(0), p_value.to(torch.float64), n_permutations)

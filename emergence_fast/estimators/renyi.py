@@ -181,7 +181,7 @@ def _spectral_entropy(eig: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def matrix_entropy(a: torch.Tensor, alpha: float = 1.01, *, base=None) -> torch.Tensor:
-    """Exact S_alpha of unit-trace symmetric PSD matrices ``a [..., N, N]`` (float64 eigenvalues)."""
+    """Exact S_alpha of unit-trace symmetric PSD matrices ``a [..., N, N]`` (float64 eigenvalues), in nats unless ``base``."""
     alpha = _check_alpha(alpha)
     unit = log_base(base)
     eig = torch.linalg.eigvalsh(a.to(torch.float64))
@@ -298,7 +298,7 @@ def entropy(x, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="scott", a
 def mutual_information(x, y, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="scott", approx=None,
                        n_probes: int = 32, n_steps: int = 40, seed: int = 0, base=None, backend=None,
                        details=False):
-    """Matrix-based Rényi I_alpha(X;Y) = S(A_x) + S(A_y) - S(A_x ∘ A_y / tr) per batch cell.
+    """Matrix-based Rényi I_alpha(X;Y) = S(A_x) + S(A_y) - S(A_x ∘ A_y / tr) per batch cell, in nats unless ``base``.
 
     Each side gets its own Gram matrix (with ``bandwidth="scott"``, its own sigma from its own
     d). With ``approx="lanczos"`` the three entropies use independent probes (seeds ``seed``,

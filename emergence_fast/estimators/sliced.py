@@ -75,7 +75,7 @@ def _joint_comoment(x, y, backend):
 
 def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_slices: int = 128,
                                     inner: str = "gaussian", seed: int = 0, base=None, details: bool = False):
-    """k-sliced MI from the joint comoment of ``[x, y]`` (first ``dx`` columns x), per batch cell."""
+    """k-sliced MI from the joint comoment of ``[x, y]`` (first ``dx`` columns x), per batch cell, in nats unless ``base``."""
     dy = comoment.shape[-1] - dx
     _check(k, n_slices, inner, dx, dy)
     unit = log_base(base)
@@ -108,6 +108,8 @@ def _project(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "gaussian", seed: int = 0,
                        base=None, backend=None, details: bool = False, inner_options: dict | None = None):
     """k-sliced MI of ``x [..., N, dx]`` and ``y [..., N, dy]``: the mean over ``n_slices`` random slices.
+
+    Returns a float64 tensor of the batch shape, in nats unless ``base`` is given.
 
     ``inner`` is ``"gaussian"`` (from the comoment) or ``"ksg"`` (``inner_options`` go to
     :func:`.knn.mutual_information`, e.g. ``{"k": 5}``). With ``details=True`` also returns the
@@ -179,7 +181,9 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
                                   steps: int = 200, lr: float = 0.05, restarts: int = 4, batch_size: int = 256,
                                   holdout: float = 0.5, seed: int = 0, inner_options: dict | None = None,
                                   details: bool = False):
-    """Max-sliced MI: the best k-dimensional slices of each side.
+    """Max-sliced MI: the best k-dimensional slices of each side; float64 of the batch shape, in nats unless ``base``.
+
+    A singular marginal (a duplicated column) is measured on its support, and a constant side gives 0.
 
     ``inner="gaussian"``: the closed form over canonical correlations (the ascent options are
     unused; ``details=True`` adds the top-k canonical correlations). ``inner="ksg"``: gradient ascent on training rows (a ``1 - holdout`` fraction),

@@ -20,7 +20,7 @@ from .._validation import log_base
 
 
 def token_entropy(logits, *, base=None, backend=None) -> torch.Tensor:
-    """Entropy of ``softmax(logits)`` over the last dim: ``[..., V] -> [...]``.
+    """Entropy of ``softmax(logits)`` over the last dim: ``[..., V] -> [...]``, in nats unless ``base``.
 
     ``-inf`` logits are masked-out tokens with zero probability. float64 logits give float64
     entropies; float16 / bfloat16 / float32 give float32 (accumulated in float32 or better).

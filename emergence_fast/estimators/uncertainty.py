@@ -20,8 +20,9 @@ bootstrap resample duplicates points, and duplicates break the kNN estimators (z
 distances) and bias the binned ones. All :math:`R` subsets are stacked as one more leading
 batch dim, so they run in one batched call; ``resamples_per_call`` splits them into several
 calls of that many subsets to bound memory (the stacked copy costs :math:`R/2` times the input),
-with the same result: each subset's estimate does not depend on the call it is in. The same seed draws the same subsets for x and y
-(pairs stay paired), and estimators with a seed of their own (sliced projections, Lanczos
+with the same result: each subset's estimate does not depend on the call it is in. Left unset, it
+is chosen before any subset is made so that cells x subsets fit in ``WORKING_BYTES``. The same
+seed draws the same subsets for x and y (pairs stay paired), and estimators with a seed of their own (sliced projections, Lanczos
 probes) keep it, so the jackknife measures sampling error at a fixed approximation; the
 approximation's own Monte-Carlo error (sliced over slices, Rényi over probes) is then added in
 quadrature. The jackknife describes the spread, not the bias: a biased estimator stays biased
@@ -76,6 +77,44 @@ def half_subsets(n: int, n_resamples: int, seed: int) -> torch.Tensor:
     return order[:, : n // 2].sort(-1).values
 
 
+WORKING_BYTES = 2**31  # room for stacked resamples or permutations and their estimates, when no group size is given
+
+
+def _call_bytes(method: str, options: dict, n: int, widths: tuple, batch: int, device) -> int:
+    """Modelled peak bytes of one call of ``method`` on ``batch`` cells of ``n`` rows (beyond its input)."""
+    from .. import estimate_memory  # deferred: estimate_memory imports the estimators package
+
+    dx, dy = widths[0], widths[1] if len(widths) > 1 else 0
+    try:  # the measured model of the sample estimators (float32 input; knn entropy costs as KSG with dy = 0)
+        return estimate_memory.estimator_bytes({"knn": "ksg"}.get(method, method), options, n, dx, dy, batch,
+                                               native_knn=estimate_memory.native_knn_for(device))
+    except ValueError:  # moment and plug-in estimators: a few float64 working copies of their input
+        return 3 * 8 * batch * n * (dx + dy)
+
+
+def group_size(method: str, options: dict, samples: tuple, rows: int, total: int, budget: int | None = None) -> int:
+    """How many of ``total`` resamples (or permutations) of ``rows`` rows one estimator call may stack.
+
+    The largest count whose stacked copies of ``samples`` (``[..., N, d]`` each, every batch cell)
+    and modelled working memory fit in ``budget`` bytes (default ``WORKING_BYTES``), computed before
+    any work; at least two
+    (a batched product of one rounds differently, :mod:`emergence_fast.estimate_memory`), so a
+    cell's result does not depend on the grouping.
+    """
+    cells = math.prod(samples[0].shape[:-2])
+    widths = tuple(s.shape[-1] for s in samples)
+    itemsize = max(s.element_size() for s in samples)
+
+    def cost(r: int) -> int:
+        stacked = r * cells * rows * sum(widths) * itemsize
+        return stacked + _call_bytes(method, options, rows, widths, r * cells, samples[0].device)
+
+    budget = WORKING_BYTES if budget is None else budget
+    slope = cost(2) - cost(1)  # the model is affine in the batch
+    fits = (budget - (cost(1) - slope)) // slope if slope > 0 else total
+    return int(min(total, max(2, fits)))
+
+
 def _check_resamples_per_call(resamples_per_call) -> None:
     if resamples_per_call is not None and (isinstance(resamples_per_call, bool) or
                                            not isinstance(resamples_per_call, int) or resamples_per_call < 1):
@@ -119,7 +158,9 @@ def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, 
     """``(value, stderr)`` for ``estimator(*samples, **options)``; see the module docstring for which error.
 
     ``resamples_per_call`` bounds how many jackknife subsets run in one call (see
-    :func:`jackknife_stderr`); it changes memory and time, not the result. Where the error is
+    :func:`jackknife_stderr`); it changes memory and time, not the result. By default it is
+    planned up front (:func:`group_size`) so that the stacked subsets of every cell and the
+    estimator's modelled working memory fit in ``WORKING_BYTES`` (2 GiB). Where the error is
     undefined (a non-finite value or subset estimate: a singular or degenerate cell) it is NaN,
     and a ``RuntimeWarning`` says in how many cells; it never raises for that.
     """
@@ -143,13 +184,17 @@ def _estimate_with_stderr(estimator, method, samples, options, n_resamples, stde
     _check_resamples_per_call(resamples_per_call)
     samples = tuple(as_samples(s, name) for s, name in zip(samples, ("x", "y")))
     if not _takes_details(estimator):
-        value = estimator(*samples, **options)
+        value = estimator(*samples, **options)  # validates the options before the plan reads them
+        if resamples_per_call is None:  # bound the stacked half-samples before any of them is made
+            resamples_per_call = group_size(method, options, samples, samples[0].shape[-2] // 2, n_resamples)
         return value, jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
                                        resamples_per_call=resamples_per_call, **options)
     value, details = estimator(*samples, details=True, **options)
     own = details if isinstance(details, torch.Tensor) else getattr(details, "stderr", None)
     if own is not None and method in _DELTA_METHOD + _HELD_OUT:
         return value, own
+    if resamples_per_call is None:
+        resamples_per_call = group_size(method, options, samples, samples[0].shape[-2] // 2, n_resamples)
     spread = jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
                               resamples_per_call=resamples_per_call, **options)
     if own is not None and method in _APPROXIMATION_ERROR:

@@ -108,3 +108,45 @@ def test_batch_invariant_std(generator):
     torch.testing.assert_close(std, t.std(-1), rtol=1e-14, atol=0)
     assert all(torch.equal(std[i], uncertainty.batch_invariant_std(t[i:i + 1])[0]) for i in range(6))
     assert torch.isnan(uncertainty.batch_invariant_std(t[:, :1])).all()
+
+
+# --- cells x resamples: planned within a working budget before any subset is stacked --------------------
+
+def test_group_size_is_the_largest_count_that_fits():
+    x, y = torch.randn(5, 100, 3, dtype=torch.float64), torch.randn(5, 100, 2, dtype=torch.float64)
+    # Gaussian: the stacked float64 rows (8 B) and three float64 working copies (24 B) per element.
+    per_resample = 5 * 50 * 5 * (8 + 24)
+    assert uncertainty.group_size("gaussian", {}, (x, y), 50, 32, budget=7 * per_resample) == 7
+    assert uncertainty.group_size("gaussian", {}, (x, y), 50, 32, budget=10**12) == 32
+    assert uncertainty.group_size("gaussian", {}, (x, y), 50, 32, budget=1) == 2  # never a lone subset
+
+
+def test_the_jackknife_runs_in_groups_that_fit_with_the_numbers_of_one_call(monkeypatch, generator):
+    """return_stderr used to stack every cell x every subset at once, whatever they cost."""
+    x, y = correlated_pairs(6, 200, generator)
+    calls = []
+
+    def counted(a, b, **options):
+        calls.append(a.shape[-3])  # subsets in this call
+        return ef.estimators.knn.mutual_information(a, b, **options)
+
+    _, whole = uncertainty.estimate_with_stderr(counted, "ksg", (x, y), {}, n_resamples=8, resamples_per_call=8)
+    assert calls[-1] == 8
+    calls.clear()
+    unbounded = uncertainty.group_size("ksg", {}, (x, y), 100, 8, budget=10**12)
+    budget = uncertainty._call_bytes("ksg", {}, 100, (1, 1), 6 * 3, x.device) + 6 * 3 * 100 * 2 * 8
+    monkeypatch.setattr(uncertainty, "WORKING_BYTES", budget)  # room for three subsets of every cell
+    _, grouped = uncertainty.estimate_with_stderr(counted, "ksg", (x, y), {}, n_resamples=8)
+    assert unbounded == 8 and calls[1:] == [3, 3, 2]  # calls[0] is the value on all N rows
+    torch.testing.assert_close(grouped, whole, rtol=1e-12, atol=0)
+
+
+def test_the_permutation_null_runs_in_groups_that_fit(monkeypatch, generator):
+    x, y = correlated_pairs(4, 300, generator)
+    whole = ef.permutation_null(x, y, "ksg", n_permutations=9, permutations_per_call=9)
+    monkeypatch.setattr(uncertainty, "WORKING_BYTES", 1)  # the smallest groups: two permutations
+    grouped = ef.permutation_null(x, y, "ksg", n_permutations=9)
+    for field in ("estimate", "null_mean", "null_std", "p_value"):
+        torch.testing.assert_close(getattr(grouped, field), getattr(whole, field), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="permutations_per_call must be a positive integer or None, got 0"):
+        ef.permutation_null(x, y, permutations_per_call=0)
