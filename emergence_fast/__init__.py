@@ -34,7 +34,7 @@ def entropy(x, method: str = "gaussian", *, return_stderr: bool = False, n_resam
 
 def mutual_information(x, y, method: str = "gaussian", *, return_stderr: bool = False, n_resamples: int = 32,
                        stderr_seed: int = 0, **options):
-    """I(X;Y) between paired samples ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
+    """I(X;Y) between paired samples ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell, in nats (``base=2`` for bits).
 
     ``method``: ``"gaussian"`` (also ``pca``), ``"binned"``, ``"sliced"`` (``k``, ``n_slices``),
     ``"ksg"`` (Kraskov–Stögbauer–Grassberger; ``k``, ``variant``), ``"renyi"``, the neural bounds

@@ -128,3 +128,23 @@ def test_valid_bases_convert_nats():
     assert float(ef.mutual_information(X, X + Y, base=2)) == pytest.approx(nats / math.log(2), rel=1e-12)
     assert float(ef.mutual_information(X, X + Y, base=10.0)) == pytest.approx(nats / math.log(10), rel=1e-12)
     assert float(ef.mutual_information(X, X + Y, base=0.5)) == pytest.approx(-nats / math.log(2), rel=1e-12)
+
+
+FAST = {"infonce": {"steps": 20}, "nwj": {"steps": 20}, "mine": {"steps": 20}, "smile": {"steps": 20},
+        "chen2024": {"steps": 20}}
+
+
+@pytest.mark.parametrize("method", sorted(ef.estimators.MI_METHODS))
+def test_every_mi_method_is_in_nats_unless_base(method):
+    """One unit convention (chen2024 used to return bits): nats by default, base=2 divides by log 2."""
+    x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = x + torch.randn(60, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    nats = float(ef.mutual_information(x, y, method, **FAST.get(method, {})))
+    bits = float(ef.mutual_information(x, y, method, base=2, **FAST.get(method, {})))
+    assert nats != 0 and bits * math.log(2) == pytest.approx(nats, rel=1e-9)
+
+
+@pytest.mark.parametrize("method", sorted(ef.estimators.ENTROPY_METHODS))
+def test_every_entropy_method_is_in_nats_unless_base(method):
+    x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert float(ef.entropy(x, method, base=2)) * math.log(2) == pytest.approx(float(ef.entropy(x, method)), rel=1e-9)
