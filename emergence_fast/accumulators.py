@@ -25,14 +25,15 @@ _PIECE = 1 << 18
 
 
 def _check_state(state, tensors: dict, values: dict, what: str, optional=()) -> None:
-    """Refuse a state dict that is not one of ``what``'s, before any of it is loaded: ValueError naming the keys.
+    """Refuse a state dict that is not one of ``what``'s, before any of it is loaded: ValueError naming the keys
+    (TypeError when it is not a dict).
 
     ``tensors`` maps each tensor key to ``(shape, kind)`` with kind ``"float64"``, ``"float"`` (any
     floating dtype) or ``"int"`` (any integer dtype but bool); the keys in ``optional`` may also be
     None. ``values`` maps the other keys to the value they must have (or to a type they must be, for counters).
     """
     if not isinstance(state, dict):
-        raise ValueError(f"state must be a dict from {what}.state_dict(), got {type(state).__name__}")
+        raise TypeError(f"state must be a dict from {what}.state_dict(), got {type(state).__name__}")
     expected = set(tensors) | set(values)
     missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or extra:

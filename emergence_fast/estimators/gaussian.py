@@ -284,7 +284,6 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     if pca is not None:
         corr, dx = principal_subspace(corr, dx, pca)
     dim = corr.shape[-1]
-    dy = dim - dx
     value = 0.5 * (logdet_psd(corr[..., :dx, :dx]) + logdet_psd(corr[..., dx:, dx:]) - logdet_psd(corr))
     singular = ~torch.isfinite(value)
     if bool(singular.any()):

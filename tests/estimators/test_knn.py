@@ -277,7 +277,7 @@ def test_ties_that_survive_the_jitter_name_a_larger_jitter(generator):
 
 def test_jitter_keeps_an_offset_from_coarsening_the_noise(generator):
     """Centring first: float32 ulps at 1e4 are 1e-3, yet the noise stays ~1e-4 of the spread."""
-    x, y, truth = _discrete_pair(generator, torch.float32)
+    x, y, _ = _discrete_pair(generator, torch.float32)
     mi = knn.mutual_information(x + 1e4, y - 1e4, jitter=1e-10)
     assert abs(float(mi) - float(knn.mutual_information(x, y, jitter=1e-10))) < 1e-6
 
