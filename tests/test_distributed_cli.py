@@ -132,7 +132,7 @@ def test_cli_bad_distributed_input_is_one_line(model_dir, tmp_path):
     assert result.returncode == 2 and "is too small for" in result.stderr and "needs" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = run([sys.executable, *ie_args(model_dir, ids, 40, tmp_path / "o", "--state-memory", "lots")])
-    assert result.returncode == 2 and "state_memory" in result.stderr
+    assert result.returncode == 2 and "--state-memory must be a positive size" in result.stderr  # the flag, as the user typed it
     many = run([*TORCHRUN, "--nproc_per_node=3", *ie_args(model_dir, ids, 2, tmp_path / "m")])
     assert many.returncode != 0 and "more ranks (3) than samples (2)" in many.stderr
 
