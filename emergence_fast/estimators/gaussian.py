@@ -215,7 +215,12 @@ def entropy_from_moments(count, comoment, *, bias_correction="none", shrinkage=0
     value = 0.5 * (dim * math.log(2 * math.pi * math.e) + logdet) / unit
     if not details:
         return value
-    return value, _diagnostics(corr, count, dim, bias, unit, bias_correction, shrinkage, "the entropy")
+    diagnostics = _diagnostics(corr, count, dim, bias, unit, bias_correction, shrinkage, "the entropy")
+    constant = int(torch.isinf(log_var).any(-1).sum())
+    if constant:
+        diagnostics.notes.append(f"the entropy is -inf in {constant} of {log_var[..., 0].numel()} cells: a constant "
+                                 "column (zero variance) is a degenerate distribution, a point mass along it.")
+    return value, diagnostics
 
 
 def principal_subspace(corr: torch.Tensor, dx: int, k: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from .._validation import as_samples, check_choice, check_paired, log_base
+from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
 from . import gaussian, knn, renyi
 
 INNER_ESTIMATORS = ("gaussian", "ksg")
@@ -208,16 +208,25 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     held, train = order[:n_hold], order[n_hold:]
     x3 = x.reshape(-1, n, x.shape[-1]).double()
     y3 = y.reshape(-1, n, y.shape[-1]).double()
-    a, b = _ascend_slices(x3[:, train], y3[:, train], k, steps, lr, restarts, batch_size, generator)
-    ksg = lambda rows, sa, sb: knn.mutual_information(_project(x3[:, rows], sa), _project(y3[:, rows], sb),  # noqa: E731
-                                                      backend=backend, **(inner_options or {}))
-    train_values = ksg(train, a, b)  # [B, R]
-    best = train_values.argmax(-1)
-    pick = lambda s: s[torch.arange(s.shape[0]), best].unsqueeze(1)  # noqa: E731
-    value = ksg(held, pick(a), pick(b)).squeeze(-1)
+    # A constant side has I = 0 on every slice (and no bandwidth for the surrogate): 0, NaN slices, no ascent.
+    live = ~(constant_cells(x3) | constant_cells(y3))
+    value = torch.zeros(x3.shape[0], dtype=torch.float64, device=x.device)
+    train_value = torch.zeros_like(value)
+    x_slice = torch.full((x3.shape[0], x3.shape[-1], k), math.nan, dtype=torch.float64, device=x.device)
+    y_slice = torch.full((x3.shape[0], y3.shape[-1], k), math.nan, dtype=torch.float64, device=x.device)
+    if bool(live.any()):
+        xl, yl = (x3, y3) if bool(live.all()) else (x3[live], y3[live])
+        a, b = _ascend_slices(xl[:, train], yl[:, train], k, steps, lr, restarts, batch_size, generator)
+        ksg = lambda rows, sa, sb: knn.mutual_information(_project(xl[:, rows], sa), _project(yl[:, rows], sb),  # noqa: E731
+                                                          backend=backend, **(inner_options or {}))
+        train_values = ksg(train, a, b)  # [B, R]
+        best = train_values.argmax(-1)
+        pick = lambda s: s[torch.arange(s.shape[0]), best].unsqueeze(1)  # noqa: E731
+        value[live] = ksg(held, pick(a), pick(b)).squeeze(-1)
+        train_value[live] = train_values.amax(-1)
+        x_slice[live], y_slice[live] = pick(a).squeeze(1), pick(b).squeeze(1)
     result = (value / unit).reshape(lead)
     if not details:
         return result
-    return result, {"x_slice": pick(a).squeeze(1).reshape(*lead, -1, k),
-                    "y_slice": pick(b).squeeze(1).reshape(*lead, -1, k),
-                    "train_value": (train_values.amax(-1) / unit).reshape(lead)}
+    return result, {"x_slice": x_slice.reshape(*lead, -1, k), "y_slice": y_slice.reshape(*lead, -1, k),
+                    "train_value": (train_value / unit).reshape(lead)}

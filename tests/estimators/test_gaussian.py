@@ -232,3 +232,11 @@ def test_the_wishart_bias_counts_only_random_columns(generator):
     assert float(gaussian.wishart_logdet_bias(torch.tensor([0, 3]), torch.tensor([50, 50]))[0]) == 0.0
     assert float(gaussian.wishart_logdet_bias(torch.tensor([0, 3]), torch.tensor(50))[1]) == float(
         gaussian.wishart_logdet_bias(3, torch.tensor(50)))
+
+
+def test_the_entropy_of_a_constant_column_is_minus_inf_with_a_note(generator):
+    x = torch.randn(2, 100, 3, generator=generator, dtype=torch.float64)
+    x[0, :, 1] = 5.0
+    value, diag = ef.entropy(x, details=True)
+    assert value[0].item() == -math.inf and math.isfinite(value[1].item())
+    assert any(note.startswith("the entropy is -inf in 1 of 2 cells: a constant column") for note in diag.notes)

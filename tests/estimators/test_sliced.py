@@ -139,3 +139,16 @@ def test_max_sliced_on_singular_and_constant_input(generator):
                - float(sliced.max_sliced_mutual_information(x, y, k=2))) < 1e-9
     assert float(sliced.max_sliced_mutual_information(torch.ones(300, 3), y)) == 0.0
     assert float(ef.mutual_information(x, torch.zeros(300, 2), method="max_sliced", k=2)) == 0.0
+
+
+def test_max_sliced_ksg_on_a_constant_side_is_zero_without_an_ascent(generator):
+    """It used to fail inside the ascent ("x contains NaN or Inf": no bandwidth for a constant projection)."""
+    x = torch.randn(2, 100, 3, generator=generator)
+    y = x[..., :2] + torch.randn(2, 100, 2, generator=generator)
+    x[0] = 1.0
+    value, found = sliced.max_sliced_mutual_information(x, y, inner="ksg", steps=3, details=True,
+                                                        inner_options={"jitter": 1e-3})
+    assert value[0].item() == 0.0 and found["train_value"][0].item() == 0.0
+    assert torch.isnan(found["x_slice"][0]).all() and not torch.isnan(found["x_slice"][1]).any()
+    alone = sliced.max_sliced_mutual_information(x[1], y[1], inner="ksg", steps=3, inner_options={"jitter": 1e-3})
+    assert torch.equal(value[1], alone)
