@@ -63,8 +63,9 @@ def main() -> None:
     print("| run | wall s (incl. load) | state setup s | macro pass s | checkpoint s | merge s | estimate s | "
           "speed-up (wall) | max rel. diff vs 1 process |")
     print("|---|---|---|---|---|---|---|---|---|")
-    def macro(result):  # ie.json writes non-finite values as strings
-        return torch.tensor([[float(v) for v in row] for row in result["macro"]], dtype=torch.float64)
+    def macro(result):  # ie.json writes non-finite values as null (compared only where finite)
+        return torch.tensor([[float("nan") if v is None else v for v in row] for row in result["macro"]],
+                            dtype=torch.float64)
 
     reference = macro(rows[0][2])
     for label, wall, result in rows:
