@@ -20,6 +20,7 @@ import torch
 import emergence_fast as ef
 from emergence_fast import bench, distributed
 from emergence_fast._dispatch import resolve_backend
+from emergence_fast._optional import MissingDependency
 from emergence_fast.emergence import (
     DEFAULT_ESTIMATOR,
     DEFAULT_STATE_MEMORY,
@@ -306,7 +307,7 @@ def run_ie(args, out=None) -> None:
         result.config["model_source"] = args.model or models.DEFAULT_MODEL
         if world.is_main:
             written = [report.write_json(result, out_dir / "ie.json"), report.write_csv(result, out_dir / "ie.csv")]
-            written += result.plot(out_dir)
+            written += report.optional_figures(result.plot, out_dir)
         distributed.barrier(world)  # the results are on disk before any rank drops its checkpoint
         checkpoint = checkpoint_path(out_dir, world)
         checkpoint.with_suffix(".tmp").unlink(missing_ok=True)  # a save cut short by a killed earlier run
@@ -452,7 +453,7 @@ def main(argv=None) -> int:
                                  "(benchmarks/scaling_ranks.py compares 1 and K ranks)")
             else:
                 args.func(args)
-        except (ValueError, TypeError, OSError) as exc:
+        except (ValueError, TypeError, OSError, MissingDependency) as exc:
             return _user_error(args.command, exc)
     return 0
 

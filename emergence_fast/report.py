@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import require
+from ._optional import MissingDependency, require
 
 NONFINITE_KEY = "nonfinite"
 NONFINITE_NOTE = ("null in this file stands for a number that is not finite (JSON has no NaN or infinity); "
@@ -124,13 +124,25 @@ def write_csv(rows, path) -> Path:
 
 def write_figure(fig, path, dpi: int = 120) -> Path:
     """Save the matplotlib figure ``fig`` to ``path`` atomically (format from the suffix, PNG when none), then close it."""
-    import matplotlib.pyplot as plt  # the caller drew fig, so matplotlib is there
+    plt = require("matplotlib.pyplot", "writing figures")
 
     path = Path(path)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png"))
     finally:
         plt.close(fig)
+
+
+def optional_figures(plot, *args, **kwargs) -> list[Path]:
+    """``plot(*args, **kwargs)``'s files as a list, or ``[]`` with a note on stderr when matplotlib is
+    missing: figures are the one output a command can do without, and a long run must not fail at the end
+    for want of them."""
+    try:
+        written = plot(*args, **kwargs)
+    except MissingDependency as exc:
+        print(f"emergence-fast: note: {exc}; figures skipped, every other file written", file=sys.stderr)
+        return []
+    return list(written) if isinstance(written, (list, tuple)) else [written]
 
 
 LOCK_NAME = ".emergence-fast.lock"

@@ -93,7 +93,8 @@ def test_every_third_party_import_is_core_or_an_optional_import_through_require(
 
 
 def test_require_names_the_extra_and_lets_other_import_errors_through(monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as if not installed
+    for name in ("matplotlib", "matplotlib.pyplot"):  # importing either now fails as if not installed
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingDependency, match=r"^writing PNGs needs matplotlib, which is not installed: "
                                                 r"pip install 'emergence_fast\[plots\]'$"):
         require("matplotlib.pyplot", "writing PNGs")

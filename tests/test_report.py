@@ -4,6 +4,7 @@ import json
 import math
 import os
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,13 @@ def test_output_folder_refuses_files(tmp_path, where, message):
 def test_output_folder_that_cannot_be_written_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"^--out '/proc/self' cannot be written to: "):
         report.OutputFolder("/proc/self").claim()
+
+
+def test_figures_are_skipped_with_a_note_naming_the_extra_when_matplotlib_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    assert report.optional_figures(make_result().plot, tmp_path) == []
+    assert capsys.readouterr().err.strip() == ("emergence-fast: note: writing PNGs needs matplotlib, which is not "
+                                               "installed: pip install 'emergence_fast[plots]'; figures skipped, "
+                                               "every other file written")
+    assert list(tmp_path.iterdir()) == []

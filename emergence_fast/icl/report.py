@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from .._optional import require
-from ..report import write_csv, write_figure, write_json
+from ..report import optional_figures, write_csv, write_figure, write_json
 
 
 def _pyplot():
@@ -180,8 +180,7 @@ def write_concept_result(result, out_dir, prefix: str | None = None) -> list[Pat
     transitions = result.transition_rows()
     if transitions:
         written.append(write_csv(transitions, out_dir / f"{prefix}_transitions.csv"))
-    written.append(plot_concept_curves(result, out_dir / f"{prefix}.png"))
-    return written
+    return written + optional_figures(plot_concept_curves, result, out_dir / f"{prefix}.png")
 
 
 def write_generation_result(result, out_dir, prefix: str = "icl_generate") -> list[Path]:
@@ -189,4 +188,4 @@ def write_generation_result(result, out_dir, prefix: str = "icl_generate") -> li
     out_dir.mkdir(parents=True, exist_ok=True)
     return [write_json(result.to_dict(), out_dir / f"{prefix}.json"),
             write_csv(result.to_rows(), out_dir / f"{prefix}.csv"),
-            plot_generation(result, out_dir / f"{prefix}.png")]
+            *optional_figures(plot_generation, result, out_dir / f"{prefix}.png")]

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import distributed
+from ..report import optional_figures
 from .metrics import LIVE_METRICS
 from .tasks import TASKS
 
@@ -191,7 +192,7 @@ def _run(args, out, world, wanted) -> int:
         return 0
     out_dir = Path(args.out)
     written = [report.write_json(result, out_dir / "mirage.json"), report.write_csv(result, out_dir / "mirage.csv"),
-               report.plot(result, out_dir / "mirage_curves.png")]
+               *optional_figures(report.plot, result, out_dir / "mirage_curves.png")]
     print(result.table(), file=out)
     print("wrote " + ", ".join(str(p) for p in written), file=out)
     return 0
