@@ -28,6 +28,8 @@ VENV = Path(sys.prefix)
 NOT_RUN = {
     "make demo": "`emergence-fast ie --dataset icl-animal ... --out runs/ie` below is the same run at N = 256",
     "make test": "the suite this test belongs to",
+    "pip install .": "it would replace this checkout's editable install; tests/test_packaging.py runs it in a fresh venv",
+    "pip install --no-build-isolation": "as above",
     "emergence-fast ie ... --resume": "`...`: the options of the run being resumed",
     "--nnodes=4 --nproc_per_node=8": "four nodes",
     "accelerate launch --multi_gpu --num_processes 8 -m emergence_fast.cli ie ...": "`...`: the options above",
