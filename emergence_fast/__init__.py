@@ -10,7 +10,7 @@ from ._validation import check_choice
 from .accumulators import GaussianMIAccumulator
 from .estimators import ENTROPY_METHODS, MI_METHODS, token_entropy
 from .estimators.permutation import permutation_null
-from .estimators.uncertainty import estimate_with_stderr
+from .estimators.uncertainty import estimate_with_stderr, warn_undefined
 
 __version__ = "0.1.0"
 
@@ -27,8 +27,10 @@ def entropy(x, method: str = "gaussian", *, return_stderr: bool = False, n_resam
     """
     check_choice(method, "method", ENTROPY_METHODS)
     if return_stderr:
-        return estimate_with_stderr(ENTROPY_METHODS[method], method, (x,), options, n_resamples=n_resamples,
-                                    stderr_seed=stderr_seed)
+        value, stderr = estimate_with_stderr(ENTROPY_METHODS[method], method, (x,), options, n_resamples=n_resamples,
+                                             stderr_seed=stderr_seed)
+        warn_undefined(stderr, method)
+        return value, stderr
     return ENTROPY_METHODS[method](x, **options)
 
 
@@ -44,12 +46,15 @@ def mutual_information(x, y, method: str = "gaussian", *, return_stderr: bool = 
 
     ``return_stderr=True`` returns ``(value, stderr)``: the estimator's own variance where it
     has one (Gaussian delta method, neural held-out split), else a delete-half jackknife over
-    ``n_resamples`` seeded subsets; see :mod:`emergence_fast.estimators.uncertainty`.
+    ``n_resamples`` seeded subsets; see :mod:`emergence_fast.estimators.uncertainty`. Where it is
+    undefined (a singular or degenerate cell) it is NaN, with a ``RuntimeWarning``.
     """
     check_choice(method, "method", MI_METHODS)
     if return_stderr:
-        return estimate_with_stderr(MI_METHODS[method], method, (x, y), options, n_resamples=n_resamples,
-                                    stderr_seed=stderr_seed)
+        value, stderr = estimate_with_stderr(MI_METHODS[method], method, (x, y), options, n_resamples=n_resamples,
+                                             stderr_seed=stderr_seed)
+        warn_undefined(stderr, method)
+        return value, stderr
     return MI_METHODS[method](x, y, **options)
 
 

@@ -149,6 +149,16 @@ def jackknife_stderr(estimator, samples: tuple, *, n_resamples: int = 32, seed: 
     return batch_invariant_std(estimates) * math.sqrt((n - dropped) / dropped)
 
 
+def warn_undefined(stderr: torch.Tensor, method: str) -> None:
+    """A ``RuntimeWarning`` saying in how many cells a standard error is NaN (undefined), if any."""
+    undefined = int(stderr.isnan().sum())
+    if undefined:
+        warnings.warn(f"return_stderr: the standard error of the {method} estimate is NaN in {undefined} of "
+                      f"{stderr.numel()} cells: it is undefined there (an estimate, or its value on half the samples, "
+                      "that is not finite: a singular or degenerate cell such as fewer distinct samples than "
+                      "dimensions; or, for a neural bound, a single held-out minibatch)", RuntimeWarning, stacklevel=3)
+
+
 def _takes_details(estimator) -> bool:
     return "details" in inspect.signature(estimator).parameters
 
@@ -161,22 +171,9 @@ def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, 
     :func:`jackknife_stderr`); it changes memory and time, not the result. By default it is
     planned up front (:func:`group_size`) so that the stacked subsets of every cell and the
     estimator's modelled working memory fit in ``WORKING_BYTES`` (2 GiB). Where the error is
-    undefined (a non-finite value or subset estimate: a singular or degenerate cell) it is NaN,
-    and a ``RuntimeWarning`` says in how many cells; it never raises for that.
+    undefined (a non-finite value or subset estimate: a singular or degenerate cell) it is NaN;
+    it never raises for that (:func:`warn_undefined` says so to a user; IE notes it instead).
     """
-    value, stderr = _estimate_with_stderr(estimator, method, samples, options, n_resamples, stderr_seed,
-                                          resamples_per_call)
-    undefined = int(stderr.isnan().sum())
-    if undefined:
-        warnings.warn(f"return_stderr: the standard error of the {method} estimate is NaN in {undefined} of "
-                      f"{stderr.numel()} cells: it is undefined there (an estimate, or its value on half the samples, that is "
-                      "not finite: a singular or degenerate cell such as fewer distinct samples than dimensions; or, "
-                      "for a neural bound, a single held-out minibatch)",
-                      RuntimeWarning, stacklevel=3)
-    return value, stderr
-
-
-def _estimate_with_stderr(estimator, method, samples, options, n_resamples, stderr_seed, resamples_per_call):
     if options.get("details"):
         raise ValueError("return_stderr=True cannot be combined with details=True; details already carry "
                          "the estimator's own error where it has one")

@@ -150,3 +150,12 @@ def test_the_permutation_null_runs_in_groups_that_fit(monkeypatch, generator):
         torch.testing.assert_close(getattr(grouped, field), getattr(whole, field), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="permutations_per_call must be a positive integer or None, got 0"):
         ef.permutation_null(x, y, permutations_per_call=0)
+
+
+def test_an_undefined_stderr_is_nan_with_a_warning_never_an_error(generator):
+    """The Gaussian entropy of a duplicated column is -inf: its jackknife error is undefined, said so."""
+    x = torch.randn(2, 60, 2, generator=generator, dtype=torch.float64)
+    x[0, :, 1] = x[0, :, 0]
+    with pytest.warns(RuntimeWarning, match=r"the standard error of the gaussian estimate is NaN in 1 of 2 cells"):
+        value, stderr = ef.entropy(x, return_stderr=True, n_resamples=4)
+    assert value[0].item() == -math.inf and math.isnan(stderr[0].item()) and math.isfinite(stderr[1].item())
