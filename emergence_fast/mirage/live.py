@@ -102,7 +102,7 @@ def run_family(models, task: str, *, n_examples: int = 200, shots: int = 2, seed
         scored = score_targets(model, tokenizer, examples.prompts, examples.targets, batch_size=batch_size,
                                continuation=continuation, world=world)
         rows.append((str(name) if name is not None else "default", count_parameters(model), scored.metrics(),
-                     scored.per_token_loss(), scored.target_lengths()))
+                     scored.per_token_loss(), scored.target_lengths(), _prefix_note(scored.special_prefix)))
         del model, tokenizer, scored
         gc.collect()
     rows.sort(key=lambda r: r[1])
@@ -114,4 +114,15 @@ def run_family(models, task: str, *, n_examples: int = 200, shots: int = 2, seed
                   sources=[f"{task} x{n_examples} (seed {seed}, {shots}-shot)"] * n, per_example=per_example,
                   loss=np.array([r[3] for r in rows]), target_length=np.array([r[4].mean() for r in rows]),
                   target_lengths=[r[4] for r in rows],
-                  loss_note="per-token loss: mean -log p over all answer tokens, teacher-forced")
+                  loss_note="per-token loss: mean -log p over all answer tokens, teacher-forced",
+                  notes=["special prefix (BOS) of each model's prompts: " + "; ".join(f"{r[0]}: {r[5]}" for r in rows)])
+
+
+def _prefix_note(special_prefix: dict) -> str:
+    """What the scorer did with the tokenizer's special prefix, in words, e.g. ``"[1] added to 200 prompts"``."""
+    ids = special_prefix.get("ids") or []
+    if not ids:
+        return "none (the tokenizer adds no BOS)"
+    done = {k: v for k, v in special_prefix.items() if k != "ids"}
+    return f"{ids} " + ", ".join(f"{status} in {count} prompts" if status != "added" else f"added to {count} prompts"
+                                 for status, count in sorted(done.items()))

@@ -56,6 +56,8 @@ def test_live_models_from_folders(tmp_path):
     assert data["params"] == sorted(data["params"])
     assert list(data["metrics"]) == ["exact_match", "token_edit_distance", "token_prob"]
     assert data["n_test"] == [6.0, 6.0, 6.0] and "token_prob" in text
+    assert data["notes"][0] == ("special prefix (BOS) of each model's prompts: "  # the scorer's BOS rule, per model
+                                + "; ".join(f"{f}: none (the tokenizer adds no BOS)" for f in folders))
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['acc'\] for --models"):
         run(["mirage", "--models", *folders, "--task", "arithmetic-2d-mult", "--metrics", "acc",
              "--out", str(tmp_path / "out2")])

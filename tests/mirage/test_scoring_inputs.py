@@ -56,3 +56,11 @@ def test_a_device_this_machine_lacks_is_named(model):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"^device='cuda' asks for CUDA, but CUDA is not available"):
             score_targets(model, char_tokenizer(), PROMPTS, TARGETS, device="cuda")
+
+
+def test_the_bos_note_of_a_live_family_says_what_was_done():
+    from emergence_fast.mirage.live import _prefix_note
+
+    assert _prefix_note({"ids": [1], "added": 195, "already present": 5}) == (
+        "[1] added to 195 prompts, already present in 5 prompts")
+    assert _prefix_note({"ids": []}) == "none (the tokenizer adds no BOS)"
