@@ -129,3 +129,16 @@ def physical_memory() -> int | None:
     except (AttributeError, ValueError, OSError):
         return None
     return pages * page_size if pages > 0 and page_size > 0 else None
+
+
+
+def check_fits_in_memory(name: str, value, need: int, what: str, remedy: str) -> None:
+    """Work whose memory is known up front fails now, naming the argument, not later in the OOM killer.
+
+    Raises ``ValueError``: ``"<name>=<value> needs <what>, about <need> of memory, more than this
+    machine's <RAM>: <remedy>"`` when ``need`` bytes exceed :func:`physical_memory`.
+    """
+    available = physical_memory()
+    if available is not None and need > available:
+        raise ValueError(f"{name}={value} needs {what}, about {format_bytes(need)} of memory, more than this "
+                         f"machine's {format_bytes(available)}: {remedy}")

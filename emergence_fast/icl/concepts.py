@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import format_bytes, physical_memory
+from .._validation import check_fits_in_memory
 from . import prompts as P
 from .readout import BinaryReadout
 from .runner import PromptRunner
@@ -62,14 +62,6 @@ _TREE_BYTES_PER_CHAR = 4
 _PATH_BYTES = 96
 
 
-def _refuse_beyond_memory(name: str, value: int, need: int, what: str, remedy: str) -> None:
-    """Work that cannot fit in this machine's memory fails now, naming the argument, not later in the OOM killer."""
-    available = physical_memory()
-    if available is not None and need > available:
-        raise ValueError(f"{name}={value} needs {what}, about {format_bytes(need)} of memory, more than this "
-                         f"machine's {format_bytes(available)}: {remedy}")
-
-
 _LOWER_DEPTH = "lower depth (each step down halves it)"
 
 
@@ -84,7 +76,7 @@ def continuation_prefixes(depth: int) -> list[tuple[int, ...]]:
     Raises ValueError naming ``depth`` when the ``2**depth - 1`` prefixes cannot fit in memory.
     """
     depth = _positive_int(depth, "depth")
-    _refuse_beyond_memory("depth", depth, (2**depth - 1) * (_PATH_BYTES + 8 * depth),
+    check_fits_in_memory("depth", depth, (2**depth - 1) * (_PATH_BYTES + 8 * depth),
                           f"{2**depth - 1:,} continuation prefixes", _LOWER_DEPTH)
     return [prefix for n in range(depth) for prefix in itertools.product((0, 1), repeat=n)]
 
@@ -97,7 +89,7 @@ def path_probabilities(p_tails, depth: int) -> dict[tuple[int, ...], float]:
     Raises ValueError naming ``depth`` when the ``2**depth`` paths cannot fit in memory.
     """
     depth = _positive_int(depth, "depth")
-    _refuse_beyond_memory("depth", depth, 2**depth * (_PATH_BYTES + 8 * depth), f"{2**depth:,} paths", _LOWER_DEPTH)
+    check_fits_in_memory("depth", depth, 2**depth * (_PATH_BYTES + 8 * depth), f"{2**depth:,} paths", _LOWER_DEPTH)
     if not isinstance(p_tails, dict):
         raise TypeError(f"p_tails must be a dict mapping prefixes to P(next = 1), got {type(p_tails).__name__}")
     for prefix in continuation_prefixes(depth):
@@ -303,7 +295,7 @@ def judgment_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int
     max_len = _positive_int(max_len, "max_len")
     items = _sequences(concepts, n_random, max_len, seed)
     n_prompts = len(items) * max_len  # of (max_len + 1) / 2 flips on average: memory grows as max_len^2
-    _refuse_beyond_memory("max_len", max_len, _prompt_bytes(n_prompts, len(P.judgment_prompt((0,))), (max_len + 1) / 2),
+    check_fits_in_memory("max_len", max_len, _prompt_bytes(n_prompts, len(P.judgment_prompt((0,))), (max_len + 1) / 2),
                           f"{n_prompts:,} prompts ({len(items)} curve(s) x max_len)", "lower max_len")
     runner = _runner(model, tokenizer, runner, batch_size, prefix_cache)
     readout = readout if readout is not None else BinaryReadout(tokenizer, "n", "r")
@@ -344,7 +336,7 @@ def tree_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int = 4
     n_prompts = len(items) * max_len * (2**depth - 1)
     # Mean prompt: a context of (max_len + 1) / 2 flips and a continuation of about depth - 2.
     need = _prompt_bytes(n_prompts, len(P.tree_prompt((0,))), (max_len + 1) / 2 + max(depth - 2, 0))
-    _refuse_beyond_memory("depth", depth, need, f"{n_prompts:,} prompts ({len(items)} curve(s) x max_len={max_len} "
+    check_fits_in_memory("depth", depth, need, f"{n_prompts:,} prompts ({len(items)} curve(s) x max_len={max_len} "
                           f"x {2**depth - 1:,} continuation prefixes)", _LOWER_DEPTH)
     runner = _runner(model, tokenizer, runner, batch_size, prefix_cache)
     readout = readout if readout is not None else BinaryReadout(tokenizer, "h", "t")

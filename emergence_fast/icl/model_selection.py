@@ -50,16 +50,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validation import check_fits_in_memory
 from . import prompts as P
 
 PAPER_TEMPERATURES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
 
 
 def enumerate_concepts(max_len: int) -> list[tuple[int, ...]]:
-    """Every binary string with ``1 <= |C| <= max_len`` (``2**(max_len + 1) - 2`` of them), shortest first."""
+    """Every binary string with ``1 <= |C| <= max_len`` (``2**(max_len + 1) - 2`` of them), shortest first.
+
+    Raises ``ValueError`` when ``max_len`` is not a positive int, or when the list alone would not fit
+    in this machine's memory (checked before it is built).
+    """
     if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+    check_fits_in_memory("max_len", max_len, _hypotheses(max_len) * _concept_bytes(max_len),
+                          f"{_hypotheses(max_len) - 1:,} concepts", "lower max_len (each step down halves it)")
     return [c for n in range(1, max_len + 1) for c in itertools.product((0, 1), repeat=n)]
+
+
+def _hypotheses(max_concept_len: int) -> int:
+    """The Bernoulli hypothesis plus every concept of length 1..max_concept_len."""
+    return 2 ** (max_concept_len + 1) - 1
+
+
+def _concept_bytes(length: int) -> int:
+    """A concept held as a tuple (40 + 8 per flip), its list slot, and its name string (49 + 1 per flip)."""
+    return 40 + 8 * length + 8 + 49 + length
 
 
 def primitive_root(concept) -> tuple[int, ...]:
@@ -210,6 +227,14 @@ def _proper(xa, concept, max_len, max_concept_len, epsilon, p, prior_random, tem
     temperatures = tuple(temperatures)
     if any(isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 for t in temperatures):
         raise ValueError(f"temperatures must be positive numbers, got {temperatures!r}")
+    if not (isinstance(max_concept_len, bool) or not isinstance(max_concept_len, numbers.Integral)
+            or max_concept_len < 1):
+        # About eight float64 [H, n + 2] arrays are alive at once (likelihoods, joint, posterior, q, weights).
+        hypotheses = _hypotheses(max_concept_len)
+        check_fits_in_memory("max_concept_len", max_concept_len,
+                              hypotheses * (8 * 8 * (xa.size + 2) + _concept_bytes(max_concept_len)),
+                              f"{hypotheses:,} hypotheses over {xa.size} flips",
+                              "lower max_concept_len (each step down halves it)")
     concepts = enumerate_concepts(max_concept_len)
     log_lik = np.vstack([_log_bernoulli(xa, p)[None, :], _log_concept_likelihoods(xa, concepts, epsilon)])
     weights = np.array([2.0 ** -len(c) for c in concepts])

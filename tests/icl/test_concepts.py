@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from emergence_fast import _validation
 from emergence_fast.icl import concepts as C
 from emergence_fast.icl import prompts as P
 from tests.icl.coin import WORDS, coin_tokenizer
@@ -146,7 +147,7 @@ def test_a_concept_string_is_one_concept():
 
 def test_trees_beyond_memory_are_refused_before_any_work(monkeypatch):
     """tree_curves(depth=30) used to grow until the kernel killed it (24 GB); now it fails at once, naming depth."""
-    monkeypatch.setattr(C, "physical_memory", lambda: 8 * 10**9)
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 8 * 10**9)
     with pytest.raises(ValueError, match=r"depth=30 needs 85,899,345,840 prompts \(2 curve\(s\) x max_len=40 x "
                                          r"1,073,741,823 continuation prefixes\), about .* TB of memory, more than "
                                          r"this machine's 8 GB: lower depth"):
@@ -158,7 +159,7 @@ def test_trees_beyond_memory_are_refused_before_any_work(monkeypatch):
     with pytest.raises(ValueError, match=r"max_len=1000000 needs 1,000,000 prompts .* lower max_len"):
         C.judgment_curves(None, None, "01", 10**6)
     # The paper's depth and a long judgment curve stay well inside a small machine.
-    monkeypatch.setattr(C, "physical_memory", lambda: 10**9)
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 10**9)
     assert len(C.continuation_prefixes(12)) == 2**12 - 1
     with pytest.raises(ValueError, match="depth=16"):
         C.tree_curves(None, None, ["01", "011"], 40, depth=16)  # 5.2 M prompts of ~300 characters: several GB

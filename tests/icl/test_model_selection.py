@@ -117,3 +117,22 @@ def test_bad_inputs():
         M.bayesian_model_selection(None, 10)
     with pytest.raises(TypeError, match="paper_compat"):
         M.bayesian_model_selection((0, 1), 10, paper_compat=1)
+
+
+def test_hypothesis_spaces_beyond_memory_are_refused_before_they_are_built(monkeypatch):
+    import time
+
+    from emergence_fast import _validation
+    from emergence_fast.icl import model_selection as ms
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"^max_concept_len=40 needs 2,199,023,255,551 hypotheses over 101 flips, "
+                                         r"about .* of memory, more than this machine's .*: lower max_concept_len"):
+        ms.bayesian_model_selection("01", 100, max_concept_len=40)
+    with pytest.raises(ValueError, match=r"^max_len=45 needs 70,368,744,177,662 concepts"):
+        ms.enumerate_concepts(45)
+    assert time.perf_counter() - start < 1.0  # refused up front, nothing enumerated
+    # The bound is the machine's memory: with 1 MB, even max_concept_len=10 (2,047 hypotheses) is refused.
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 1 << 20)
+    with pytest.raises(ValueError, match="max_concept_len=10 needs 2,047 hypotheses"):
+        ms.bayesian_model_selection("01", 100, max_concept_len=10)
