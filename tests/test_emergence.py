@@ -223,7 +223,7 @@ def test_too_few_distinct_states_are_noted(enumerated):
     infinite = int((~torch.isfinite(result.micro)).sum())
     assert infinite > 0
     assert any(note.startswith(f"micro: {infinite} of 12 cells are infinite") for note in result.notes)
-    assert torch.isfinite(result.micro[:, [1, 3]]).all()  # one separator token: a constant, MI 0 - bias
+    assert torch.isfinite(result.micro[:, [1, 3]]).all()  # one separator token: a constant cell, MI exactly 0
 
 
 def test_full_width_gaussian_on_few_distinct_states_gives_nan_errors_and_exact_zeros(gpt2):
