@@ -12,6 +12,7 @@ import pytest
 from emergence_fast.mirage import cli, readers
 from emergence_fast.mirage.metrics import metric_spec
 from emergence_fast.mirage.report import analyse
+from tests.mirage.test_cli import run as run_cli
 from tests.mirage.test_readers import ACC, PPL, PYTHIA_DIR, needs_pythia, pythia_files
 
 
@@ -231,15 +232,6 @@ def test_empty_lm_eval_inputs_are_refused(tmp_path):
     path.write_text(json.dumps({"results": {}, "config": {}}))
     with pytest.raises(ValueError, match=r"r.json: 'results' is empty; expected results -> task -> metric -> value"):
         readers.load_family([path], "lambada_openai", "acc")
-
-
-def run_cli(argv):
-    parser = argparse.ArgumentParser(prog="emergence-fast")
-    cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    out = io.StringIO()
-    assert args.func(args, out=out) == 0
-    return out.getvalue()
 
 
 def test_cli_metrics_acc_none_is_one_metric(tmp_path):
