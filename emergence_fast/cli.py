@@ -241,35 +241,9 @@ def _estimator_options(args) -> dict | None:
         options = {**(options or {}), **extra}
     if options is None and args.estimator not in SAMPLE_ESTIMATORS:
         return None
-    options = _check_estimator_options(args.estimator, options, args.n_samples)  # a sample estimator's defaults
-    if args.estimator in SAMPLE_ESTIMATORS:
-        _probe_sample_estimator(args.estimator, options, min(args.reservoir_size, args.n_samples))
-    return options
-
-
-def _probe_sample_estimator(estimator: str, options: dict, rows: int) -> None:
-    """Run a sample-based estimator once on ``rows`` random 1-d pairs so that a bad option value
-    (``k=5000`` for 1024 kept rows, ``lr=-1``) fails now, not after the forward pass.
-
-    The estimators check their arguments before they compute; a valid ``steps`` only scales the
-    work of a neural estimator, so the probe takes one step (a fraction of a second in all).
-    """
-    import torch
-
-    from .estimators import MI_METHODS
-
-    probe = dict(options)
-    steps = probe.get("steps")
-    valid = isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
-    if valid or ("steps" not in probe and estimator in ("infonce", "nwj", "mine", "smile", "chen2024")):
-        probe["steps"] = 1
-    generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(2, rows, 1, generator=generator)
-    try:
-        MI_METHODS[estimator](x, y, **probe)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"--estimator {estimator} with options {options} on {rows} kept rows per cell "
-                         f"(--reservoir-size, --n-samples): {str(exc).splitlines()[0]}") from None
+    # A sample estimator's defaults, and its option values tried on as many rows as it will keep.
+    return _check_estimator_options(args.estimator, options, args.n_samples,
+                                    rows=min(args.reservoir_size, args.n_samples))
 
 
 def run_ie(args, out=None) -> None:

@@ -166,8 +166,30 @@ def _cumulative_mean(x: torch.Tensor) -> torch.Tensor:
     return x.cumsum(-1) / torch.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device)
 
 
-def _check_estimator_options(estimator: str, estimator_options, n_samples: int) -> dict:
-    """Fail before the forward passes, not after them."""
+def _probe_sample_estimator(estimator: str, options: dict, rows: int) -> None:
+    """Run a sample-based estimator once on ``rows`` random 1-d pairs so that a bad option value
+    (``k=5000`` for 1024 kept rows, ``lr=-1``) fails now, not after the forward pass.
+
+    The estimators check their arguments before they compute; a valid ``steps`` only scales the
+    work of a neural estimator, so the probe takes one step (a fraction of a second in all).
+    """
+    probe = dict(options)
+    steps = probe.get("steps")
+    valid = isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
+    if valid or ("steps" not in probe and estimator in ("infonce", "nwj", "mine", "smile", "chen2024")):
+        probe["steps"] = 1
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, rows, 1, generator=generator)
+    try:
+        MI_METHODS[estimator](x, y, **probe)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"estimator {estimator} with options {options} on {rows} kept rows per cell "
+                         f"(reservoir size and number of samples): {str(exc).splitlines()[0]}") from None
+
+
+def _check_estimator_options(estimator: str, estimator_options, n_samples: int, rows: int | None = None) -> dict:
+    """Fail before the forward passes, not after them. A sample-based estimator's values are tried on
+    ``rows`` random rows, as many as it will keep per cell (see :func:`_probe_sample_estimator`)."""
     if estimator == "noisy":
         options = {**NOISY_DEFAULT_OPTIONS, **(estimator_options or {})}
         unknown = set(options) - set(NOISY_DEFAULT_OPTIONS)
@@ -184,6 +206,8 @@ def _check_estimator_options(estimator: str, estimator_options, n_samples: int) 
         if unknown:
             raise ValueError(f"estimator_options has unknown keys {sorted(unknown)}; the {estimator} estimator takes "
                              f"{sorted(accepted)}")
+        if rows is not None:
+            _probe_sample_estimator(estimator, options, rows)
         return options
     options = dict(DEFAULT_ESTIMATOR_OPTIONS[estimator] if estimator_options is None else estimator_options)
     unknown = set(options) - ESTIMATOR_OPTION_NAMES[estimator]
@@ -931,7 +955,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     if world.world_size > n_samples:
         raise ValueError(f"there are more ranks ({world.world_size}) than samples ({n_samples}): use fewer processes "
                          "or more samples")
-    options = _check_estimator_options(estimator, estimator_options, n_samples)
+    options = _check_estimator_options(estimator, estimator_options, n_samples, rows=min(reservoir_size, n_samples))
     log_base(base)  # a bad base fails here, not after the forward passes
     device = input_device(model)
     capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)
@@ -1193,7 +1217,7 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     input_ids = states.input_ids
-    options = _check_estimator_options(estimator, estimator_options, input_ids.shape[0])
+    options = _check_estimator_options(estimator, estimator_options, input_ids.shape[0], rows=input_ids.shape[0])
     log_base(base)
     world = distributed.World()
     start = time.perf_counter()

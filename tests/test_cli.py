@@ -105,8 +105,8 @@ def one_line_error(capsys, command):
 @pytest.mark.parametrize("command, argv, message", [
     ("ie", ["--layers", "blocks.1.hook_resid"], "--layers takes comma-separated block indices or TransformerLens names"),
     ("ie", ["--option", "k"], "--option must be KEY=VALUE, got 'k'"),
-    ("ie", ["--estimator", "ksg", "--option", "k=5000"], "--estimator ksg with options {'k': 5000} on 1024 kept rows per "
-     "cell (--reservoir-size, --n-samples): k must be smaller than the number of samples N (k < N), got k=5000 and N=1024"),
+    ("ie", ["--estimator", "ksg", "--option", "k=5000"], "estimator ksg with options {'k': 5000} on 1024 kept rows per "
+     "cell (reservoir size and number of samples): k must be smaller than the number of samples N (k < N), got k=5000 and N=1024"),
     ("ie", ["--estimator", "mine", "--option", "lr=-1"], "lr must be a positive finite number, got -1"),
     ("ie", ["--estimator", "chen2024", "--option", "steps=0"], "steps must be an integer >= 1, got 0"),
     ("ie", ["--n-samples", "1"], "--n-samples must be >= 2, got 1"),

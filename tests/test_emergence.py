@@ -498,3 +498,17 @@ def test_reservoir_smaller_than_n_and_unknown_sample_option(gpt2, ids):
     assert torch.isfinite(result.macro).all() and torch.isfinite(result.micro).all()
     with pytest.raises(ValueError, match="unknown keys"):
         run(gpt2, ids, estimator="ksg", estimator_options={"pca": 4})
+
+
+@pytest.mark.parametrize("estimator, options, message", [
+    ("ksg", {"k": 300}, "estimator ksg with options {'k': 300} on 256 kept rows per cell (reservoir size and number of "
+                        "samples): k must be smaller than the number of samples N (k < N), got k=300 and N=256"),
+    ("mine", {"lr": -1.0}, "lr must be a positive finite number, got -1.0"),
+])
+def test_sample_estimator_option_values_fail_before_the_forward_pass(gpt2, estimator, options, message, monkeypatch):
+    import re
+
+    monkeypatch.setattr(BlockCapture, "run", lambda *a, **k: pytest.fail("the model ran before the options were checked"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ie.information_emergence(gpt2, None, icl_ids(300, k_shots=2, n_entities=20), add_bos=False,
+                                 estimator=estimator, estimator_options=options, reservoir_size=256)
