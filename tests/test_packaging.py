@@ -206,7 +206,7 @@ def test_pip_install_into_a_fresh_venv_gives_a_working_cli(tmp_path):
         "pip install 'emergence_fast[models]'"]
     assert not (tmp_path / "out0").exists()
 
-    run(py, "-m", "pip", "install", "-q", "-c", str(constraints), "setuptools", "wheel")
+    run(py, "-m", "pip", "install", "-q", "-c", str(constraints), "setuptools")  # the build backend, for no isolation
     run(py, "-m", "pip", "install", "-q", "-c", str(constraints), "--no-build-isolation", f"{src}[models]")
     cpp = next(line for line in run(cli, "backends").stdout.splitlines() if line.startswith("cpp"))
     assert cpp.split()[1] == "yes", cpp  # the native ops were built into the installed copy
