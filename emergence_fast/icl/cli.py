@@ -24,6 +24,21 @@ from .prompts import P_TAILS_PAPER
 
 TASKS = ("judge", "tree", "generate")
 
+# The options that only some tasks read (the rest apply to all three); given to another task, they are refused.
+TASK_OPTIONS = {"concepts": ("judge", "tree"), "max_len": ("judge", "tree"), "depth": ("tree",),
+                "n_random": ("judge",), "n_samples": ("generate",), "p_tails": ("generate",),
+                "max_new_tokens": ("generate",), "crop_length": ("generate",), "no_prefix_cache": ("judge", "tree"),
+                "n_boot": ("judge", "tree")}
+
+
+class _Given(argparse.Action):
+    """``store`` (or ``store_true`` with ``nargs=0, const=True``) that also notes the option as given on the
+    command line, in ``namespace.icl_given`` ({dest: option string}), so that a default is told from a choice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.icl_given = {**getattr(namespace, "icl_given", {}), self.dest: option_string}
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``icl`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
@@ -38,33 +53,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cpu)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                         help="model weights' dtype (default: float32)")
-    parser.add_argument("--concepts", default="01,011", help="comma-separated 0/1 strings, or 'paper' for the 27 of the paper")
-    parser.add_argument("--max-len", type=int, default=None, help="longest |x| in flips (default: judge 100, tree 40)")
-    parser.add_argument("--depth", type=int, default=4, help="tree depth D (2^D - 1 prompts per |x|)")
-    parser.add_argument("--n-random", type=int, default=3, help="judge: seeded random sequences as a baseline")
-    parser.add_argument("--n-samples", type=int, default=20, help="generate: samples per p(Tails)")
-    parser.add_argument("--p-tails", default=None,
+    parser.add_argument("--concepts", action=_Given, default="01,011",
+                        help="comma-separated 0/1 strings, or 'paper' for the 27 of the paper")
+    parser.add_argument("--max-len", action=_Given, type=int, default=None,
+                        help="longest |x| in flips (default: judge 100, tree 40)")
+    parser.add_argument("--depth", action=_Given, type=int, default=4, help="tree depth D (2^D - 1 prompts per |x|)")
+    parser.add_argument("--n-random", action=_Given, type=int, default=3, help="judge: seeded random sequences as a baseline")
+    parser.add_argument("--n-samples", action=_Given, type=int, default=20, help="generate: samples per p(Tails)")
+    parser.add_argument("--p-tails", action=_Given, default=None,
                         help="generate: comma-separated percentages (default: the paper's "
                              f"{','.join(map(str, P_TAILS_PAPER))})")
-    parser.add_argument("--max-new-tokens", type=int, default=160, help="generate: token budget per sample")
-    parser.add_argument("--crop-length", type=int, default=50,
+    parser.add_argument("--max-new-tokens", action=_Given, type=int, default=160, help="generate: token budget per sample")
+    parser.add_argument("--crop-length", action=_Given, type=int, default=50,
                         help="generate: flips kept per sequence; shorter sequences are dropped (the paper: 50)")
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
     parser.add_argument("--batch-size", type=int, default=32, help="prompts (or samples) per forward pass")
-    parser.add_argument("--no-prefix-cache", action="store_true", help="run every prompt in full (reference path)")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the transition CIs")
+    parser.add_argument("--no-prefix-cache", action=_Given, nargs=0, const=True, default=False,
+                        help="run every prompt in full (reference path)")
+    parser.add_argument("--n-boot", action=_Given, type=int, default=1000, help="bootstrap replicates for the transition CIs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random baselines, samples and bootstrap")
     parser.add_argument("--out", default="runs/icl", help="output folder (written by rank 0 only); locked while a run "
                                                          "uses it")
     parser.add_argument("--dist-backend", default="auto", choices=distributed.DIST_BACKENDS,
                         help="torch.distributed backend under torchrun: auto (NCCL with CUDA GPUs, else gloo), gloo, nccl")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, icl_given={})
     return parser
 
 
 # Arguments that do not change the result: where it goes, and where each rank computes.
-_LOCAL_ARGS = ("out", "device", "dist_backend", "func", "command")
+_LOCAL_ARGS = ("out", "device", "dist_backend", "func", "command", "icl_given")
 
 
 def model_identity(model, tokenizer) -> dict:
@@ -102,25 +120,33 @@ def _agree(value, world):
 def _check_args(args):
     """Every argument that can be checked without the model: ``(concepts, p_tails)``; ValueError naming the flag."""
     from .. import cli
-    from . import prompts as P
+    from . import concepts as C
+    from . import randomness as R
 
+    for dest, option in getattr(args, "icl_given", {}).items():
+        if args.task not in TASK_OPTIONS[dest]:
+            raise ValueError(f"{option} does not apply to icl {args.task} (only to icl "
+                             f"{' and icl '.join(TASK_OPTIONS[dest])}); leave it out")
     cli.check_positive(args, {"max_len": 1, "depth": 1, "n_samples": 1, "batch_size": 1, "max_new_tokens": 1,
                               "crop_length": 1, "n_random": 0, "n_boot": 0})
     cli.check_model_args(args)
     try:
-        concepts = P.parse_concepts(args.concepts)
+        concepts = C.as_concepts(args.concepts)
     except ValueError as exc:
         raise ValueError(f"--concepts: {exc}") from None
+    if args.task == "generate":
+        R.check_crop_reachable(args.crop_length, args.max_new_tokens, ("--crop-length", "--max-new-tokens"))
     if args.p_tails is None:
         return concepts, P_TAILS_PAPER
     try:
-        p_tails = tuple(int(v) for v in args.p_tails.split(","))
-        for pct in p_tails:
-            P.generation_prompt(pct)  # the range check of the prompt builder
+        values = tuple(int(v) for v in args.p_tails.split(","))
     except ValueError as exc:
         raise ValueError(f"--p-tails must be comma-separated integer percentages in [0, 100], got {args.p_tails!r} "
                          f"({exc})") from None
-    return concepts, p_tails
+    try:
+        return concepts, R.as_p_tails(values)
+    except ValueError as exc:
+        raise ValueError(f"--p-tails: {exc}") from None
 
 
 def run(args, out=None) -> list[Path]:

@@ -225,19 +225,19 @@ def _positive_int(value, name: str) -> int:
 
 
 def as_concepts(concepts) -> list[tuple[int, ...]]:
-    """The concepts a curve function runs, each a non-empty binary tuple.
+    """The concepts a curve function runs, each a non-empty binary tuple, none repeated.
 
-    A string is ONE concept (``"01"`` -> ``[(0, 1)]``, never the two concepts ``"0"`` and
-    ``"1"``), and so is a flat sequence of 0/1 numbers (``(0, 1, 1)``); a list or tuple of
-    strings or of sequences is several (``["01", "011"]``, ``((0, 1), (0, 1, 1))``); an empty
-    one is none. Raises ValueError on characters other than '0' and '1' (a comma-separated
-    string such as ``"01,011"`` included: pass a list), TypeError on anything else.
+    A string is spelled as on the command line (:func:`~emergence_fast.icl.prompts.parse_concepts`):
+    one concept (``"01"`` -> ``[(0, 1)]``, never the two concepts ``"0"`` and ``"1"``), several
+    separated by commas (``"01,011"``), or ``"paper"`` for the paper's 27. A flat sequence of 0/1
+    numbers (``(0, 1, 1)``) is one concept; a list or tuple of strings or of sequences is several
+    (``["01", "011"]``, ``((0, 1), (0, 1, 1))``); an empty one is none. Raises ValueError on
+    characters other than '0' and '1', and on two concepts with the same primitive root
+    (``01`` and ``0101``: both contexts are ``0101...``, so their curves are identical);
+    TypeError on anything else.
     """
     if isinstance(concepts, str):
-        if "," in concepts:
-            raise ValueError(f"concepts={concepts!r} is one concept given as a string, and may hold only the "
-                             "characters '0' and '1': pass several concepts as a list, e.g. ['01', '011']")
-        return [P.parse_concept(concepts)]
+        return _distinct(P.parse_concepts(concepts))
     if hasattr(concepts, "tolist"):  # numpy arrays, tensors: a 1-D one is a concept, a 2-D one its rows
         concepts = concepts.tolist()
     if not isinstance(concepts, (list, tuple)):
@@ -245,7 +245,29 @@ def as_concepts(concepts) -> list[tuple[int, ...]]:
                         f"got {type(concepts).__name__}")
     if concepts and all(isinstance(c, numbers.Number) or hasattr(c, "item") for c in concepts):
         return [P.parse_concept(concepts)]  # flat 0/1 values: one concept
-    return [P.parse_concept(c) for c in concepts]
+    return _distinct([P.parse_concept(c) for c in concepts])
+
+
+def _distinct(concepts: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """``concepts`` unchanged; ValueError naming the first two that repeat one primitive root.
+
+    Only repetitions are duplicates: ``C^n`` of ``01`` and of ``0101`` is the same context, and the
+    tree's ``rotations`` of both are the same paths. Rotations (``01``, ``10``) are distinct
+    concepts: their contexts differ (the paper's 27 hold ``01101`` and ``10110``).
+    """
+    from .model_selection import primitive_root
+
+    seen = {}
+    for concept in concepts:
+        root = primitive_root(concept)
+        if root in seen:
+            first, label, root_label = concept_label(seen[root]), concept_label(concept), concept_label(root)
+            why = ("it is given twice" if seen[root] == concept else
+                   f"both are repetitions of {root_label}, so both contexts are {root_label} repeated and their "
+                   "curves are identical")
+            raise ValueError(f"concepts holds {first} and {label}, the same concept: {why}; give each concept once")
+        seen[root] = concept
+    return concepts
 
 
 def _sequences(concepts, n_random: int, max_len: int, seed: int):

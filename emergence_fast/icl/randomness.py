@@ -390,6 +390,48 @@ def compare_models(llm_flips: np.ndarray, p_tails: float, *, window: int = 5, se
     return out
 
 
+def as_p_tails(p_tails) -> tuple[int, ...]:
+    """``p_tails`` (one int percentage of Tails, or a sequence of them) as a tuple of distinct ints in [0, 100].
+
+    Raises TypeError naming ``p_tails`` for anything but ints (``0.3`` is not read as 30 %), ValueError
+    for an empty one, a value outside [0, 100] or a value given twice.
+    """
+    if isinstance(p_tails, numbers.Integral) and not isinstance(p_tails, bool):
+        p_tails = (p_tails,)
+    if isinstance(p_tails, (str, bytes)) or not hasattr(p_tails, "__iter__"):
+        raise TypeError(f"p_tails must be an int percentage of Tails or a sequence of them (e.g. 30 or (30, 70)), "
+                        f"got {p_tails!r}")
+    p_tails = tuple(p_tails)
+    if not p_tails:
+        raise ValueError("p_tails must hold at least one percentage")
+    for pct in p_tails:
+        if isinstance(pct, bool) or not isinstance(pct, numbers.Integral):
+            raise TypeError(f"p_tails must hold int percentages of Tails (30 for 30 %), got {pct!r}")
+        if not 0 <= pct <= 100:
+            raise ValueError(f"p_tails must hold percentages in [0, 100], got {pct}")
+    repeated = sorted({int(pct) for pct in p_tails if p_tails.count(pct) > 1})
+    if repeated:
+        raise ValueError(f"p_tails holds {', '.join(map(str, repeated))} more than once: each p(Tails) would be "
+                         "sampled twice with different seeds under one label; give each percentage once")
+    return tuple(int(pct) for pct in p_tails)
+
+
+def check_crop_reachable(crop_length: int, max_new_tokens: int, names=("crop_length", "max_new_tokens")) -> None:
+    """ValueError naming both options when no sample can reach ``crop_length`` flips in ``max_new_tokens`` tokens.
+
+    A flip is a comma-separated piece of the continuation that starts with h or t (:func:`parse_flips`),
+    and the flip words of the prompt's format (``" Heads"``, ``","``) are separate tokens, so a sample
+    holds at most one flip per sampled token: ``crop_length > max_new_tokens`` means every sample would
+    be dropped by :func:`crop` after the whole sampling run. ``names`` are the two options' names as the
+    caller's user spells them.
+    """
+    if crop_length > max_new_tokens:
+        raise ValueError(f"{names[0]}={crop_length} flips can never be reached with {names[1]}={max_new_tokens}: "
+                         f"a sampled token holds at most one flip (most tokenizers need two per flip, ' Heads' and "
+                         f"','), so every sample would be dropped; raise {names[1]} to about 2 x {names[0]} "
+                         f"({2 * crop_length}) or lower {names[0]}")
+
+
 def generate_flips(model, tokenizer, p_tails=P.P_TAILS_PAPER, n_samples: int = 20, *, max_new_tokens: int = 160,
                    crop_length: int = DEFAULT_CROP, seed: int = 0, chat: bool = False, batch_size: int = 32,
                    temperature: float = 1.0, compare: bool = True, runner: PromptRunner | None = None
@@ -402,15 +444,15 @@ def generate_flips(model, tokenizer, p_tails=P.P_TAILS_PAPER, n_samples: int = 2
     (as many as the model's kept rows, seeded by ``seed``). Inside a torch.distributed process group
     every rank must make the same call: the sample batches of all p(Tails) are shared out across
     the ranks (:meth:`~emergence_fast.icl.runner.PromptRunner.sample_many`).
+    ``p_tails`` as in :func:`as_p_tails`; ValueError naming both options when ``crop_length`` cannot be
+    reached in ``max_new_tokens`` tokens (:func:`check_crop_reachable`), before anything is sampled.
     """
-    if isinstance(p_tails, numbers.Integral):
-        p_tails = (p_tails,)
-    p_tails = tuple(p_tails)
-    if not p_tails:
-        raise ValueError("p_tails must hold at least one percentage")
-    runner = runner if runner is not None else PromptRunner(model, tokenizer, batch_size=batch_size)
+    p_tails = as_p_tails(p_tails)
     if isinstance(crop_length, bool) or not isinstance(crop_length, numbers.Integral) or crop_length < 1:
         raise ValueError(f"crop_length must be a positive int, got {crop_length!r}")
+    if isinstance(max_new_tokens, numbers.Integral) and not isinstance(max_new_tokens, bool):
+        check_crop_reachable(crop_length, max_new_tokens)  # other values: the runner's own check
+    runner = runner if runner is not None else PromptRunner(model, tokenizer, batch_size=batch_size)
 
     def done(texts):
         return ["]" in t or len(parse_flips(t)) >= crop_length for t in texts]

@@ -64,16 +64,30 @@ def test_generate(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--concepts", "0a1"], "--concepts: concept must contain only the characters '0' and '1', got ['a'] in '0a1'"),
-    (["--max-len", "0"], "--max-len must be >= 1, got 0"),
-    (["--p-tails", "30,x"], "--p-tails must be comma-separated integer percentages in [0, 100], got '30,x'"),
+    (["judge", "--concepts", "0a1"], "--concepts: concept must contain only the characters '0' and '1', got ['a'] in "
+                                     "'0a1'"),
+    (["judge", "--max-len", "0"], "--max-len must be >= 1, got 0"),
+    (["generate", "--p-tails", "30,x"], "--p-tails must be comma-separated integer percentages in [0, 100], got '30,x'"),
+    # Duplicates wrote two identical curves (or sampled one p twice) under repeated labels.
+    (["judge", "--concepts", "01,01"], "--concepts: concepts holds 01 and 01, the same concept: it is given twice"),
+    (["tree", "--concepts", "01,10,0101"], "--concepts: concepts holds 01 and 0101, the same concept: both are "
+                                           "repetitions of 01"),
+    (["generate", "--p-tails", "30,30"], "--p-tails: p_tails holds 30 more than once"),
+    # Sampled for minutes and kept no sequence at any p.
+    (["generate", "--crop-length", "500", "--max-new-tokens", "10"],
+     "--crop-length=500 flips can never be reached with --max-new-tokens=10"),
+    # Options of other tasks were silently ignored.
+    (["judge", "--depth", "5"], "--depth does not apply to icl judge (only to icl tree); leave it out"),
+    (["generate", "--concepts", "01"], "--concepts does not apply to icl generate (only to icl judge and icl tree)"),
+    (["tree", "--no-prefix-cache", "--n-samples", "3"], "--n-samples does not apply to icl tree (only to icl "
+                                                         "generate)"),
 ])
 def test_bad_arguments_are_named_before_the_model_loads(model_dir, tmp_path, argv, message, monkeypatch):
     """They were SystemExit (exit code 1); the CLI now turns this ValueError into one line and exit code 2."""
     from emergence_fast import models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
-    args = parse(["icl", "judge", "--model", str(model_dir), "--out", str(tmp_path / "out"), *argv])
+    args = parse(["icl", argv[0], "--model", str(model_dir), "--out", str(tmp_path / "out"), *argv[1:]])
     with pytest.raises(ValueError) as caught:
         args.func(args, out=io.StringIO())
     assert str(caught.value).startswith(message)
@@ -98,3 +112,11 @@ def test_the_forward_batches_show_a_bar_unless_quiet(model_dir, tmp_path, quiet,
     args.func(args, out=io.StringIO())
     assert ("icl forward" in capsys.readouterr().err) != quiet
     assert not (tmp_path / ".emergence-fast.lock").exists()  # released after the run
+
+
+def test_an_option_of_another_task_exits_2_with_one_line(tmp_path, capsys):
+    from emergence_fast.cli import main
+
+    assert main(["icl", "judge", "--depth", "5", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--depth does not apply to icl judge (only to icl tree); leave it out") and "\n" not in err

@@ -134,8 +134,6 @@ def test_a_concept_string_is_one_concept():
     assert C.as_concepts([]) == []
     with pytest.raises(ValueError, match=r"concept must contain only the characters '0' and '1', got \['2'\]"):
         C.as_concepts("012")
-    with pytest.raises(ValueError, match=r"pass several concepts as a list, e.g. \['01', '011'\]"):
-        C.as_concepts("01,011")
     with pytest.raises(TypeError, match="concepts must be a '0'/'1' string"):
         C.as_concepts(7)
     model, tok = tiny_model("gpt2"), coin_tokenizer()
@@ -175,3 +173,31 @@ def test_concept_probability_multiplies_out_only_the_concepts_paths():
         assert C.concept_probability(q, concept, depth) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="no entry for the prefix"):
         C.concept_probability({(): 0.5}, (0, 1), 2)
+
+
+def test_concepts_are_spelled_as_on_the_command_line():
+    """tree_curves(model, tok, "paper") was refused while `icl tree --concepts paper` ran the 27 concepts."""
+    assert C.as_concepts("paper") == list(P.CONCEPTS_PAPER)
+    assert C.as_concepts("01,011") == [(0, 1), (0, 1, 1)]
+    assert C.as_concepts("01, 10") == [(0, 1), (1, 0)]  # rotations: distinct contexts 0101... and 1010...
+    model, tok = tiny_model("gpt2"), coin_tokenizer()
+    tree = C.tree_curves(model, tok, "paper", 1, 1, n_boot=0)
+    assert [c.label for c in tree.curves] == ["".join(map(str, c)) for c in P.CONCEPTS_PAPER]
+
+
+@pytest.mark.parametrize("concepts, message", [
+    (["01", "01"], "concepts holds 01 and 01, the same concept: it is given twice; give each concept once"),
+    ("01,10,0101", "concepts holds 01 and 0101, the same concept: both are repetitions of 01, so both contexts are 01 "
+                   "repeated and their curves are identical; give each concept once"),
+    (((0, 1, 1), (0, 1, 1, 0, 1, 1)), "concepts holds 011 and 011011, the same concept"),
+])
+def test_duplicate_concepts_are_refused(concepts, message):
+    """judge/tree wrote two identical curves for 01,01 (and for 01,0101), each under its own label."""
+    with pytest.raises(ValueError) as caught:
+        C.as_concepts(concepts)
+    assert str(caught.value).startswith(message)
+    model, tok = tiny_model("gpt2"), coin_tokenizer()
+    with pytest.raises(ValueError, match="the same concept"):
+        C.judgment_curves(model, tok, concepts, 2, n_boot=0)
+    with pytest.raises(ValueError, match="the same concept"):
+        C.tree_curves(model, tok, concepts, 2, 1, n_boot=0)

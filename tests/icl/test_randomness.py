@@ -174,3 +174,33 @@ def test_bad_inputs():
         R.sequence_metrics([[0, 1], [0, 1, 1]])
     with pytest.raises(ValueError, match="n must"):
         R.Bernoulli(0.5).sample(0, 3)
+
+
+def test_p_tails_takes_one_int_or_distinct_ints():
+    """generate_flips(p_tails=0.3) raised "'float' object is not iterable"; (30, 30) ran 30 twice."""
+    assert R.as_p_tails(30) == (30,)
+    assert R.as_p_tails([5, 95]) == (5, 95)
+    with pytest.raises(TypeError, match=r"^p_tails must be an int percentage of Tails or a sequence of them "
+                                        r"\(e\.g\. 30 or \(30, 70\)\), got 0\.3$"):
+        R.as_p_tails(0.3)
+    with pytest.raises(TypeError, match=r"^p_tails must hold int percentages of Tails \(30 for 30 %\), got 0\.3$"):
+        R.as_p_tails([0.3])
+    with pytest.raises(ValueError, match=r"^p_tails must hold percentages in \[0, 100\], got 101$"):
+        R.as_p_tails([101])
+    with pytest.raises(ValueError, match=r"^p_tails holds 30 more than once: "):
+        R.as_p_tails([30, 70, 30])
+    model, tok = tiny_model("gpt2"), coin_tokenizer()
+    with pytest.raises(TypeError, match="p_tails must be an int percentage"):
+        R.generate_flips(model, tok, p_tails=0.3)
+    one = R.generate_flips(model, tok, p_tails=30, n_samples=2, max_new_tokens=4, crop_length=2, compare=False)
+    assert one.config["p_tails"] == [30]
+
+
+def test_an_unreachable_crop_length_is_refused_before_sampling(monkeypatch):
+    """--crop-length 500 --max-new-tokens 10 sampled for minutes and kept n = 0 sequences at every p."""
+    model, tok = tiny_model("gpt2"), coin_tokenizer()
+    monkeypatch.setattr(R.PromptRunner, "sample_many", lambda *a, **k: pytest.fail("sampled before the check"))
+    with pytest.raises(ValueError, match=r"^crop_length=11 flips can never be reached with max_new_tokens=10: a sampled "
+                                        r"token holds at most one flip"):
+        R.generate_flips(model, tok, p_tails=30, crop_length=11, max_new_tokens=10)
+    R.check_crop_reachable(10, 10)  # ten one-token flips can fill it
