@@ -233,7 +233,11 @@ def _read_documents(path: Path) -> list[str]:
         raise FileNotFoundError(f"text data set not found: {path}")
     if path.suffix not in TEXT_SUFFIXES:
         raise ValueError(f"text data set must end with one of {TEXT_SUFFIXES}, got {path}")
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_bytes().decode("utf-8-sig")  # utf-8-sig: a BOM that editors on Windows write is dropped
+    except UnicodeDecodeError as err:
+        raise ValueError(f"text:{path} is not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start}): "
+                         f"convert it, e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}") from None
     if path.suffix == ".txt":
         documents = [raw]
     else:
@@ -365,7 +369,9 @@ def ids_dataset(path, n_samples: int, vocab_size: int | None = None) -> TokenDat
     try:
         ids = torch.from_numpy(np.load(path)) if path.suffix == ".npy" else torch.load(path, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"dataset ids:{path} could not be read as a tensor ({type(exc).__name__}: {exc})") from None
+        # torch's own message advises weights_only=False, which would run code from an untrusted file.
+        raise ValueError(f"dataset ids:{path} is not a tensor file saved with torch.save (.pt) or numpy (.npy) "
+                         f"({type(exc).__name__} while reading it)") from exc
     if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
         raise ValueError(f"dataset ids:{path} must hold an integer tensor [N, T], got "
                          f"{type(ids).__name__ if not isinstance(ids, torch.Tensor) else (tuple(ids.shape), ids.dtype)}")

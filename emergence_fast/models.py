@@ -207,7 +207,10 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
         or ``offload_folder`` without ``device_map``, a ``"disk"`` entry without
         ``offload_folder``, a device this machine does not have (CUDA without CUDA, ``cuda:3``
         with one GPU, ``mps`` without MPS, a string that is no device), or a folder that holds
-        no model (no ``config.json`` and no ``*.gguf`` file).
+        no model (no ``config.json`` and no ``*.gguf`` file) or no tokenizer files. A local folder
+        whose files fail to load (a truncated or corrupt weights file, a broken config.json or
+        tokenizer file) raises ValueError naming the folder and the file(s), the library's
+        exception as ``__cause__``.
     ModelNotAvailableError
         ``model`` is neither a local folder nor in the local Hugging Face cache.
     """
@@ -240,23 +243,37 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
         _check_model_folder(Path(source))
     load_kwargs = {"dtype": torch_dtype, **placement}
 
+    if local and gguf_file is None:
+        _check_tokenizer_files(Path(source))
     start = time.perf_counter()
+    step = "config.json"
     try:
         with _no_progress_bars():
             # AutoModelForCausalLM would load only the decoder of a BART-style model, dropping its encoder.
             seq2seq = getattr(AutoConfig.from_pretrained(source, **file_kwargs), "is_encoder_decoder", False)
+            step = "tokenizer files"
             tokenizer = AutoTokenizer.from_pretrained(source, **file_kwargs)
+            step = "weights"
             auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
             lm = auto.from_pretrained(source, **file_kwargs, **load_kwargs)
+    except (ValueError, TypeError):
+        raise  # transformers' own messages about an argument or an unsupported model say what is wrong
     except OSError as exc:
         if local:
-            raise
+            raise _load_error(Path(source), gguf_file, step, exc) from exc
         raise ModelNotAvailableError(
             f"model {source!r} is not a local folder and is not in the local Hugging Face cache, "
             f"and emergence_fast never downloads from the hub at run time. Pass the path of a folder "
             f"holding the model (config.json, weights and tokenizer files), or model=None for the "
             f"embedded default {DEFAULT_MODEL!r}."
         ) from exc
+    except Exception as exc:  # safetensors' SafetensorError, torch's unpickling errors: no common base class
+        if not local:
+            raise
+        raise _load_error(Path(source), gguf_file, step, exc) from exc
+    if len(tokenizer) == 0:
+        raise ValueError(f"model {source!r}: its tokenizer files define no token (vocabulary of 0): "
+                         f"save the tokenizer again into that folder")
     if target_device is not None:
         lm.to(target_device)
     lm.eval()
@@ -293,6 +310,34 @@ def _check_model_folder(folder: Path) -> None:
         raise ValueError(f"model {str(folder)!r} holds no config.json but GGUF files {ggufs}: name one with "
                          f"gguf_file= (CLI: --gguf-file), e.g. gguf_file={ggufs[0]!r}")
     raise ValueError(f"model {str(folder)!r} is not a model folder: no config.json or *.gguf file in it")
+
+
+# Any one of these lets AutoTokenizer build a tokenizer (fast, sentencepiece or BPE/WordPiece vocabularies).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")
+
+
+def _check_tokenizer_files(folder: Path) -> None:
+    """Refuse a folder without tokenizer files: transformers would load an empty tokenizer (vocabulary 0)."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"model {str(folder)!r} has no tokenizer files ({' / '.join(TOKENIZER_FILES[:4])}...): "
+                         f"save the model's tokenizer into that folder (tokenizer.save_pretrained)")
+
+
+def _load_error(folder: Path, gguf_file, step: str, exc: BaseException) -> ValueError:
+    """A load failure of a local model folder as one line naming the folder, the file and the likely cause."""
+    if gguf_file is not None:
+        files = [gguf_file]
+    elif step == "weights":
+        files = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    elif step == "config.json":
+        files = ["config.json"]
+    else:
+        files = sorted(name for name in TOKENIZER_FILES if (folder / name).is_file())
+    detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return ValueError(f"model {str(folder)!r}: could not load {', '.join(files) or step} ({type(exc).__name__}: "
+                      f"{detail}); the file is likely truncated or corrupt (an interrupted download or copy): "
+                      f"copy it again")
 
 
 def _check_not_a_path(source: str, model, gguf_file) -> None:

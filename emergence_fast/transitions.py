@@ -58,13 +58,16 @@ Verdict (:func:`summarize`, shared by the metric-choice and ICL modules), decide
    (about the 95th percentile of the range of 8 points of pure noise), and
    :data:`MIN_RISE_FRACTION` = 5 % of the metric's range (``value_range``, e.g. (0, 1) for an
    accuracy). A flat curve has no transition. Without standard errors only the range test
-   applies; with neither, the rule cannot be applied and says so in a note.
-3. ``"sharp"`` with a ``bracket``: the whole rise happens between two adjacent points. With the
+   applies; with neither, the rule cannot be applied and says so in a note (and a one-step
+   change is then ``"undetermined"``: two plateaus of unknown noise may be one level).
+3. ``"sharp"`` with a ``bracket``: the whole rise happens between two adjacent points
+   (``"sharp drop"`` when the curve falls, i.e. its maximum comes before its minimum in x: a
+   degradation with scale, not an emergence). With the
    curve oriented upward, the largest step :math:`x_i \to x_{i+1}` splits the points into a lower
    and an upper side with mean levels :math:`\ell` and :math:`u` (the plateaus); it brackets the
    rise when every point lies within :data:`PLATEAU_SCATTER` = 25 % of :math:`u - \ell` of its
    side's level (scatter on the plateaus) and the two points of the step within
-   :data:`STEP_END_TOLERANCE` = 10 % of it (so the 10 % and the 90 % levels are both crossed
+   :data:`STEP_END_TOLERANCE` = 10 % of it, on either side (so the 10 % and the 90 % levels are both crossed
    inside the bracket, and a rise that goes on beyond it, like a front-loaded perplexity drop, is
    not a step). No point then lies on the rise, and a sigmoid's width cannot be resolved below
    the spacing: the honest statement is "sharp at the resolution of the sweep, between
@@ -72,7 +75,7 @@ Verdict (:func:`summarize`, shared by the metric-choice and ICL modules), decide
    :math:`t_{i+1} - t_i` (``width_bound``), whatever an information criterion says about a fit
    that has no point on its rise.
 4. Otherwise some point lies on the rise, which is the evidence a smooth verdict needs, and the
-   smooth-versus-sigmoid test decides: ``"sharp"`` when the sigmoid beats the smooth fits by more
+   smooth-versus-sigmoid test decides: ``"sharp"`` (``"sharp drop"`` for a fall) when the sigmoid beats the smooth fits by more
    than ``margin`` and its transition lies inside the observed x range with a 10–90 % width of at
    most half that range; ``"smooth"`` when the smooth fits are as good or the sigmoid is broad or
    outside the data; ``"undetermined"`` when the test cannot be run (fewer than 6 points for 4
@@ -102,7 +105,7 @@ PLATEAU_SCATTER = 0.25
 #: ... and the two points of the step must lie within this fraction of the rise of their plateau
 #: levels, so that the 10 % and 90 % levels of the rise are both crossed inside the bracket.
 STEP_END_TOLERANCE = 0.1
-VERDICTS = ("sharp", "smooth", "no transition", "undetermined")
+VERDICTS = ("sharp", "sharp drop", "smooth", "no transition", "undetermined")
 _MIN_POINTS_FREE = 4     # four free parameters: fewer points cannot pin a logistic down
 _MIN_POINTS_FIXED = 3
 _RSS_FLOOR = 1e-12
@@ -296,11 +299,11 @@ def _drop_nonfinite(x, y, err, log_x):
     """Keep points where everything is finite (and x > 0 for a log axis); say what was dropped."""
     keep = np.isfinite(x) & np.isfinite(y)
     if err is not None:
-        keep &= np.isfinite(err) & (err > 0)
+        keep &= np.isfinite(err) & (err >= 0)
     notes = []
     if not keep.all():
         notes.append(f"dropped {int((~keep).sum())} point(s) with non-finite values"
-                     + (" or non-positive y_err" if err is not None else ""))
+                     + (" or negative y_err" if err is not None else ""))
     return x[keep], y[keep], (err[keep] if err is not None else None), notes
 
 
@@ -834,7 +837,8 @@ def _one_step(t: np.ndarray, y: np.ndarray):
     scatter = PLATEAU_SCATTER * rise
     ends = STEP_END_TOLERANCE * rise
     on_plateaus = np.max(below) <= low + scatter and np.min(above) >= high - scatter
-    ends_on_plateaus = u[i] <= low + ends and u[i + 1] >= high - ends
+    # Both sides: a step end below its plateau (a dip before the jump) is as far from a step as one above.
+    ends_on_plateaus = abs(u[i] - low) <= ends and abs(u[i + 1] - high) <= ends
     return i if on_plateaus and ends_on_plateaus else None
 
 
@@ -847,23 +851,33 @@ def _verdict(t, x, y, fit: LogisticFit, smooth: SmoothnessTest, amplitude: Ampli
     if amplitude.passed is False:
         return "no transition", nan2, math.nan, [amplitude.note]
     notes = [amplitude.note] if amplitude.passed is None else []
+    falls = int(np.argmax(y)) < int(np.argmin(y))
+    change, sharp = ("fall", "sharp drop") if falls else ("rise", "sharp")
     i = _one_step(t, y)
+    if i is not None and amplitude.passed is None:
+        # Without a noise level or a range, two plateaus may be two draws of the same noise.
+        notes.append(f"a one-step {change} between x={x[i]:.4g} and x={x[i + 1]:.4g} cannot be told from noise "
+                     f"without standard errors or a metric range, so no verdict")
+        return "undetermined", nan2, math.nan, notes
     if i is not None:
         bound = float(t[i + 1] - t[i])
         bracket = (float(x[i]), float(x[i + 1]))
         unit = _t_unit(x_unit, fit.log_x)
-        notes.append(f"sharp at the resolution of the sweep: the whole rise happens between x={bracket[0]:.4g} and "
-                     f"x={bracket[1]:.4g} (no point on it), so its width is at most the gap, {bound:.3g} {unit}")
+        notes.append(f"{sharp} at the resolution of the sweep: the whole {change} happens between x={bracket[0]:.4g} "
+                     f"and x={bracket[1]:.4g} (no point on it), so its width is at most the gap, {bound:.3g} {unit}")
         if i == 0 or i == n - 2:
-            notes.append("one side of the rise is a single point: whether the curve levels off there is not observed")
-        return "sharp", bracket, bound, notes
+            notes.append(f"one side of the {change} is a single point: whether the curve levels off there is not "
+                         f"observed")
+        return sharp, bracket, bound, notes
     if smooth.verdict == "undetermined" or not math.isfinite(fit.location):
-        notes.append("points lie on the rise, but too few for the smooth-versus-sigmoid test"
+        notes.append(f"points lie on the {change}, but too few for the smooth-versus-sigmoid test"
                      if smooth.verdict == "undetermined" else "no logistic fit to place the transition")
         return "undetermined", nan2, math.nan, notes
     span = float(t[-1] - t[0])
     resolved = t[0] <= fit.location <= t[-1] and fit.width <= span / 2
-    return ("sharp" if smooth.verdict == "sigmoid" and resolved else "smooth"), nan2, math.nan, notes
+    if falls:
+        notes.append("the curve falls with x (it gets worse in its declared direction)")
+    return (sharp if smooth.verdict == "sigmoid" and resolved else "smooth"), nan2, math.nan, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -889,6 +903,11 @@ def summarize(x, y, *, log_x: bool = False, n_boot: int = 1000, seed: int = 0, l
     xs, ys, err = _pair(x, y, y_err)
     xs, ys, err, notes = _drop_nonfinite(xs, ys, err, log_x)
     amplitude = amplitude_check(ys, err, value_range=value_range)
+    if err is not None and not (err > 0).all():
+        # A zero stderr (every example scored the same) still bounds the noise of the amplitude
+        # rule, but a weight 1/0 would pin the fits to that point: fit unweighted instead.
+        notes.append("a zero y_err cannot weight a fit: the fits are unweighted")
+        err = None
     fit = logistic_fit(xs, ys, log_x=log_x, bounds=bounds, n_boot=n_boot, ci=ci, seed=seed, y_err=err, x_unit=x_unit)
     cross = crossing(xs, ys, level, log_x=log_x)
     width = transition_width(xs, ys, log_x=log_x)

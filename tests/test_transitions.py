@@ -306,3 +306,39 @@ def test_resolved_sigmoid_is_sharp_and_units_follow_x_unit():
     assert s.to_dict()["logistic"]["units"]["width"] == "flips" and s.units()["crossing"] == "flips"
     with pytest.raises(TypeError, match="x_unit must be a non-empty str"):
         tr.summarize(x, x, x_unit="")
+
+
+@pytest.mark.parametrize("y", [[0.30, 0.50, 0.40], [-2.375, -2.625, -2.0]])
+def test_three_points_with_the_middle_beyond_both_ends_are_not_a_step(y):
+    # issue #13: a live token_edit_distance (2.375, 2.625, 2.0, lower is better) was called a step
+    x = PYTHIA[2:5]
+    s = tr.summarize(x, y, log_x=True, n_boot=0, y_err=[0.01, 0.01, 0.01])
+    assert s.verdict == "undetermined" and math.isnan(s.bracket[0])
+
+
+def test_a_one_step_rise_without_noise_or_range_is_undetermined():
+    x = PYTHIA[2:5]
+    s = tr.summarize(x, [0.05, 0.70, 0.72], log_x=True, n_boot=0)
+    assert s.verdict == "undetermined" and math.isnan(s.bracket[0])
+    assert any("could not be applied" in n for n in s.notes)
+    assert any(n.startswith("a one-step rise between x=4.053e+08 and x=1.012e+09 cannot be told from noise")
+               for n in s.notes)
+
+
+def test_a_zero_stderr_still_gives_the_amplitude_rule_its_noise():
+    x = PYTHIA[2:5]
+    s = tr.summarize(x, [0.05, 0.70, 0.72], log_x=True, n_boot=0, y_err=[0.01, 0.02, 0.0])
+    assert s.verdict == "sharp" and s.amplitude.passed is True
+    assert s.amplitude.noise_threshold == pytest.approx(3 * 0.01)
+    assert "a zero y_err cannot weight a fit: the fits are unweighted" in s.notes
+    noisy = tr.summarize(x, [0.05, 0.70, 0.72], log_x=True, n_boot=0, y_err=[0.3, 0.0, 0.0])
+    assert noisy.verdict == "no transition"
+
+
+@pytest.mark.parametrize("y, verdict", [([0.8, 0.8, 0.2], "sharp drop"), ([0.2, 0.2, 0.8], "sharp")])
+def test_a_one_step_fall_is_a_sharp_drop_not_a_sharp_rise(y, verdict):
+    x = PYTHIA[2:5]
+    s = tr.summarize(x, y, log_x=True, n_boot=0, value_range=(0, 1))
+    assert s.verdict == verdict and s.bracket == (x[1], x[2])
+    change = "fall" if verdict == "sharp drop" else "rise"
+    assert any(n.startswith(f"{verdict} at the resolution of the sweep: the whole {change} happens") for n in s.notes)

@@ -125,7 +125,7 @@ class CurveStatistics:
     """Every curve statistic of one metric across a model family (metric oriented higher-is-better).
 
     ``verdict`` is the transition verdict of :func:`emergence_fast.transitions.summarize`
-    (``"sharp"``, ``"smooth"``, ``"no transition"``, ``"undetermined"``) on a log10(parameters)
+    (``"sharp"``, ``"sharp drop"``, ``"smooth"``, ``"no transition"``, ``"undetermined"``) on a log10(parameters)
     axis; ``sharp`` is the same as a bool (None when undetermined). Locations and their CIs in
     ``transition.logistic`` are in log10(parameters), its widths in decades (log10(parameters));
     :meth:`location_x` and :meth:`bracket_x` give parameters.
@@ -166,7 +166,8 @@ def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, 
     """Emergence score, BIG-bench linearity and breakthroughness, and the transition statistics and
     verdict of :func:`emergence_fast.transitions.summarize` on a log10(parameters) axis, for one metric.
 
-    ``verdict`` (module docstring of :mod:`emergence_fast.transitions`): ``"sharp"`` when the whole
+    ``verdict`` (module docstring of :mod:`emergence_fast.transitions`): ``"sharp"`` (``"sharp drop"``
+    when the metric gets worse with scale in its declared direction) when the whole
     rise happens between two adjacent model sizes (``transition.bracket``, in parameters; the
     width is then at most their gap in decades), or when a sigmoid beats both smooth fits by more
     than ``margin`` in BIC with its transition inside the observed sizes and a 10–90 % width of at
@@ -196,8 +197,8 @@ def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, 
     xs, y_raw = aligned(x_all, "x"), aligned(y_all, "y")
     ys = y_raw if higher_is_better else -y_raw
     err = None if y_err is None else aligned(y_err, "y_err")
-    if err is not None and not (np.isfinite(err) & (err > 0)).all():
-        err = None  # a zero or unknown stderr cannot weight a fit: use unweighted residuals instead
+    if err is not None and not (np.isfinite(err) & (err >= 0)).all():
+        err = None  # an unknown stderr gives no noise level (a zero one still does; summarize then fits unweighted)
     notes = []
     n = int(xs.size)
     if n < x_all.size:

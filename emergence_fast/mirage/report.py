@@ -10,6 +10,8 @@ compares the metrics of the same outputs, from each metric's transition verdict
 * ``"sharp under this metric only"``: this metric is sharp and every other decided one is smooth
   or has no transition, the signature of a metric-made transition (Schaeffer et al. 2023);
 * ``"sharp under k of n metrics"``: in between;
+* ``"sharp drop"``: the metric gets worse with scale (in its declared direction) in one step or
+  a resolved sigmoid, a degradation rather than an emergence;
 * ``"smooth"``, ``"no transition"`` (the rise fails the minimum-amplitude rule of
   :func:`emergence_fast.transitions.amplitude_check`, or the curve is flat) and ``"undetermined"``
   (fewer than 3 models, or points on the rise but too few for the smooth-versus-sigmoid test).
@@ -236,7 +238,7 @@ def _table(rows, header) -> str:
 
 def _where(s: curves.CurveStatistics) -> tuple[str, str]:
     """(where the transition is, its width) as the table shows them: a bracket or a location [CI], in parameters."""
-    if s.verdict == "sharp" and math.isfinite(s.transition.width_bound):
+    if s.verdict in ("sharp", "sharp drop") and math.isfinite(s.transition.width_bound):
         lo, hi = s.bracket_x()
         return f"between {_g(lo)} and {_g(hi)}", f"<= {_g(s.transition.width_bound, 2)}"
     location, lo, hi = s.location_x()

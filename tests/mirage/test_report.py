@@ -141,9 +141,39 @@ def test_readme_three_model_examples():
     def files(*sizes):
         return [README_PYTHIA / f"pythia-{s}_zero-shot_step143000.json" for s in sizes]
     report = mr.analyse(load_family(files("410m", "1b", "1.4b"), "sciq", "acc,acc_norm"), n_boot=1000)
-    assert report.verdicts == {"acc": "sharp under all", "acc_norm": "sharp under all"}
+    # acc_norm 0.721, 0.836, 0.794: the middle model above both ends is not a one-step rise (issue #13)
+    assert report.verdicts == {"acc": "sharp under all", "acc_norm": "undetermined"}
     assert report.stats["acc"].bracket_x() == (405_334_016, 1_011_781_632)
     table = report.table()
     assert "between 4.05e+08 and 1.01e+09           <= 0.4  sharp under all" in table
     later = mr.analyse(load_family(files("1b", "1.4b", "2.8b"), "sciq", "acc,acc_norm"), n_boot=1000)
     assert later.verdicts == {"acc": "no transition", "acc_norm": "no transition"}
+
+
+def test_live_metric_with_a_zero_stderr_point_is_not_called_sharp():
+    # issue #13: live token_edit_distance 2.375, 2.625, 2.0 on 8 examples, the last all 2.0 (std 0),
+    # was "sharp under this metric only" because the zero stderr switched the amplitude rule off
+    per_example = {"token_edit_distance": [np.array([2, 3, 2, 3, 2, 2, 3, 2.0]), np.array([2, 3, 3, 3, 2, 3, 2, 3.0]),
+                                           np.full(8, 2.0)]}
+    family = Family(task="live", models=["g2", "g3", "g4"], params=np.array([5e4, 6e4, 7.35e4]),
+                    values={"token_edit_distance": np.array([v.mean() for v in per_example["token_edit_distance"]])},
+                    stderr={"token_edit_distance": np.full(3, np.nan)}, n_test=np.full(3, 8.0), sources=["x"] * 3,
+                    per_example=per_example)
+    stats = mr.analyse(family, n_boot=20).stats["token_edit_distance"]
+    assert stats.transition.amplitude.noise_threshold == pytest.approx(3 * np.std(
+        per_example["token_edit_distance"][1], ddof=1) / math.sqrt(8))
+    assert stats.transition.amplitude.passed is True     # 0.625 is above 3 se, but the middle point is the worst
+    assert stats.verdict == "undetermined" and math.isnan(stats.bracket_x()[0])
+
+
+@pytest.mark.parametrize("metric, scores, verdict", [
+    ("acc", (0.8, 0.8, 0.2), "sharp drop"), ("acc", (0.2, 0.2, 0.8), "sharp under all"),
+    ("ppl", (5.0, 5.0, 50.0), "sharp drop"), ("ppl", (50.0, 50.0, 5.0), "sharp under all")])
+def test_a_metric_that_gets_worse_in_one_step_is_a_sharp_drop(tmp_path, metric, scores, verdict):
+    rows = "".join(f"{m},{p},{metric},{s},0.01\n" for m, p, s in zip("abc", ("1e8", "1e9", "1e10"), scores))
+    (tmp_path / "f.csv").write_text("model,params,metric,score,stderr\n" + rows)
+    report = mr.analyse(load_family([tmp_path / "f.csv"], None, metric), n_boot=20)
+    assert report.verdicts[metric] == verdict and report.stats[metric].bracket_x() == (1e9, 1e10)
+    change = "fall" if verdict == "sharp drop" else "rise"
+    assert f"the whole {change} happens between x=1e+09 and x=1e+10" in report.table()
+    assert "between 1e+09 and 1e+10" in report.table()
