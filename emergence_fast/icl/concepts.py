@@ -25,6 +25,7 @@ costs one forward pass over its longest prompt plus short batched tails
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -199,7 +200,9 @@ class ConceptResult:
     def transition_rows(self) -> list[dict]:
         """One row per curve: 0.5 crossing, 10-90 % width, logistic fit (location, width, asymptotes), the
         one-step bracket and the verdict of :func:`emergence_fast.transitions.summarize`; each key names its
-        unit (``_flips`` or ``_periods``; ``period`` is in flips)."""
+        unit (``_flips`` or ``_periods``; ``period`` is in flips). Every interval is two numeric columns
+        (``_lower`` / ``_upper``), so a CSV of the rows holds numbers only; ``note`` says when the logistic
+        location lies outside its own bootstrap CI (empty otherwise)."""
         rows = []
         for c in self.curves:
             t = c.transition
@@ -208,12 +211,29 @@ class ConceptResult:
             fit = t.logistic
             rows.append({"label": c.label, "kind": c.kind, "period": c.period, "crossing_flips": t.crossing,
                          "crossing_periods": t.crossing_periods, "width_10_90_flips": t.width,
-                         "logistic_location_flips": fit.location, "location_ci_flips": fit.location_ci,
-                         "location_periods": t.location_periods,
-                         "logistic_width_flips": fit.width, "width_ci_flips": fit.width_ci,
-                         "width_periods": t.width_periods, "logistic_lower": fit.lower, "logistic_upper": fit.upper,
-                         "bracket_flips": t.bracket, "width_bound_flips": t.width_bound, "verdict": t.verdict})
+                         "logistic_location_flips": fit.location, "location_ci_lower_flips": fit.location_ci[0],
+                         "location_ci_upper_flips": fit.location_ci[1], "location_periods": t.location_periods,
+                         "logistic_width_flips": fit.width, "width_ci_lower_flips": fit.width_ci[0],
+                         "width_ci_upper_flips": fit.width_ci[1], "width_periods": t.width_periods,
+                         "logistic_lower": fit.lower, "logistic_upper": fit.upper,
+                         "bracket_lower_flips": t.bracket[0], "bracket_upper_flips": t.bracket[1],
+                         "width_bound_flips": t.width_bound, "verdict": t.verdict, "note": _ci_note(fit)})
         return rows
+
+
+def _ci_note(fit) -> str:
+    """A note when the logistic's location lies outside its percentile-bootstrap CI, else ``""``.
+
+    The CI is the percentile interval of refits to residual-bootstrap replicates; when those refits
+    land mostly on one side of the point estimate (a flat or barely identified likelihood, or too
+    few replicates), the interval can exclude the estimate: the location is then not well determined.
+    """
+    lo, hi = fit.location_ci
+    if not (math.isfinite(fit.location) and math.isfinite(lo) and math.isfinite(hi)) or lo <= fit.location <= hi:
+        return ""
+    return (f"the logistic location {fit.location:.3g} lies outside its bootstrap CI [{lo:.3g}, {hi:.3g}]: the "
+            "refits of the bootstrap replicates land on one side of it, so the fit is unstable and its location "
+            "poorly determined (raise n_boot, or read the crossing instead)")
 
 
 def _positive_int(value, name: str) -> int:

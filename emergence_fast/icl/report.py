@@ -138,9 +138,9 @@ def _fmt(value, digits: int = 1) -> str:
 
 def _verdict(row: dict) -> str:
     """The verdict with its one-step bracket (flips) when the whole rise lies between two adjacent lengths."""
-    lo, hi = row["bracket_flips"]
-    if row["verdict"] == "sharp" and math.isfinite(lo):
-        return f"sharp, between {lo:g} and {hi:g} flips"
+    lo, hi = row["bracket_lower_flips"], row["bracket_upper_flips"]
+    if row["verdict"] in ("sharp", "sharp drop") and math.isfinite(lo):  # a judgment curve falls: "sharp drop"
+        return f"{row['verdict']}, between {lo:g} and {hi:g} flips"
     return row["verdict"]
 
 
@@ -149,7 +149,8 @@ def transition_table(result) -> str:
 
     The logistic's asymptotes are listed so that a fit to a small bump is not read as a transition;
     the verdict (sharp, with its bracket when the rise lies between two adjacent lengths; smooth; no
-    transition; undetermined) is :func:`emergence_fast.transitions.summarize`'s, and a footnote
+    transition; undetermined) is :func:`emergence_fast.transitions.summarize`'s. Under the table, one line
+    per curve whose logistic location lies outside its own CI (an unstable fit), then a footnote that
     states the minimum-amplitude rule it shares with the metric-choice report.
     """
     from ..transitions import amplitude_rule_text
@@ -162,10 +163,12 @@ def transition_table(result) -> str:
     for r in rows:
         lines.append(f"| {r['label']} | {_fmt(r['period'])} | {_fmt(r['crossing_flips'])} | "
                      f"{_fmt(r['crossing_periods'], 2)} | {_fmt(r['width_10_90_flips'])} | "
-                     f"{_fmt(r['logistic_location_flips'])} {_fmt(r['location_ci_flips'])} | "
-                     f"{_fmt(r['logistic_width_flips'])} {_fmt(r['width_ci_flips'])} | "
+                     f"{_fmt(r['logistic_location_flips'])} "
+                     f"{_fmt((r['location_ci_lower_flips'], r['location_ci_upper_flips']))} | "
+                     f"{_fmt(r['logistic_width_flips'])} {_fmt((r['width_ci_lower_flips'], r['width_ci_upper_flips']))} | "
                      f"{_fmt(r['logistic_lower'], 2)} -> {_fmt(r['logistic_upper'], 2)} | {_verdict(r)} |")
     lines.append("")
+    lines += [f"{r['label']}: {r['note']}" for r in rows if r["note"]]
     lines.append(amplitude_rule_text())
     return "\n".join(lines)
 

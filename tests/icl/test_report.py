@@ -31,8 +31,8 @@ def test_transition_table_recovers_a_synthetic_logistic():
     lines = table.splitlines()
     assert len(lines) == 6 and lines[2].startswith("| 01 | 2 | 20.0 | 10.00 | ")
     assert "logistic location (flips) [95% CI]" in lines[0]
-    # a resolved sigmoid (points on its rise) is sharp; the shared amplitude rule is stated under the table
-    assert "| 0.90 -> 0.10 | sharp |" in lines[3]
+    # a resolved sigmoid (points on its fall) is a sharp drop; the shared amplitude rule is stated under the table
+    assert "| 0.90 -> 0.10 | sharp drop |" in lines[3]
     assert lines[5].startswith("No transition: a rise max - min not above 3 combined standard errors")
 
 
@@ -83,8 +83,33 @@ def test_icl_verdicts_use_the_shared_amplitude_rule_and_brackets():
     result = ConceptResult("judge", curves, {})
     rows = result.transition_rows()
     assert rows[0]["verdict"] == "no transition"
-    assert rows[1]["verdict"] == "sharp" and rows[1]["bracket_flips"] == (24.0, 25.0)
+    assert rows[1]["verdict"] == "sharp" and (rows[1]["bracket_lower_flips"], rows[1]["bracket_upper_flips"]) == (24.0, 25.0)
     assert rows[1]["width_bound_flips"] == 1.0
     assert curves[1].transition.to_dict()["units"]["bracket"] == "flips"
     lines = report.transition_table(result).splitlines()
     assert lines[2].endswith("| no transition |") and lines[3].endswith("| sharp, between 24 and 25 flips |")
+
+
+def test_transition_csv_holds_numeric_interval_columns_and_notes_a_location_outside_its_ci(tmp_path):
+    """The CSV held Python tuple strings like "(1.89, 5.19)"; a location outside its own CI was printed silently."""
+    import dataclasses
+
+    result = ConceptResult("judge", [logistic_curve("01", 20.0, 2.0, 2), logistic_curve("011", 33.0, 4.0, 3)], {})
+    t = result.curves[1].transition
+    result.curves[1].transition = dataclasses.replace(
+        t, logistic=dataclasses.replace(t.logistic, location=5.54, location_ci=(1.89, 5.2)))
+    report.write_concept_result(result, tmp_path)
+    with open(tmp_path / "icl_judge_transitions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert "location_ci_flips" not in rows[0] and "bracket_flips" not in rows[0]
+    lo, hi = (float(rows[0][k]) for k in ("location_ci_lower_flips", "location_ci_upper_flips"))
+    assert lo <= float(rows[0]["logistic_location_flips"]) <= hi  # noise-free: a CI of width ~0
+    assert float(rows[0]["width_ci_lower_flips"]) <= float(rows[0]["width_ci_upper_flips"])
+    assert rows[0]["note"] == ""
+    assert rows[1]["location_ci_lower_flips"] == "1.89" and rows[1]["location_ci_upper_flips"] == "5.2"
+    note = ("the logistic location 5.54 lies outside its bootstrap CI [1.89, 5.2]: the refits of the bootstrap "
+            "replicates land on one side of it, so the fit is unstable and its location poorly determined "
+            "(raise n_boot, or read the crossing instead)")
+    assert rows[1]["note"] == note
+    lines = report.transition_table(result).splitlines()
+    assert lines[3].split(" | ")[5] == "5.5 [1.9, 5.2]" and lines[5] == f"011: {note}"
