@@ -40,7 +40,9 @@ columns; ``params`` may be empty when the mapping gives it), one row per model a
 Rules shared by every reader: a model is read once (the same model twice, in one CSV or across
 files, is refused naming both places); a value outside its metric's range (a proportion outside
 [0, 1], a perplexity below 1, a log-likelihood above 0, ...) is refused naming the model, metric and
-value, since it almost always means a wrong column or a percentage; a negative stderr is refused;
+value, since it almost always means a wrong column or a percentage; a NaN score is refused the same
+way; a negative stderr is refused; a CSV row with more fields than its header is refused naming the
+line; files are read as UTF-8, with or without a BOM;
 an empty input (an empty or header-only CSV, an empty JSON, a folder without result files) is
 refused naming the file and what was expected.
 
@@ -211,8 +213,17 @@ _JSON_EXPECTED = ("an lm-evaluation-harness results object (with 'results') or a
                   "(with 'model' and 'scores')")
 
 
+def _decode_error(path: Path, exc: UnicodeDecodeError) -> ValueError:
+    # exc.start counts from the decoder's chunk, not the file, so only the byte is named
+    return ValueError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} is not UTF-8); "
+                      f"results files are read as UTF-8 (a BOM is allowed): save it as UTF-8")
+
+
 def _load_json(path: Path):
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8-sig")     # -sig: editors on Windows write a BOM first
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc) from None
     if not text.strip():
         raise ValueError(f"{path}: empty file; expected {_JSON_EXPECTED}")
     try:
@@ -426,7 +437,14 @@ def read_csv(path, metrics) -> list:
     on two rows or two different ``params`` / ``n_test`` (naming both lines).
     """
     path = Path(path)
-    with open(path, newline="") as f:
+    try:
+        return _read_csv(path, metrics)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc) from None
+
+
+def _read_csv(path: Path, metrics) -> list:
+    with open(path, newline="", encoding="utf-8-sig") as f:     # -sig: Excel writes a BOM first
         reader = csv.DictReader(f)
         header = reader.fieldnames
         if header is None:
@@ -439,6 +457,9 @@ def read_csv(path, metrics) -> list:
         given: dict = {}     # (model, column) -> (value, line) of params and n_test
         for row in reader:
             line = reader.line_num
+            if None in row:     # DictReader keeps the fields beyond the header under None
+                raise ValueError(f"{path}: line {line}: {len(header) + len(row[None])} fields but the header has "
+                                 f"{len(header)} ({','.join(header)}); a comma inside a value must be quoted")
             name = (row["model"] or "").strip()
             if not name:
                 raise ValueError(f"{path}: line {line}: empty 'model'")
@@ -544,8 +565,9 @@ def load_family(paths, task: str | None, metrics, *, params=None, shots: int | N
     (:data:`metrics.METRICS`) or declared in ``lower_is_better`` / ``higher_is_better``.
 
     Raises ValueError naming the file (and CSV line) for: empty inputs, a model read twice, a
-    value outside its metric's range, a negative stderr, a metric under different filters in
-    different files, a model without a parameter count.
+    value outside its metric's range or NaN, a negative stderr, a metric under different filters in
+    different files, a model without a parameter count, a ``params`` name that matches no model or
+    file stem. ``Family.notes`` says which counts ``params`` overrode and which came from the Pythia table.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -575,7 +597,12 @@ def load_family(paths, task: str | None, metrics, *, params=None, shots: int | N
             raise ValueError(f"model {record.model!r} is read twice: from {_place(seen[record.model])} and from "
                              f"{_place(record)}; give each model once")
         seen[record.model] = record
+    unmatched = sorted(set(params) - {r.model for r in records} - {Path(r.source).stem for r in records})
+    if unmatched:
+        raise ValueError(f"params: {unmatched} match no model; the models read are "
+                         f"{sorted(r.model for r in records)} (a file's stem also names its model)")
     declared = set(lower_is_better) | set(higher_is_better)
+    count_notes, from_table = [], []
     for record in records:
         record.values = {key: record.values[request] for key, request in reads.items()}
         record.stderr = {key: record.stderr[request] for key, request in reads.items()}
@@ -584,16 +611,23 @@ def load_family(paths, task: str | None, metrics, *, params=None, shots: int | N
         record.unknown_stderr = [key for key, request in reads.items() if request in record.unknown_stderr]
         override = params.get(record.model, params.get(Path(record.source).stem))
         if override is not None:
+            if math.isfinite(record.params) and record.params != override:
+                count_notes.append(f"params of {record.model} overridden: {override:g} from params (the file "
+                                   f"{record.source} says {record.params:g})")
             record.params = override
         elif not math.isfinite(record.params):
             record.params = pythia_params(record.model) or math.nan
+            if math.isfinite(record.params):
+                from_table.append(f"{record.model} {record.params:.0f}")
         if not math.isfinite(record.params):
             raise ValueError(f"{record.source}: no parameter count for model {record.model!r}; pass "
                              f"--params {record.model}=COUNT (params={{name: count}})")
         for key in reads:
             _check_range(record, key, declared)
         _derive(record)
-    notes = _notes(records, reads)
+    if from_table:
+        count_notes.append("params from the built-in Pythia table (the files have no counts): " + ", ".join(from_table))
+    notes = _notes(records, reads) + count_notes
     records.sort(key=lambda r: r.params)
     return Family(task=task or "", models=[r.model for r in records],
                   params=np.array([r.params for r in records]),
@@ -616,6 +650,8 @@ def _check_range(record: ModelScores, key: str, declared: set) -> None:
     where = f"{_place(record, key)}: model {record.model!r}: {key}"
     if record.keys.get(key, key) != key:
         where += f" (read as {record.keys[key]!r})"
+    if math.isnan(record.values[key]):
+        raise ValueError(f"{where} is NaN; give a number, or leave the model or metric out")
     se = record.stderr[key]
     if se < 0:
         raise ValueError(f"{where}: stderr {se:g} is negative; a standard error is >= 0")
@@ -624,7 +660,7 @@ def _check_range(record: ModelScores, key: str, declared: set) -> None:
         return     # a metric the user defines has no range we know
     lo, hi = (0.0, 1.0) if METRICS[base].proportion else _RANGES.get(base, (-_INF, _INF))
     value = record.values[key]
-    if lo <= value <= hi or math.isnan(value):
+    if lo <= value <= hi:
         return
     kind = "a proportion of examples" if METRICS[base].proportion else METRICS[base].description
     hint = (" (a percentage must be divided by 100)" if METRICS[base].proportion and 1 < value <= 100 else "")

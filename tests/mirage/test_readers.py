@@ -214,10 +214,10 @@ def test_values_outside_their_metrics_range_are_refused(tmp_path):
         path.write_text(f"model,params,metric,score,stderr\n{row}\n")
         with pytest.raises(ValueError, match=message):
             readers.load_family([path], None, metric)
-    # a metric the user declares has no range we know; NaN is left for the curve statistics to note
-    path.write_text("model,params,metric,score\na,70m,elo,1700\nb,1b,elo,1800\na,70m,acc,nan\nb,1b,acc,0.4\n")
+    # a metric the user declares has no range we know
+    path.write_text("model,params,metric,score\na,70m,elo,1700\nb,1b,elo,1800\na,70m,acc,0.2\nb,1b,acc,0.4\n")
     family = readers.load_family([path], None, "elo,acc", higher_is_better=("elo",))
-    assert family.values["elo"].tolist() == [1700, 1800] and math.isnan(family.values["acc"][0])
+    assert family.values["elo"].tolist() == [1700, 1800]
     lm_eval = tmp_path / "m.json"
     lm_eval.write_text(json.dumps({"results": {"t": {"acc,none": 70.4, "acc_stderr,none": 0.5}},
                                    "config": {"model_args": "pretrained=m"}}))
@@ -260,3 +260,56 @@ def test_empty_inputs_are_refused_naming_the_file(tmp_path):
     (folder / "notes.txt").write_text("no results here")
     with pytest.raises(ValueError, match=rf"^{folder}: a folder with no result files"):
         readers.load_family([folder], "t", "acc")
+
+
+def test_files_with_a_utf8_bom_are_read_and_other_encodings_refused(tmp_path):
+    # issue #13: Excel and Windows editors write a BOM first
+    csv_path = tmp_path / "bom.csv"
+    csv_path.write_bytes("model,params,metric,score\na,1e8,acc,0.2\nb,1e9,acc,0.4\n".encode("utf-8-sig"))
+    assert readers.load_family([csv_path], None, "acc").values["acc"].tolist() == [0.2, 0.4]
+    json_path = tmp_path / "bom.json"
+    json_path.write_bytes(json.dumps({"results": {"t": {"acc": 0.3}}, "config": {
+        "model_args": "pretrained=m", "model_num_parameters": 1000}}).encode("utf-8-sig"))
+    assert readers.load_family([json_path], "t", "acc").values["acc"].tolist() == [0.3]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("model,params,metric,score\nmodèle,1e8,acc,0.2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.csv: not UTF-8 text \(byte 0xe8 is not UTF-8\); results files are "
+                                         r"read as UTF-8 \(a BOM is allowed\): save it as UTF-8"):
+        readers.load_family([latin], None, "acc")
+    latin_json = tmp_path / "latin.json"
+    latin_json.write_bytes('{"results": {"t": {"acc": 0.3}}, "x": "é"}'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.json: not UTF-8 text \(byte 0xe9"):
+        readers.load_family([latin_json], "t", "acc")
+
+
+def test_nan_scores_are_refused_naming_file_line_model_and_metric(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("model,params,metric,score\na,1e8,acc,nan\nb,1e9,acc,0.4\n")
+    with pytest.raises(ValueError, match=r"f.csv line 2: model 'a': acc is NaN; give a number, or leave the model or "
+                                         r"metric out$"):
+        readers.load_family([path], None, "acc")
+    lm_eval = tmp_path / "m.json"
+    lm_eval.write_text('{"results": {"t": {"acc": NaN}}, "config": {"model_args": "pretrained=m"}}')
+    with pytest.raises(ValueError, match=r"m.json: model 'm': acc is NaN"):
+        readers.load_family([lm_eval], "t", "acc", params={"m": "1b"})
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("model,params,metric,score\na,1e8,acc,0.2\nb,1e9,acc,0,4\n")
+    with pytest.raises(ValueError, match=r"f.csv: line 3: 5 fields but the header has 4 \(model,params,metric,score\); "
+                                         r"a comma inside a value must be quoted"):
+        readers.load_family([path], None, "acc")
+
+
+def test_params_naming_no_model_are_refused_and_overrides_are_noted(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("model,params,metric,score\na,1e8,acc,0.2\nb,1e9,acc,0.4\n")
+    with pytest.raises(ValueError, match=r"params: \['foo'\] match no model; the models read are \['a', 'b'\] "
+                                         r"\(a file's stem also names its model\)"):
+        readers.load_family([path], None, "acc", params={"foo": "1b"})
+    family = readers.load_family([path], None, "acc", params={"a": "5b"})
+    assert family.models == ["b", "a"] and family.params.tolist() == [1e9, 5e9]
+    assert f"params of a overridden: 5e+09 from params (the file {path} says 1e+08)" in family.notes
+    same = readers.load_family([path], None, "acc", params={"a": "100m"})     # the file's own count: nothing to say
+    assert not any("overridden" in note for note in same.notes)

@@ -78,7 +78,10 @@ def test_03_and_04_files_give_the_same_family_and_record_their_formats(tmp_path)
         "input formats: lm-eval 0.3 (1 model), lm-eval >=0.4 (1 model), lm-eval 0.4.8 (1 model)",
         ("the models come from different lm-evaluation-harness formats ['lm-eval 0.3', 'lm-eval 0.4.8', "
          "'lm-eval >=0.4']: task definitions may differ between harness versions"),
-        f"acc: {unknown}", "ppl read as 'perplexity,none' in the files", f"ppl: {unknown}"]
+        f"acc: {unknown}", "ppl read as 'perplexity,none' in the files", f"ppl: {unknown}",
+        # the files carry no counts (issue #13: say where they came from)
+        ("params from the built-in Pythia table (the files have no counts): EleutherAI/pythia-70m 70426624, "
+         "EleutherAI/pythia-160m 162322944, EleutherAI/pythia-410m 405334016")]
     report = analyse(family, n_boot=50)
     assert report.config["formats"] == family.formats
     assert report.notes[:len(family.notes)] == family.notes
@@ -253,7 +256,9 @@ def test_cli_metrics_acc_none_is_one_metric(tmp_path):
 @needs_pythia
 def test_the_real_pythia_files_are_03_and_read_from_their_folder():
     family = readers.load_family([PYTHIA_DIR], "lambada_openai", "acc")
-    assert family.formats == ["lm-eval 0.3"] * 8 and family.notes == ["input formats: lm-eval 0.3 (8 models)"]
+    assert family.formats == ["lm-eval 0.3"] * 8 and family.notes[0] == "input formats: lm-eval 0.3 (8 models)"
+    assert family.notes[1].startswith("params from the built-in Pythia table (the files have no counts): ")
+    assert len(family.notes) == 2
     assert family.values["acc"].tolist() == ACC
     assert readers.load_family(pythia_files(), "lambada_openai", "acc").values["acc"].tolist() == ACC
     with pytest.raises(ValueError, match=r"pythia-1.4b_zero-shot_step143000.json is given twice \(directly or inside a "
