@@ -54,7 +54,7 @@ from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussian
 from .capture import BlockCapture, input_device, model_identity, vocab_size
 from .datasets import (PREFIX_ABSENT, TokenDataset, check_token_ids, prefix_entropy, split_special_prefix,
                        token_entropy_per_position)
-from .estimators import MI_METHODS, gaussian, noisy, sliced
+from .estimators import MI_METHODS, gaussian, neural, noisy, sliced
 from .estimators.uncertainty import estimate_with_stderr
 
 DEFAULT_ESTIMATOR_OPTIONS = {"gaussian": {"pca": 8, "bias_correction": "wishart"},
@@ -548,7 +548,7 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
 
 
 def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options,
-           unit):
+           unit, stderr_reason=None):
     notes = []
     for name, value, stderr, ceiling in (("macro", macro, macro_se, ceiling_macro), ("micro", micro, micro_se,
                                                                                     ceiling_micro)):
@@ -571,8 +571,10 @@ def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_mac
     for name, stderr in (("macro", macro_se), ("micro", micro_se)):
         undefined = int(stderr.isnan().sum())
         if undefined:
+            why = stderr_reason or ("undefined (an infinite estimate, a degenerate cell, or an estimator without one "
+                                    "there)")
             notes.append(f"{name}: the standard error is NaN in {undefined} of {stderr.numel()} cells, where it is "
-                         "undefined (an infinite estimate, a degenerate cell, or an estimator without one there).")
+                         f"{why}.")
     dims = 2 * options["pca"] if options.get("pca") else None
     distinct = [int(torch.unique(input_ids[:, : t + 1], dim=0).shape[0]) for t in range(input_ids.shape[1])]
     if dims is not None and min(distinct) <= dims:
@@ -1064,7 +1066,7 @@ def _result(layers, estimates, input_ids, estimator, options, base, config, prov
         ceiling_macro = ceiling_macro[-1].expand_as(ceiling_macro).clone()
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
     notes = _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids,
-                   options, unit)
+                   options, unit, _neural_stderr_reason(estimator, options, config))
     notes += state_notes + [_meaning_note(estimator, options)]
     if not config.get("causal", True):
         notes.append("ceiling: the model is bidirectional (not a decoder-only LM), so a state at any position can "
@@ -1086,6 +1088,17 @@ def _result(layers, estimates, input_ids, estimator, options, base, config, prov
         micro_expected_bias=micro_bias, ceiling_macro=ceiling_macro, ceiling_micro=ceiling_micro,
         ceiling_emergence=ceiling_macro - _cumulative_mean(ceiling_micro), config=config, provenance=provenance,
         notes=notes)
+
+
+def _neural_stderr_reason(estimator, options, config) -> str | None:
+    """Why a neural bound's standard error is NaN on the kept rows (min of reservoir and samples), or None."""
+    if estimator not in neural.NEURAL_METHODS or not config.get("reservoir") or options.get("preset"):
+        return None
+    rows = min(config["reservoir"][0], config["n_samples"])
+    if neural.heldout_minibatches(rows, options.get("holdout"), options.get("batch_size")) >= 2:
+        return None
+    return (f"undefined: {neural.SINGLE_MINIBATCH} ({rows} kept rows): raise n_samples/reservoir_size or lower the "
+            "option batch_size")
 
 
 def _meaning_note(estimator, options) -> str:

@@ -512,3 +512,24 @@ def test_sample_estimator_option_values_fail_before_the_forward_pass(gpt2, estim
     with pytest.raises(ValueError, match=re.escape(message)):
         ie.information_emergence(gpt2, None, icl_ids(300, k_shots=2, n_entities=20), add_bos=False,
                                  estimator=estimator, estimator_options=options, reservoir_size=256)
+
+
+def test_neural_nan_stderr_note_says_why(gpt2, ids):
+    """IE with infonce at the default batch_size 128 gave every stderr NaN with a generic note; the reason (the
+    held-out split of N rows is one minibatch) was only in the estimator's details."""
+    from emergence_fast.estimators import neural
+
+    assert neural.heldout_minibatches(N) == 1  # 60 held-out rows, one minibatch of min(128, 60)
+    assert neural.heldout_minibatches(N, batch_size=16) == 3 and neural.heldout_minibatches(1000) == 1
+    assert neural.heldout_minibatches(2000, holdout=0.5) == 7
+    result = run(gpt2, ids, estimator="infonce", estimator_options={"steps": 2}, reservoir_size=N)
+    nan = int(result.macro_stderr.isnan().sum())
+    assert nan == 3 * T - int((result.macro_stderr == 0).sum()) > 0  # constant cells have an exact 0
+    why = (f"where it is undefined: {neural.SINGLE_MINIBATCH} (300 kept rows): raise n_samples/reservoir_size or "
+           "lower the option batch_size.")
+    assert f"macro: the standard error is NaN in {nan} of {3 * T} cells, {why}" in result.notes
+    assert neural.SINGLE_MINIBATCH == ("the held-out split holds a single minibatch of the neural bound, so it has no "
+                                       "standard error")
+    finer = run(gpt2, ids, estimator="infonce", estimator_options={"steps": 2, "batch_size": 16}, reservoir_size=N)
+    assert torch.isfinite(finer.macro_stderr).all()
+    assert not any(neural.SINGLE_MINIBATCH in note for note in finer.notes)

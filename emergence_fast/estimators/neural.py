@@ -90,6 +90,7 @@ PRESETS = ("chen2024",)
 _DEFAULT_STEPS = 1000
 _DEFAULT_BATCH = 128
 _DEFAULT_LR = 1e-3
+_DEFAULT_HOLDOUT = 0.2
 _CHEN_STEPS = 10_000
 _CHEN_LR = 1e-4
 _CHEN_LR_END = 1e-8
@@ -265,8 +266,24 @@ def _standardise(z, train_idx):
 # ----------------------------------------------------------------------------- the estimator
 
 
+#: Why :func:`mutual_information`'s standard error is NaN when :func:`heldout_minibatches` is below 2.
+SINGLE_MINIBATCH = "the held-out split holds a single minibatch of the neural bound, so it has no standard error"
+
+
+def heldout_minibatches(n: int, holdout: float | None = None, batch_size: int | None = None) -> int:
+    """How many held-out minibatches :func:`mutual_information` averages over for ``n`` rows per cell.
+
+    ``holdout`` and ``batch_size`` as there (None: their defaults, 0.2 and 128). The estimate's
+    standard error is the spread of those minibatches' bounds, so it needs at least 2
+    (:data:`SINGLE_MINIBATCH` says why it is NaN otherwise). Returns 0 when the split holds no row.
+    """
+    n_hold = round((_DEFAULT_HOLDOUT if holdout is None else holdout) * n)
+    eval_batch = min(_DEFAULT_BATCH if batch_size is None else batch_size, n_hold)
+    return n_hold // eval_batch if eval_batch > 0 else 0
+
+
 def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64, layers=2, steps=None,
-                       batch_size=None, lr=None, tau=5.0, holdout=0.2, patience=10, eval_every=20, seed=0,
+                       batch_size=None, lr=None, tau=5.0, holdout=_DEFAULT_HOLDOUT, patience=10, eval_every=20, seed=0,
                        preset=None, base=None, backend=None, details=False):
     r"""Neural variational estimate of I(X;Y) for ``x [..., N, dx]``, ``y [..., N, dy]`` per batch cell.
 
@@ -333,7 +350,7 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
 
     batch = min(batch_size, n_train)
     eval_batch = min(batch_size, n_hold)
-    k_eval = n_hold // eval_batch
+    k_eval = heldout_minibatches(n, holdout, batch_size)
     eval_idx = hold_idx[:, : k_eval * eval_batch].reshape(cells, k_eval, eval_batch)
     x_eval, y_eval = _gather_rows(x3, eval_idx), _gather_rows(y3, eval_idx)
     chunk = max(1, _EVAL_CHUNK_PAIRS // (eval_batch * eval_batch * (hidden if critic == "concat" else 1)))
@@ -393,7 +410,7 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
         notes.append(f"the InfoNCE estimate is within 0.5 nats of its ceiling log(batch_size) = {math.log(batch):.3g} "
                      "nats: it is saturated; use a larger batch_size or another method.")
     if k_eval < 2:
-        notes.append("the held-out split holds a single minibatch, so no standard error; raise holdout or N.")
+        notes.append(f"{SINGLE_MINIBATCH}; raise holdout or N, or lower batch_size.")
     return result, NeuralDiagnostics(
         stderr=(best_se / unit).reshape(lead), best_step=best_step.reshape(lead), steps_run=step,
         curve=(torch.stack(curve) / unit).reshape(len(curve), *lead), method=method, critic=critic, preset=None,
