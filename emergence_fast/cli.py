@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast import bench, distributed
-from emergence_fast._dispatch import resolve_backend
+from emergence_fast._dispatch import BACKENDS, ENV_VAR, resolve_backend
 from emergence_fast._optional import MissingDependency
 from emergence_fast.emergence import (
     DEFAULT_ESTIMATOR,
@@ -158,7 +160,10 @@ def _check_dataset(spec: str, n_samples: int):
     if sep and kind in ("text", "ids") and path:
         if not Path(path).is_file():
             raise ValueError(f"--dataset {spec}: {path!r} is not a file")
-        return datasets.ids_dataset(path, n_samples) if kind == "ids" else None
+        if kind == "ids":
+            return datasets.ids_dataset(path, n_samples)
+        datasets._read_documents(Path(path))  # readable, UTF-8, valid JSONL, not empty: all but the tokenizing
+        return None
     raise ValueError(f"--dataset must be one of {', '.join(datasets.ICL_ENTITY_FILES)}, text:PATH or ids:PATH, "
                      f"got {spec!r}")
 
@@ -197,6 +202,23 @@ def claim_output(folder, world) -> None:
         raise ValueError(problem)
 
 
+def check_backend(backend, device: str | None, device_map=None) -> None:
+    """``--backend`` (or ``EMERGENCE_FAST_BACKEND``) known and able to run where the model's states will be.
+
+    The states live on the model's input device: ``device`` (default CPU), or with ``device_map`` a
+    device not known before the model loads, so then the backend need only run somewhere here.
+    """
+    from . import models
+
+    requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
+    if device_map is None or requested not in BACKENDS:  # "auto" or a name resolve_backend refuses
+        resolve_backend(backend, models._resolve_device(device) if device_map is None else torch.device("cpu"))
+        return
+    status = ef.backends()[requested]
+    if not status.available:
+        raise ValueError(f"backend={requested!r} is not available here: {status.reason}")
+
+
 def _check_ie_args(args):
     """Every ``ie`` argument that can be checked without the model: ``(estimator options, layers, ids dataset)``."""
     from ._validation import parse_bytes
@@ -209,6 +231,7 @@ def _check_ie_args(args):
         raise ValueError(f"--checkpoint-every must be >= 0 (0: no checkpoints, which --resume cannot use), got "
                          f"{args.checkpoint_every}")
     check_model_args(args)
+    check_backend(args.backend, args.device, args.device_map)
     parse_bytes(args.state_memory, "--state-memory")
     layers = _parse_layers(args.layers)
     options = _estimator_options(args)
@@ -258,6 +281,8 @@ def run_ie(args, out=None) -> None:
     folder = report.OutputFolder(out_dir)
     try:
         claim_output(folder, world)  # one lock for the run; every rank checkpoints into --out
+        if world.is_main and not args.resume:
+            _note_stale_checkpoint(checkpoint_path(out_dir, world))
         if world.distributed and args.model in (None, models.DEFAULT_MODEL):
             if world.is_main:
                 models.fetch_default_model()  # once, not once per rank
@@ -297,6 +322,21 @@ def run_ie(args, out=None) -> None:
         folder.release()
     finally:
         distributed.shutdown(world)
+
+
+def _note_stale_checkpoint(checkpoint: Path) -> None:
+    """One line on stderr when a run without --resume is about to overwrite an earlier run's checkpoint."""
+    if not checkpoint.exists():
+        return
+    try:  # mmap: the state may be GBs, and only two numbers are wanted
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        config = payload["config"]
+        done = min(payload["batches_done"] * config["batch_size"], config["n_samples"])
+        progress = f"{done} of {config['n_samples']} samples done"
+    except Exception:  # a save cut short: it says nothing, and is discarded all the same
+        progress = "unreadable"
+    print(f"emergence-fast ie: note: discarding the checkpoint {checkpoint} of an earlier run ({progress}); "
+          f"pass --resume to continue it instead", file=sys.stderr)
 
 
 def _user_error(command: str, exc: Exception) -> int:
@@ -390,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "fastest available; see emergence-fast backends)")
     ie.add_argument("--out", default="runs/ie", help="output folder (checkpoint, ie.json, ie.csv, PNGs); locked "
                                                      "while a run uses it")
-    ie.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    ie.add_argument("--resume", action="store_true",
+                    help="continue from the checkpoint in --out; without it a checkpoint left there by an earlier "
+                         "(killed) run is discarded, with a note on stderr saying how far it had come")
     ie.add_argument("--checkpoint-every", type=int, default=32,
                     help="N: write a checkpoint (one per rank) once N or more batches have been folded into the state "
                          "since the last one, and at the end of the pass. Checkpoints fall between folds "
@@ -413,23 +455,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """``emergence-fast ...``: 0 on success, 2 on a user error (one line on stderr, nothing created)."""
-    args = build_parser().parse_args(argv)
-    if args.command == "estimators":
-        demo(seed=args.seed)
-    elif args.command == "backends":
-        show_backends()
-    else:
-        try:
-            if args.command == "ie":
-                run_ie(args)
-            elif args.command == "bench" and distributed.launched():
-                raise ValueError("bench measures one process; run it without torchrun/accelerate launch "
-                                 "(benchmarks/scaling_ranks.py compares 1 and K ranks)")
-            else:
-                args.func(args)
-        except (ValueError, TypeError, OSError, MissingDependency) as exc:
-            return _user_error(args.command, exc)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's parser says it, so the message names the subcommand
+        subparser = parser._subparsers._group_actions[0].choices[args.command]
+        subparser.error(_unrecognized(subparser, extra))
+    try:
+        if args.command == "estimators":
+            demo(seed=args.seed)
+        elif args.command == "backends":
+            show_backends()
+        elif args.command == "ie":
+            run_ie(args)
+        elif args.command == "bench" and distributed.launched():
+            raise ValueError("bench measures one process; run it without torchrun/accelerate launch "
+                             "(benchmarks/scaling_ranks.py compares 1 and K ranks)")
+        else:
+            args.func(args)
+    except (ValueError, TypeError, OSError, MissingDependency) as exc:
+        return _user_error(args.command, exc)
+    except KeyboardInterrupt:
+        print(f"emergence-fast {args.command}: interrupted{_kept_after_interrupt(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, what a shell reports for a process killed by Ctrl-C
     return 0
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """``unrecognized arguments: ...`` with the closest option of ``parser`` for a misspelt one."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    options = [option for action in parser._actions for option in action.option_strings]
+    for text in extra:
+        if text.startswith("--"):
+            close = difflib.get_close_matches(text.partition("=")[0], options, n=1, cutoff=0.8)
+            if close:
+                return f"{message} (did you mean {close[0]}?)"
+    return message
+
+
+def _kept_after_interrupt(args) -> str:
+    """What an interrupted ``ie`` leaves for ``--resume`` (other commands keep no partial state)."""
+    if args.command != "ie":
+        return ""
+    out = Path(args.out)
+    if args.checkpoint_every and any(out.glob("ie_checkpoint*.pt")):
+        return f"; the checkpoint in {out} is kept: rerun with --resume to continue"
+    return "; nothing was kept (no checkpoint had been written)"
 
 
 if __name__ == "__main__":

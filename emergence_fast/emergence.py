@@ -48,7 +48,7 @@ import torch
 
 from . import __version__, distributed, estimate_memory
 from ._optional import require
-from ._dispatch import gram
+from ._dispatch import gram, resolve_backend
 from ._validation import format_bytes, log_base, parse_bytes
 from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator, hash_priority, standardised_basis
 from .capture import BlockCapture, input_device, model_identity, vocab_size
@@ -98,11 +98,14 @@ class IEResult:
     notes: list[str] = field(default_factory=list)
 
     def layer_summary(self) -> dict:
-        """Mean over positions per layer, and the layer where emergence peaks."""
+        """Mean over positions per layer, and the layer where the finite mean emergence peaks (None if none is)."""
         mean_e = self.emergence.mean(-1)
+        finite = torch.isfinite(mean_e)
+        # argmax over NaNs would name layer 0; no finite value means no peak (None, null in JSON).
+        peak = self.layers[int(mean_e.masked_fill(~finite, -math.inf).argmax())] if finite.any() else None
         return {"layer": self.layers, "mean_emergence": mean_e.tolist(),
                 "mean_macro": self.macro.mean(-1).tolist(), "mean_micro": self.micro.mean(-1).tolist(),
-                "peak_layer": self.layers[int(mean_e.argmax())]}
+                "peak_layer": peak}
 
     def shape_agreement(self) -> dict:
         """How well the layer-mean macro estimate follows the ceiling's shape over positions."""
@@ -960,6 +963,9 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     options = _check_estimator_options(estimator, estimator_options, n_samples, rows=min(reservoir_size, n_samples))
     log_base(base)  # a bad base fails here, not after the forward passes
     device = input_device(model)
+    # Every estimator path, the sample-based ones included, refuses a backend that cannot run here
+    # before the forward pass (not only those whose state calls a native op).
+    resolve_backend(backend, device)
     capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)
     input_ids, bos, bos_handling = _bos_plan(model, tokenizer, add_bos, input_ids,
                                              f"dataset {dataset.name}" if isinstance(dataset, TokenDataset) else "dataset")

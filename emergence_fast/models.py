@@ -329,7 +329,8 @@ def _load_error(folder: Path, gguf_file, step: str, exc: BaseException) -> Value
     if gguf_file is not None:
         files = [gguf_file]
     elif step == "weights":
-        files = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+        # transformers reads safetensors when there are any, else the pickled .bin shards.
+        files = sorted(p.name for p in folder.glob("*.safetensors")) or sorted(p.name for p in folder.glob("*.bin"))
     elif step == "config.json":
         files = ["config.json"]
     else:

@@ -294,7 +294,7 @@ def summary_table(result) -> str:
                                       summary["mean_micro"]):
         lines.append(f"{layer:>5}  {e:>9.3f}  {macro:>10.3f}  {micro:>10.3f}")
     ceiling = ", ".join(f"{v:.2f}" for v in result.ceiling_macro.tolist())
-    lines.append(f"peak block: {summary['peak_layer']}; ceiling (prefix entropy) by position: [{ceiling}]")
+    lines.append(f"peak block: {'none' if summary['peak_layer'] is None else summary['peak_layer']}; ceiling (prefix entropy) by position: [{ceiling}]")
     shape = result.shape_agreement()
     lines.append(f"shape vs ceiling: pearson={shape['pearson_with_ceiling']}, "
                  f"steps agree at {shape['steps_where_ceiling_steps']} of positions")

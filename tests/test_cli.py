@@ -256,3 +256,139 @@ def test_icl_stand_alone_entry_fails_the_same_way(capsys):
 
     assert icl_cli.main(["judge", "--concepts", "0a1", "--out", "/nonexistent/out"]) == 2
     assert "--concepts: concept must contain" in one_line_error(capsys, "icl")
+
+
+def _unavailable_backend():
+    """A backend that cannot run on the CPU here (cuda or triton on this machine), or None."""
+    import emergence_fast as ef
+
+    return next((name for name, status in ef.backends().items() if "cpu" not in status.devices), None)
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--backend", "tourch"], None, "backend must be one of ('auto', 'torch', 'cpp', 'triton', 'cuda'), got 'tourch'"),
+    (["--estimator", "ksg", "--backend", "tourch"], None,
+     "backend must be one of ('auto', 'torch', 'cpp', 'triton', 'cuda'), got 'tourch'"),
+    ([], "bogus", "EMERGENCE_FAST_BACKEND must be one of ('auto', 'torch', 'cpp', 'triton', 'cuda'), got 'bogus'"),
+    (["--backend", "unavailable"], None, "cannot run on a cpu tensor here"),
+])
+def test_a_bad_backend_is_refused_before_the_model_loads(argv, env, message, llama_dir, tmp_path, capsys, monkeypatch):
+    """It was checked after the forward pass, leaving ie_checkpoint.pt; with --estimator ksg not at all (rc 0)."""
+    if "unavailable" in argv:
+        name = _unavailable_backend()
+        if name is None:
+            pytest.skip("every backend runs on the CPU here")
+        argv = ["--backend", name]
+    if env:
+        monkeypatch.setenv("EMERGENCE_FAST_BACKEND", env)
+    no_model(monkeypatch)
+    assert call(ie_argv(llama_dir, tmp_path / "out", *argv)) == 2
+    assert message in one_line_error(capsys, "ie")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_information_emergence_refuses_a_bad_backend_on_every_estimator_path(llama_dir):
+    model, tokenizer = models.load_model(llama_dir)
+    with pytest.raises(ValueError, match="backend must be one of .*got 'tourch'"):
+        emergence.information_emergence(model, tokenizer, icl_ids(8, 2), estimator="ksg", backend="tourch")
+
+
+@pytest.mark.parametrize("command", ["estimators", "backends"])
+def test_estimators_and_backends_follow_the_one_line_contract(command, capsys, monkeypatch):
+    monkeypatch.setenv("EMERGENCE_FAST_BACKEND", "bogus")
+    code = cli.main([command])
+    if command == "backends":  # it lists the table and resolves nothing, so the env value does not matter
+        assert code == 0 and "torch" in capsys.readouterr().out
+        return
+    assert code == 2
+    assert one_line_error(capsys, command) == ("emergence-fast estimators: error: EMERGENCE_FAST_BACKEND must be one of "
+                                               "('auto', 'torch', 'cpp', 'triton', 'cuda'), got 'bogus'")
+
+
+@pytest.mark.parametrize("command, argv, message", [
+    ("ie", ["--estimatr", "ksg"], "unrecognized arguments: --estimatr ksg (did you mean --estimator?)"),
+    ("bench", ["--quik"], "unrecognized arguments: --quik (did you mean --quick?)"),
+    ("mirage", ["--models", "a", "--task", "arithmetic-2d-mult", "--bogus", "1"], "unrecognized arguments: --bogus 1"),
+])
+def test_unrecognized_options_name_the_subcommand(command, argv, message, tmp_path, capsys, monkeypatch):
+    no_model(monkeypatch)
+    assert call([command, *argv, "--out", str(tmp_path / "out")]) == 2
+    assert one_line_error(capsys, command) == f"emergence-fast {command}: error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("latin1.txt", "café au lait\n".encode("latin1"),
+     "text:{path} is not UTF-8 (byte 0xe9 at offset 3): convert it, e.g. iconv -f latin1 -t utf-8"),
+    ("empty.txt", b"", "text data set is empty: {path}"),
+    ("bad.jsonl", b'{"text": "a b"}\nnot json\n', "{path}:2: not valid JSON"),
+    ("corpus.txt", b"hello world\n", None),  # as ids: not a tensor file
+])
+def test_dataset_files_are_checked_before_the_model_loads(name, content, message, llama_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    no_model(monkeypatch)
+    path = tmp_path / "data" / name
+    path.parent.mkdir()
+    path.write_bytes(content)
+    spec = f"text:{path}"
+    if message is None:
+        spec, message = f"ids:{path}", "dataset ids:{path} is not a tensor file saved with torch.save (.pt) or numpy (.npy)"
+    argv = ["ie", "--model", str(llama_dir), "--dataset", spec, "--n-samples", "8", "--out", str(tmp_path / "out")]
+    assert call(argv) == 2
+    assert message.format(path=path) in one_line_error(capsys, "ie")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_weights_file_is_one_line_naming_it(llama_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for source in llama_dir.iterdir():
+        data = source.read_bytes()
+        (broken / source.name).write_bytes(data[:1000] if source.name == "model.safetensors" else data)
+    argv = ie_argv(broken, tmp_path / "out", "--quiet")
+    assert call(argv) == 2
+    assert one_line_error(capsys, "ie").startswith(
+        f"emergence-fast ie: error: model {str(broken)!r}: could not load model.safetensors (SafetensorError: ")
+    assert call(["mirage", "--models", str(broken), "--task", "arithmetic-2d-mult", "--quiet", "--out",
+                 str(tmp_path / "m")]) == 2
+    assert "could not load model.safetensors" in one_line_error(capsys, "mirage")
+
+
+def test_ctrl_c_is_one_line_saying_the_checkpoint_is_kept(llama_dir, tmp_path, capsys, monkeypatch):
+    original = emergence._save_checkpoint
+
+    def save_then_interrupt(path, payload):
+        original(path, payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emergence, "_save_checkpoint", save_then_interrupt)
+    out = tmp_path / "out"
+    assert cli.main(ie_argv(llama_dir, out, "--quiet", "--checkpoint-every", "1", "--update-samples", "8")) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"emergence-fast ie: interrupted; the checkpoint in {out} is kept: rerun with --resume to continue"
+    assert (out / "ie_checkpoint.pt").exists()
+
+
+def test_ctrl_c_before_any_checkpoint_says_nothing_was_kept(llama_dir, tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emergence, "information_emergence", interrupt)
+    assert cli.main(ie_argv(llama_dir, tmp_path / "out", "--quiet")) == 130
+    assert capsys.readouterr().err.strip() == ("emergence-fast ie: interrupted; nothing was kept (no checkpoint had "
+                                               "been written)")
+    assert not (tmp_path / "out").exists()  # the folder this run created, empty, goes again
+
+
+def test_a_stale_checkpoint_is_discarded_with_a_note(llama_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(ie_argv(llama_dir, out, "--quiet", "--keep-checkpoint", "--update-samples", "8",
+                            "--checkpoint-every", "1", "--layers", "1")) == 0
+    capsys.readouterr()
+    assert cli.main(ie_argv(llama_dir, out, "--quiet", "--layers", "0")) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == (f"emergence-fast ie: note: discarding the checkpoint {out / 'ie_checkpoint.pt'} of an earlier run "
+                   f"(64 of 64 samples done); pass --resume to continue it instead")
+    assert not (out / "ie_checkpoint.pt").exists()
+    help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["ie"].format_help().split())
+    assert "without it a checkpoint left there by an earlier (killed) run is discarded" in help_text
