@@ -102,9 +102,17 @@ def _check_args(args) -> list[str] | None:
             raise ValueError(f"--results: {missing[0]!r} does not exist")
         return None
     cli.check_model_args(args)
+    from .live import check_distinct
+    try:
+        check_distinct(args.models)
+    except ValueError as exc:
+        raise ValueError(f"--models: {exc}") from None
     if args.task not in TASKS:
         raise ValueError(f"--task for --models must be one of {', '.join(TASKS)}, got {args.task!r}")
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else list(LIVE_METRICS)
+    repeated = sorted({m for m in wanted if wanted.count(m) > 1})
+    if repeated:
+        raise ValueError(f"--metrics names {repeated} more than once; name each metric once")
     unknown = [m for m in wanted if m not in LIVE_METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown} for --models: known are {list(LIVE_METRICS)}")

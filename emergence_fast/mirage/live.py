@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +72,21 @@ def load_agreed(loader, name, world: distributed.World):
     return model, tokenizer
 
 
+def check_distinct(models) -> None:
+    """Refuse a model named twice: ValueError naming the repeats. Names of existing folders are
+    compared as resolved paths, so ``g2`` and ``./g2`` are the same model."""
+    seen = {}
+    for name in models:
+        key = "default" if name in DEFAULT_ALIASES else str(name)
+        if os.path.exists(key):
+            key = str(Path(key).resolve())
+        seen.setdefault(key, []).append("default" if name is None else str(name))
+    repeated = [names for names in seen.values() if len(names) > 1]
+    if repeated:
+        raise ValueError("models must be distinct; named more than once: "
+                         + "; ".join(" and ".join(map(repr, names)) for names in repeated))
+
+
 def run_family(models, task: str, *, n_examples: int = 200, shots: int = 2, seed: int = 0, batch_size: int = 16,
                continuation: str = "teacher_forced", device=None, dtype=None, loader=None, world=None) -> Family:
     """Score ``task`` (see :mod:`.tasks`) on every model of ``models`` (folders, cached hub ids,
@@ -86,8 +103,7 @@ def run_family(models, task: str, *, n_examples: int = 200, shots: int = 2, seed
     models = list(models)
     if not models:
         raise ValueError("models is empty: name at least one model")
-    if len(set(map(str, models))) != len(models):
-        raise ValueError(f"models must be distinct, got {models}")
+    check_distinct(models)
     examples = arithmetic_task(task, n_examples, shots=shots, seed=seed)
     if loader is None:
         from .. import models as model_loading

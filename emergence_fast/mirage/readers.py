@@ -708,6 +708,9 @@ def _metric_list(metrics, lower_is_better=(), higher_is_better=()):
         if not isinstance(m, str):
             raise TypeError(f"metric names must be str, got {type(m).__name__}")
     names = [m.strip().removesuffix(",none") for m in metrics]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:     # acc,acc or acc and acc,none: the same metric twice
+        raise ValueError(f"metrics name {repeated} more than once (got {metrics}); name each metric once")
     reads = {}
     for name, request in zip(names, metrics):
         if name not in _DERIVED:

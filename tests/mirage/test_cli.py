@@ -2,6 +2,7 @@
 import argparse
 import io
 import json
+import re
 
 import pytest
 
@@ -78,3 +79,19 @@ def test_live_scoring_shows_a_bar_over_the_models_unless_quiet(tmp_path, quiet, 
     err = capsys.readouterr().err
     assert ("mirage: scoring models" in err and "2/2" in err) != quiet
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mirage.csv", "mirage.json", "mirage_curves.png"]
+
+
+def test_a_model_or_metric_named_twice_is_refused(tmp_path, monkeypatch):
+    # issue #13: g2 and ./g2 are the same folder; acc,acc the same metric
+    (tmp_path / "g2").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^--models: models must be distinct; named more than once: 'g2' and './g2'$"):
+        run(["mirage", "--models", "g2", "./g2", "g3", "--task", "arithmetic-2d-mult", "--out", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match=r"^--metrics names \['exact_match'\] more than once; name each metric once$"):
+        run(["mirage", "--models", "g2", "g3", "--task", "arithmetic-2d-mult", "--metrics", "exact_match,exact_match",
+             "--out", str(tmp_path / "o")])
+    (tmp_path / "f.csv").write_text("model,params,metric,score\na,1e8,acc,0.2\nb,1e9,acc,0.4\n")
+    for metrics, got in (("acc,acc", "['acc', 'acc']"), ("acc,acc,none", "['acc', 'acc,none']")):
+        with pytest.raises(ValueError, match="^" + re.escape(f"metrics name ['acc'] more than once (got {got}); name")):
+            run(["mirage", "--results", "f.csv", "--task", "t", "--metrics", metrics, "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
