@@ -392,3 +392,22 @@ def test_a_stale_checkpoint_is_discarded_with_a_note(llama_dir, tmp_path, capsys
     assert not (out / "ie_checkpoint.pt").exists()
     help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["ie"].format_help().split())
     assert "without it a checkpoint left there by an earlier (killed) run is discarded" in help_text
+
+
+def test_no_peak_block_is_reported_when_no_emergence_value_is_finite(llama_dir, tmp_path, capsys, monkeypatch):
+    """argmax over all-NaN means named block 0 as the peak."""
+    real = emergence.information_emergence
+
+    def all_nan(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.emergence = torch.full_like(result.emergence, math.nan)
+        return result
+
+    monkeypatch.setattr(emergence, "information_emergence", all_nan)
+    assert cli.main(ie_argv(llama_dir, tmp_path / "out", "--quiet", "--layers", "1,2")) == 0
+    assert "peak block: none;" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "ie.json").read_text())["layer_summary"]["peak_layer"] is None
+    result = all_nan(*models.load_model(llama_dir), icl_ids(32, 2), layers=[1, 2], estimator="gaussian",
+                     batch_size=8)
+    result.emergence[1] = 0.5  # one finite block mean: that block is the peak, whatever NaNs the others hold
+    assert result.layer_summary()["peak_layer"] == 2

@@ -386,3 +386,33 @@ def test_ids_outside_the_tokenizer_vocabulary_are_named(tmp_path, bpe_tokenizer,
                                "were the ids made with another tokenizer?")
     # Only the rows used are checked: the first 4 are fine.
     assert load_dataset(f"ids:{path}", bpe_tokenizer, 4).input_ids.tolist() == ids[:4].tolist()
+
+
+def test_non_utf8_text_is_named_with_the_byte_and_a_fix(tmp_path, bpe_tokenizer):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("A café. The dog ran.".encode("latin1"))
+    with pytest.raises(ValueError) as info:
+        text_dataset(latin1, bpe_tokenizer, 1, 2)
+    assert str(info.value) == (f"text:{latin1} is not UTF-8 (byte 0xe9 at offset 5): convert it, e.g. iconv -f latin1 "
+                               f"-t utf-8 {latin1} > latin1.utf8.txt")
+
+
+def test_a_utf8_bom_is_not_part_of_the_text(tmp_path, bpe_tokenizer):
+    plain, bom = tmp_path / "plain.txt", tmp_path / "bom.txt"
+    plain.write_text(PROSE, encoding="utf-8")
+    bom.write_bytes(b"\xef\xbb\xbf" + PROSE.encode("utf-8"))
+    assert torch.equal(text_dataset(bom, bpe_tokenizer, 4, 4).input_ids,
+                       text_dataset(plain, bpe_tokenizer, 4, 4).input_ids)
+
+
+def test_an_ids_file_that_is_not_a_tensor_gets_our_message(tmp_path):
+    """torch's own advice was to rerun torch.load with weights_only=False, which runs code from the file."""
+    from emergence_fast.datasets import ids_dataset
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world\n", encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        ids_dataset(corpus, 1)
+    assert str(info.value).startswith(f"dataset ids:{corpus} is not a tensor file saved with torch.save (.pt) or numpy "
+                                      "(.npy) (")
+    assert "weights_only" not in str(info.value)

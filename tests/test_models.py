@@ -318,3 +318,25 @@ def test_real_default_model_knows_paris():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     text = tokenizer.decode(out[0, inputs.input_ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in text, text
+
+
+def test_a_folder_without_tokenizer_files_is_named(tmp_path):
+    """transformers loaded an empty tokenizer (vocabulary 0) from config.json + weights alone."""
+    folder = tmp_path / "no-tokenizer"
+    tiny_model("llama").save_pretrained(folder)
+    with pytest.raises(ValueError) as info:
+        load_model(folder)
+    assert str(info.value) == (f"model {str(folder)!r} has no tokenizer files (tokenizer.json / tokenizer_config.json "
+                               "/ vocab.json / vocab.txt...): save the model's tokenizer into that folder "
+                               "(tokenizer.save_pretrained)")
+
+
+def test_a_truncated_weights_file_is_named_with_its_cause(llama_dir):
+    weights = llama_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError) as info:
+        load_model(llama_dir)
+    message = str(info.value)
+    assert message.startswith(f"model {str(llama_dir)!r}: could not load model.safetensors (SafetensorError: ")
+    assert message.endswith("the file is likely truncated or corrupt (an interrupted download or copy): copy it again")
+    assert type(info.value.__cause__).__name__ == "SafetensorError"  # the library's error, kept for a debugger
