@@ -435,8 +435,13 @@ def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_
 SAMPLE_WORKING_BYTES = 2**31  # estimate_from_states' room for the sample estimators' temporaries (no state budget there)
 
 
+def _native_knn(backend, device) -> bool:
+    """Whether KSG's k-NN search runs in a native kernel with ``backend`` on ``device`` (its memory model differs)."""
+    return resolve_backend(backend, torch.device(device)) in ("cpp", "triton", "cuda")
+
+
 def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world,
-                             working=SAMPLE_WORKING_BYTES, progress=False):
+                             working=SAMPLE_WORKING_BYTES, progress=False, backend=None):
     """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone. Six ``[L, T]`` tensors.
 
     The ``L x T`` cells run in chunks (and KSG's or Rényi's jackknife in groups of resamples)
@@ -450,14 +455,16 @@ def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, 
     x, y = reservoir.pairs()  # [L, T, m, d] views of the reservoir
     n_layers, seq_len, m, width = x.shape
     n_cells = n_layers * seq_len
-    chunks = estimate_memory.plan_chunks(estimator, options, m, width, n_cells, working,
-                                         native_knn=estimate_memory.native_knn_for(x.device))
+    native = _native_knn(backend, x.device)
+    chunks = estimate_memory.plan_chunks(estimator, options, m, width, n_cells, working, native_knn=native)
     if chunks is None:
-        need = estimate_memory.minimum_bytes(estimator, options, m, width, n_cells,
-                                             native_knn=estimate_memory.native_knn_for(x.device))
+        need = estimate_memory.minimum_bytes(estimator, options, m, width, n_cells, native_knn=native)
         raise ValueError(f"the {estimator} estimate needs {format_bytes(need)} of working memory for its smallest chunk "
                          f"({estimate_memory.smallest_chunk(n_cells)} cells of {m} rows x {width} per side), and "
                          f"{format_bytes(working)} is left: raise state_memory")
+
+    if backend is not None and "backend" in inspect.signature(estimate).parameters:
+        options = {**options, "backend": backend}  # KSG and Rényi's k-NN search: the backend the caller chose
 
     def with_stderr(x, y):
         if estimator == "chen2024":  # a jackknife would retrain 32 critics of 10,000 steps per cell
@@ -629,7 +636,7 @@ class StatePlan:
 
 
 def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_samples, reservoir_size,
-                budget, *, micro_rows=0, device=None) -> StatePlan:
+                budget, *, micro_rows=0, device=None, backend=None) -> StatePlan:
     """Fit the state into ``budget`` bytes: full moments if they fit, else a subspace (or a smaller reservoir).
 
     The fold buffer (captured float32 rows waiting to be folded) counts against the budget too:
@@ -643,7 +650,7 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
     fold = fold_batches * batch_size * row
     if estimator in SAMPLE_ESTIMATORS:
         return _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_size, budget, row,
-                                  fold_batches, fold, micro_rows, device)
+                                  fold_batches, fold, micro_rows, device, backend)
     if estimator == "noisy":
         # The reservoir, the fold buffer, the micro states, and one layer's estimate temporaries at the
         # reservoir's size (_estimate_noisy takes layers in chunks of whatever room is left).
@@ -684,7 +691,7 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
 
 
 def _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_size, budget, row, fold_batches, fold,
-                       micro_rows, device) -> StatePlan:
+                       micro_rows, device, backend=None) -> StatePlan:
     """The reservoir and the estimate stage of a sample-based estimator share ``budget`` bytes.
 
     The macro pass holds the reservoir (``capacity x row``) and the fold buffer; the estimate
@@ -698,7 +705,7 @@ def _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_si
     of ``MIN_RESERVOIR`` rows with the smallest chunk fits -- before any forward pass.
     """
     micro = micro_rows * 2 * width * 4
-    native = estimate_memory.native_knn_for(device or "cpu")
+    native = _native_knn(backend, device or "cpu")
 
     def need(capacity):  # the larger stage's peak with a reservoir of `capacity` rows
         smallest_chunk = estimate_memory.minimum_bytes(estimator, options, min(capacity, n_samples), width, cells,
@@ -975,7 +982,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     cells_shape = (len(capture.layers), seq_len)
     plan = _plan_state(estimator, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
                        reservoir_size, budget, micro_rows=cells_shape[0] * torch.unique(input_ids).numel(),
-                       device=device)
+                       device=device, backend=backend)
     config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
@@ -1033,7 +1040,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
                                     budget=room, causal=_is_causal(model), progress=progress)
     elif estimator in SAMPLE_ESTIMATORS:
         estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
-                                             world, working=plan.working, progress=progress)
+                                             world, working=plan.working, progress=progress, backend=backend)
     else:
         estimates = _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
                                            backend, world, progress=progress)
@@ -1245,7 +1252,7 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
                                     options, base, backend, world, causal=states.config["causal"])
     elif estimator in SAMPLE_ESTIMATORS:
         estimates = _estimate_from_reservoir(estimator, states.reservoir, states.micro_in, states.micro_out,
-                                             states.tokens, input_ids, options, base, world)
+                                             states.tokens, input_ids, options, base, world, backend=backend)
     else:  # one layer's full-width moments at a time: 16 (2d)^2 bytes per position
         x, y = states.reservoir.pairs()
         per_layer = []

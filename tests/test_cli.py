@@ -411,3 +411,21 @@ def test_no_peak_block_is_reported_when_no_emergence_value_is_finite(llama_dir, 
                      batch_size=8)
     result.emergence[1] = 0.5  # one finite block mean: that block is the peak, whatever NaNs the others hold
     assert result.layer_summary()["peak_layer"] == 2
+
+
+def test_ksg_runs_its_knn_search_on_the_backend_given(llama_dir, tmp_path, monkeypatch):
+    """--backend was ignored by the sample estimators: KSG's k-NN search ran on the default backend (cpp here)."""
+    from emergence_fast.estimators import knn
+
+    chosen = []
+    original = knn._ksg
+
+    def recording(x3, y3, k, variant, jitter, backend, *rest):
+        chosen.append(backend)
+        return original(x3, y3, k, variant, jitter, backend, *rest)
+
+    monkeypatch.setattr(knn, "_ksg", recording)
+    argv = ie_argv(llama_dir, tmp_path / "out", "--quiet", "--layers", "1", "--estimator", "ksg", "--backend", "torch")
+    assert cli.main(argv) == 0
+    # The estimate stage's calls (after the options' probe on a few rows, before the model loads) use it.
+    assert chosen[-1] == "torch" and chosen.count("torch") >= 2  # the macro and the micro estimates at least
