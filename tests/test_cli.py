@@ -429,3 +429,17 @@ def test_ksg_runs_its_knn_search_on_the_backend_given(llama_dir, tmp_path, monke
     assert cli.main(argv) == 0
     # The estimate stage's calls (after the options' probe on a few rows, before the model loads) use it.
     assert chosen[-1] == "torch" and chosen.count("torch") >= 2  # the macro and the micro estimates at least
+
+
+@pytest.mark.parametrize("command", ["icl", "mirage", "bench"])
+def test_ctrl_c_in_other_commands_is_one_line_exit_130(command, llama_dir, tmp_path, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "load_model", interrupt)
+    argv = {"icl": ["icl", "judge", "--model", str(llama_dir)],
+            "mirage": ["mirage", "--models", str(llama_dir), "--task", "arithmetic-2d-mult", "--quiet"],
+            "bench": ["bench", "--model", str(llama_dir), "--quick"]}[command]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == f"emergence-fast {command}: interrupted"
