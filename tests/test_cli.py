@@ -118,7 +118,7 @@ def one_line_error(capsys, command):
     ("ie", ["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
     ("icl", ["judge", "--concepts", "0a1"], "--concepts: concept must contain only the characters '0' and '1'"),
     ("icl", ["judge", "--max-len", "0"], "--max-len must be >= 1, got 0"),
-    ("icl", ["generate", "--p-tails", "30,140"], "--p-tails must be comma-separated integer percentages in [0, 100]"),
+    ("icl", ["generate", "--p-tails", "30,140"], "--p-tails: p_tails must hold percentages in [0, 100], got 140"),
     ("icl", ["judge", "--n-boot", "-1"], "--n-boot must be >= 0, got -1"),
     ("mirage", ["--models", "a", "b", "--task", "nope"], "--task for --models must be one of arithmetic-2d-mult"),
     ("mirage", ["--models", "a", "--task", "arithmetic-2d-mult", "--metrics", "acc"], "unknown metric(s) ['acc']"),
