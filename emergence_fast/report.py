@@ -296,7 +296,8 @@ def summary_table(result) -> str:
     ceiling = ", ".join(f"{v:.2f}" for v in result.ceiling_macro.tolist())
     lines.append(f"peak block: {'none' if summary['peak_layer'] is None else summary['peak_layer']}; ceiling (prefix entropy) by position: [{ceiling}]")
     shape = result.shape_agreement()
-    lines.append(f"shape vs ceiling: pearson={shape['pearson_with_ceiling']}, "
-                 f"steps agree at {shape['steps_where_ceiling_steps']} of positions")
+    pearson, steps = shape["pearson_with_ceiling"], shape["steps_where_ceiling_steps"]
+    lines.append(f"shape vs ceiling: pearson={'n/a' if pearson is None else f'{pearson:+.2f}'}, "
+                 f"steps agree at {'n/a' if steps is None else f'{steps:.0%}'} of positions")
     lines += [f"note: {note}" for note in result.notes]
     return "\n".join(lines)

@@ -167,6 +167,9 @@ def test_summary_table_mentions_every_layer(tmp_path):
     assert f"peak block: {summary['peak_layer']}" in table
     assert "note: a note" in table and "note: another note" in table
     assert "[1.00, 1.67, 2.33, 3.00]" in table  # the ceiling by position
+    shape = result.shape_agreement()
+    assert (f"shape vs ceiling: pearson={shape['pearson_with_ceiling']:+.2f}, steps agree at "
+            f"{shape['steps_where_ceiling_steps']:.0%} of positions") in table
 
 
 def test_summary_table_with_infinite_cells():
