@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tomllib
@@ -141,9 +142,14 @@ def _copy_source(dest: Path) -> Path:
 def _constraints(path: Path) -> Path:
     """Pin everything to the versions installed here, so pip reuses what this machine already fetched
     (an unpinned torch would pull a multi-GB CUDA build)."""
-    pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
-                   if d.metadata["Name"] and d.metadata["Name"].lower().replace("-", "_") != "emergence_fast"})
-    path.write_text("\n".join(pins) + "\n")
+    pins = {}
+    # Only what is installed in site-packages: a tool's vendored copy on sys.path (setuptools/_vendor holds
+    # another `packaging`) would pin a second, conflicting version.
+    for dist in importlib.metadata.distributions(path=site.getsitepackages()):
+        name = (dist.metadata["Name"] or "").lower().replace("-", "_")
+        if name and name != "emergence_fast" and name not in pins:
+            pins[name] = f"{dist.metadata['Name']}=={dist.version}"
+    path.write_text("\n".join(sorted(pins.values())) + "\n")
     return path
 
 
