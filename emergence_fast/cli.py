@@ -162,7 +162,7 @@ def _check_dataset(spec: str, n_samples: int):
             raise ValueError(f"--dataset {spec}: {path!r} is not a file")
         if kind == "ids":
             return datasets.ids_dataset(path, n_samples)
-        datasets._read_documents(Path(path))  # readable, UTF-8, valid JSONL, not empty: all but the tokenizing
+        datasets.read_documents(Path(path))  # readable, UTF-8, valid JSONL, not empty: all but the tokenizing
         return None
     raise ValueError(f"--dataset must be one of {', '.join(datasets.ICL_ENTITY_FILES)}, text:PATH or ids:PATH, "
                      f"got {spec!r}")
@@ -180,12 +180,12 @@ def check_model_args(args) -> None:
     """``--dtype`` and ``--device`` (or ``--device-map`` and its options) as the model loader checks them."""
     from . import models
 
-    models._resolve_dtype(args.dtype)
     device_map = getattr(args, "device_map", None)
     if device_map is None:
-        models._resolve_device(args.device)
+        models.resolve_placement_options(args.dtype, args.device)
     else:
-        models._resolve_placement(device_map, _max_memory(args.max_memory), args.offload_folder)
+        models.resolve_placement_options(args.dtype, None, device_map, _max_memory(args.max_memory),
+                                         args.offload_folder)
 
 
 def claim_output(folder, world) -> None:
@@ -212,7 +212,8 @@ def check_backend(backend, device: str | None, device_map=None) -> None:
 
     requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
     if device_map is None or requested not in BACKENDS:  # "auto" or a name resolve_backend refuses
-        resolve_backend(backend, models._resolve_device(device) if device_map is None else torch.device("cpu"))
+        resolve_backend(backend, models.resolve_placement_options(device=device)[1] if device_map is None
+                        else torch.device("cpu"))
         return
     status = ef.backends()[requested]
     if not status.available:

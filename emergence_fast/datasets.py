@@ -228,7 +228,7 @@ def icl_dataset(name: str, tokenizer, n_samples: int, k_shots: int, seed: int = 
     return TokenDataset(input_ids, name, list(range(0, 2 * k_shots, 2)), info)
 
 
-def _read_documents(path: Path) -> list[str]:
+def read_documents(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"text data set not found: {path}")
     if path.suffix not in TEXT_SUFFIXES:
@@ -293,7 +293,7 @@ def text_dataset(path, tokenizer, n_samples: int, seq_len: int, seed: int = 0) -
     path = Path(path)
     n_samples = _positive_int(n_samples, "n_samples")
     seq_len = _positive_int(seq_len, "seq_len")
-    documents = _read_documents(path)
+    documents = read_documents(path)
 
     # One batched call: a fast tokenizer encodes the documents in parallel.
     token_docs = [np.asarray(ids, dtype=np.int64)

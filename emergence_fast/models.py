@@ -214,11 +214,8 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
     ModelNotAvailableError
         ``model`` is neither a local folder nor in the local Hugging Face cache.
     """
-    torch_dtype = _resolve_dtype(dtype)
-    if device is not None and device_map is not None:
-        raise ValueError("pass device or device_map, not both")
-    target_device = _resolve_device(device) if device_map is None else None
-    placement = _resolve_placement(device_map, max_memory, offload_folder)
+    torch_dtype, target_device, placement = resolve_placement_options(dtype, device, device_map, max_memory,
+                                                                      offload_folder)
     if gguf_file is not None and not isinstance(gguf_file, str):
         raise TypeError(f"gguf_file must be a file name (str), got {type(gguf_file).__name__}")
 
@@ -352,6 +349,19 @@ def _check_not_a_path(source: str, model, gguf_file) -> None:
         raise FileNotFoundError(f"model folder {source!r} does not exist")
     if gguf_file is not None:
         raise ValueError(f"gguf_file needs model= a local folder; {source!r} is not one")
+
+
+def resolve_placement_options(dtype=None, device=None, device_map=None, max_memory=None, offload_folder=None):
+    """``load_model``'s dtype and placement arguments checked and resolved, without loading anything
+    (the CLI checks them before a model loads): ``(torch dtype, target device or None, placement kwargs)``.
+
+    Raises ``ValueError`` as :func:`load_model` does for these arguments.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    if device is not None and device_map is not None:
+        raise ValueError("pass device or device_map, not both")
+    target_device = _resolve_device(device) if device_map is None else None
+    return torch_dtype, target_device, _resolve_placement(device_map, max_memory, offload_folder)
 
 
 def _resolve_dtype(dtype) -> torch.dtype:
