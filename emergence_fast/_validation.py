@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import torch
@@ -64,6 +65,66 @@ def log_base(base) -> float:
     if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0 or base == 1 or not math.isfinite(base):
         raise ValueError(f"base must be a finite positive number other than 1 (e.g. 2 for bits), got {base!r}")
     return math.log(base)
+
+
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int``: a Python or numpy integer (not a bool) in ``[minimum, maximum]``.
+
+    Raises ValueError ``"<name> must be an integer >= <minimum>, got <value>"`` (or ``in [a, b]``,
+    ``<= b``) otherwise: a wrong type is reported like a wrong value, since both come from the
+    same slip (``k=2.5``, ``k="3"``).
+    """
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if integral and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return int(value)
+    if minimum is not None and maximum is not None:
+        expected = f"an integer in [{minimum}, {maximum}]"
+    elif minimum is not None:
+        expected = f"an integer >= {minimum}"
+    elif maximum is not None:
+        expected = f"an integer <= {maximum}"
+    else:
+        expected = "an integer"
+    raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an ``int >= minimum`` (default 1); ValueError naming ``name`` otherwise."""
+    return check_int(value, name, minimum=minimum)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed: any Python or numpy integer (not a bool); TypeError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """A bool (not 0/1, not a string); TypeError naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive_float(value, name: str, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite ``float > 0`` (``>= 0`` with ``allow_zero``); ValueError naming ``name`` otherwise."""
+    if _real(value) and (value > 0 or (allow_zero and value == 0)):
+        return float(value)
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_probability(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float in ``[0, 1]`` (``(0, ...`` / ``..., 1)`` when open); ValueError naming ``name`` otherwise."""
+    if _real(value) and (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1):
+        return float(value)
+    interval = ("(0" if low_open else "[0") + ", " + ("1)" if high_open else "1]")
+    raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 def check_choice(value, name: str, choices) -> None:

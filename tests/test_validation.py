@@ -1,10 +1,14 @@
 """Bad input gets a ValueError that names the argument."""
 import math
 
+import numpy as _np
 import pytest
 import torch
 
 import emergence_fast as ef
+from emergence_fast._validation import (
+    check_bool, check_int, check_positive_float, check_positive_int, check_probability, check_seed,
+)
 
 GOOD = torch.randn(50, 3)
 
@@ -148,3 +152,46 @@ def test_every_mi_method_is_in_nats_unless_base(method):
 def test_every_entropy_method_is_in_nats_unless_base(method):
     x = torch.randn(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert float(ef.entropy(x, method, base=2)) * math.log(2) == pytest.approx(float(ef.entropy(x, method)), rel=1e-9)
+
+
+# --- the shared scalar checks -------------------------------------------------------------------
+
+
+def test_check_int_accepts_python_and_numpy_integers_in_range():
+    assert check_int(3, "k", minimum=1) == 3
+    assert type(check_int(_np.int64(3), "k", minimum=1, maximum=3)) is int
+    assert check_positive_int(1, "n") == 1
+
+
+@pytest.mark.parametrize("value, kwargs, message", [
+    (0, {"minimum": 1}, "k must be an integer >= 1, got 0"),
+    (True, {"minimum": 0}, "k must be an integer >= 0, got True"),
+    (2.5, {}, "k must be an integer, got 2.5"),
+    ("3", {"minimum": 1}, "k must be an integer >= 1, got '3'"),
+    (9, {"minimum": 1, "maximum": 8}, r"k must be an integer in \[1, 8\], got 9"),
+    (9, {"maximum": 8}, "k must be an integer <= 8, got 9"),
+])
+def test_check_int_refuses_with_the_name_and_the_range(value, kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        check_int(value, "k", **kwargs)
+
+
+def test_check_seed_bool_and_floats():
+    assert check_seed(_np.int32(7)) == 7
+    with pytest.raises(TypeError, match="^seed must be an integer, got float 1.0$"):
+        check_seed(1.0)
+    with pytest.raises(TypeError, match="^stderr_seed must be an integer, got bool True$"):
+        check_seed(True, "stderr_seed")
+    assert check_bool(False, "flag") is False
+    with pytest.raises(TypeError, match="^flag must be a bool, got int 1$"):
+        check_bool(1, "flag")
+    assert check_positive_float(_np.float32(0.5), "lr") == 0.5
+    assert check_positive_float(0, "tau", allow_zero=True) == 0.0
+    for bad in (0.0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="^lr must be a finite number > 0, got "):
+            check_positive_float(bad, "lr")
+    assert check_probability(1, "p") == 1.0
+    with pytest.raises(ValueError, match=r"^holdout must be a number in \(0, 1\), got 1.0$"):
+        check_probability(1.0, "holdout", low_open=True, high_open=True)
+    with pytest.raises(ValueError, match=r"^p must be a number in \[0, 1\], got nan$"):
+        check_probability(float("nan"), "p")
