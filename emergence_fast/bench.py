@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from .report import OutputFolder, text_table, write_json
+
 BENCH_FILE = "bench.json"
 ICL_CONCEPTS = ((0, 1), (0, 1, 1))
 KNN_K = 3
@@ -590,8 +592,6 @@ def run_bench(model, tokenizer=None, *, out_dir=None, quick: bool = False, sizes
     ValueError
         Naming the argument: ``out_dir`` is a file, or a size is not a positive integer.
     """
-    from .report import write_json
-
     from .capture import input_device
 
     device = input_device(model)
@@ -632,12 +632,6 @@ def run_bench(model, tokenizer=None, *, out_dir=None, quick: bool = False, sizes
 # ---------------------------------------------------------------- table
 
 
-def _table(rows, header) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _num(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
@@ -654,7 +648,7 @@ def format_table(result: dict) -> str:
              f"{p['model']['dtype']}) on {p['device']}: {p['device_name']}, torch {p['torch']}, {p['threads']} threads",
              "", f"Model: bare forward vs IE macro pass ({m['data']}; T={m['seq_len']}, batch {m['batch_size']}, "
              f"{m['layers']} blocks x {m['positions']} positions, {m['tokens']:,} tokens)",
-             _table([["bare forward (logits included)", f"{m['bare_forward_s']:.2f}", _num(m["bare_tokens_per_s"]), "-"],
+             text_table([["bare forward (logits included)", f"{m['bare_forward_s']:.2f}", _num(m["bare_tokens_per_s"]), "-"],
                      ["IE macro pass (capture + accumulate)", f"{m['ie_macro_pass_s']:.2f}",
                       _num(m["ie_tokens_per_s"]), f"{100 * m['overhead']:+.0f}%"],
                      ["  of which accumulate", f"{m['ie_accumulate_s']:.2f}", "", ""],
@@ -662,18 +656,18 @@ def format_table(result: dict) -> str:
                          f"{m['ie_pilot_s']:.2f}", "", ""]] if m["ie_pilot_s"] > 0.005 else []),
                      ["IE micro pass", f"{m['ie_micro_pass_s']:.2f}", "", ""],
                      ["IE estimates", f"{m['ie_estimate_s']:.2f}", "", ""]],
-                    ["pass", "seconds", "tokens/s", "overhead"]),
+                    ["pass", "seconds", "tokens/s", "overhead"], left=1),
              "", f"ICL: {icl['prompts']} ({icl['n_prompts']} prompts; readouts agree to {icl['max_abs_diff']:.1e} nats)",
-             _table([["one prompt per forward", f"{icl['single_s']:.2f}", _num(icl["single_prompts_per_s"]),
+             text_table([["one prompt per forward", f"{icl['single_s']:.2f}", _num(icl["single_prompts_per_s"]),
                       f"{icl['single_tokens_fed']:,}", "1.0x"],
                      [f"PromptRunner, batch {icl['batch_size']} + prefix cache", f"{icl['batched_s']:.2f}",
                       _num(icl["batched_prompts_per_s"]), f"{icl['batched_tokens_fed']:,}", f"{icl['ratio']:.1f}x"]],
-                    ["method", "seconds", "prompts/s", "tokens fed", "speed-up"]),
+                    ["method", "seconds", "prompts/s", "tokens fed", "speed-up"], left=1),
              "", "Kernels vs peers (same device, same run; ratio = rate / peer rate)"]
     rows = [[r["op"], "x".join(map(str, r["shape"])), r["dtype"], r["backend"], f"{r['seconds'] * 1e3:.3g}",
              f"{_num(r['rate'])} {r['unit']}", r["peer"], f"{_num(r['peer_rate'])} {r['unit']}", f"{r['ratio']:.2f}"]
             for r in result["kernels"]]
-    lines.append(_table(rows, ["op", "shape", "dtype", "backend", "ms", "rate", "peer", "peer rate", "ratio"]))
+    lines.append(text_table(rows, ["op", "shape", "dtype", "backend", "ms", "rate", "peer", "peer rate", "ratio"], left=1))
     if result["skipped_backends"]:
         lines.append("skipped: " + "; ".join(f"{s['backend']} ({s['reason']})" for s in result["skipped_backends"]))
     return "\n".join(lines)
@@ -716,7 +710,6 @@ def run(args, out=None) -> dict:
     loads; a run that fails leaves no folder it created behind.
     """
     from . import models
-    from .report import OutputFolder
 
     sizes = {key: getattr(args, key) for key in ("n_samples", "batch_size", "icl_max_len", "repeats")
              if getattr(args, key, None) is not None}

@@ -23,6 +23,7 @@ import emergence_fast as ef
 from emergence_fast import bench, distributed
 from emergence_fast._dispatch import BACKENDS, ENV_VAR, resolve_backend
 from emergence_fast._optional import MissingDependency
+from emergence_fast.report import text_table
 from emergence_fast.emergence import (
     DEFAULT_ESTIMATOR,
     DEFAULT_STATE_MEMORY,
@@ -43,12 +44,6 @@ def correlated_gaussian(n: int, dx: int, dy: int, rho: float, generator: torch.G
     y = noise.clone()
     y[:, :k] = rho * x[:, :k] + math.sqrt(1 - rho**2) * noise[:, :k]
     return x.float(), y.float(), -0.5 * k * math.log(1 - rho**2)
-
-
-def _table(rows, header) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) for c, w in zip(r, widths))
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def demo(seed: int = 0, out=None) -> None:
@@ -93,7 +88,7 @@ def demo(seed: int = 0, out=None) -> None:
     rows.append([f"token entropy V={vocab}, half masked", 64, f"{float(reference.mean()):.4f}",
                  f"{float(h_tokens.mean()):.4f}", "-", "-", f"{elapsed * 1e3:.1f}"])
 
-    print(_table(rows, ["quantity", "N", "truth", "plug-in", "wishart", "exp. bias", "ms"]), file=out)
+    print(text_table(rows, ["quantity", "N", "truth", "plug-in", "wishart", "exp. bias", "ms"]), file=out)
     print("\ntruth: closed form (MI = -k/2 log(1 - rho^2), rho = 0.75; H = 1/2 log((2 pi e)^d det S)); "
           "token-entropy truth is a float64 softmax reference.", file=out)
 

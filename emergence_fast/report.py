@@ -2,7 +2,7 @@
 
 Every output file of every command (``ie``, ``icl``, ``mirage``, ``bench``) goes through the
 three writers here, :func:`write_json`, :func:`write_csv` and :func:`write_figure`, all built
-on :func:`atomic_write`; :class:`OutputFolder` checks and locks a command's ``--out`` before
+on :func:`atomic_write`, and every plain-text table through :func:`text_table`; :class:`OutputFolder` checks and locks a command's ``--out`` before
 any model loads.
 """
 from __future__ import annotations
@@ -120,6 +120,23 @@ def write_csv(rows, path) -> Path:
             writer.writeheader()
             writer.writerows({key: _plain(value) for key, value in row.items()} for row in rows)
     return atomic_write(path, write)
+
+
+def text_table(rows, header, *, left: int = 0) -> str:
+    """``rows`` (lists of cells, any type, shown by ``str``) under ``header`` as aligned plain text.
+
+    Columns are as wide as their widest cell and two spaces apart; a dashed line sits under the
+    header. The first ``left`` columns (labels) are left-aligned, the others right-aligned
+    (numbers). Every row must have ``len(header)`` cells; ``ValueError`` otherwise.
+    """
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"every row must have {len(header)} cells (one per header column), "
+                         f"got lengths {sorted({len(row) for row in rows})}")
+    widths = [max(len(str(row[i])) for row in [*rows, header]) for i in range(len(header))]
+
+    def line(row):
+        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def write_figure(fig, path, dpi: int = 120) -> Path:

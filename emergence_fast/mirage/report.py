@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import transitions
 from .._optional import require
-from ..report import write_csv, write_figure, write_json  # noqa: F401 (write_csv, write_json: this module's API)
+from ..report import text_table, write_csv, write_figure, write_json  # noqa: F401 (write_csv, write_json: this module's API)
 from . import curves
 from .metrics import aggregate, metric_spec
 from .readers import Family
@@ -228,14 +228,6 @@ def _g(value, digits=3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _table(rows, header) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-
-    def line(row):
-        return "  ".join(str(c).rjust(w) for c, w in zip(row, widths))
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def _where(s: curves.CurveStatistics) -> tuple[str, str]:
     """(where the transition is, its width) as the table shows them: a bracket or a location [CI], in parameters."""
     if s.verdict in ("sharp", "sharp drop") and math.isfinite(s.transition.width_bound):
@@ -252,14 +244,14 @@ def summary_table(report: MirageReport) -> str:
     names = list(report.curves)
     value_rows = [[m, _g(float(report.params[i]))] + [_g(float(report.curves[n].values[i]), 4) for n in names]
                   for i, m in enumerate(report.models)]
-    out = [f"task {report.task}: {len(report.models)} models", _table(value_rows, ["model", "params"] + names), ""]
+    out = [f"task {report.task}: {len(report.models)} models", text_table(value_rows, ["model", "params"] + names), ""]
     rows = []
     for n in names:
         s = report.stats[n]
         where, width = _where(s)
         rows.append([n, "up" if s.higher_is_better else "down", _g(s.emergence_score), _g(s.linearity),
                      _g(s.transition.smoothness.delta, 3), where, width, report.verdicts[n]])
-    out.append(_table(rows, ["metric", "better", "emergence", "linearity", "dBIC(sig)", "transition (params) [CI]",
+    out.append(text_table(rows, ["metric", "better", "emergence", "linearity", "dBIC(sig)", "transition (params) [CI]",
                              "width (decades)", "verdict"]))
     if report.power_law is not None and math.isfinite(report.power_law.alpha):
         fit = report.power_law
