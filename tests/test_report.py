@@ -297,3 +297,20 @@ def test_figures_are_skipped_with_a_note_naming_the_extra_when_matplotlib_is_mis
                                                "installed: pip install 'emergence_fast[plots]'; figures skipped, "
                                                "every other file written")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_text_table_aligns_columns_labels_left_numbers_right():
+    table = report.text_table([["a", 1.5, "x"], ["long label", 22, ""]], ["name", "v", "note"], left=1)
+    assert table == ("name          v  note\n"
+                     "----------  ---  ----\n"
+                     "a           1.5     x\n"
+                     "long label   22      ")
+
+
+def test_text_table_right_aligns_every_column_by_default():
+    assert report.text_table([["a", 1]], ["col", "n"]) == "col  n\n---  -\n  a  1"
+
+
+def test_text_table_refuses_a_row_of_the_wrong_length():
+    with pytest.raises(ValueError, match=r"^every row must have 2 cells \(one per header column\), got lengths \[1, 3\]$"):
+        report.text_table([["a"], ["a", 1, 2]], ["col", "n"])
