@@ -15,10 +15,24 @@ number of cells grows as ``bins ** d``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import _dispatch
 from .._validation import as_samples, check_paired, log_base
+from .registry import Details, Estimator, register
+
+
+@dataclass
+class BinnedDetails(Details):
+    """Float64 tensors of the batch shape: ``occupied``, the number of distinct symbols seen
+    (for MI a trailing dim of 3: x, y, joint), and ``correction``, the Miller–Madow term
+    :math:`(m - 1) / 2N` included in the value (for MI the sum over x, y minus joint), in the
+    value's unit. No standard error of its own (``stderr`` is None)."""
+
+    occupied: torch.Tensor
+    correction: torch.Tensor
 
 
 def _check_bins(bins) -> None:
@@ -45,8 +59,9 @@ def _symbols(codes: torch.Tensor) -> torch.Tensor:
     return torch.unique(rows, dim=0, return_inverse=True)[1].reshape(batch, n)
 
 
-def _entropy_of_symbols(symbols: torch.Tensor) -> torch.Tensor:
-    """Miller–Madow entropy (nats) per row of ``symbols [B, N]`` (ids unique across rows)."""
+def _entropy_of_symbols(symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Miller–Madow entropy (nats) per row of ``symbols [B, N]`` (ids unique across rows), and the
+    number of occupied cells per row."""
     batch, n = symbols.shape
     counts = torch.bincount(symbols.reshape(-1)).to(torch.float64)
     owner = torch.zeros(counts.shape[0], dtype=torch.long, device=symbols.device)
@@ -56,7 +71,7 @@ def _entropy_of_symbols(symbols: torch.Tensor) -> torch.Tensor:
     terms = torch.where(occupied, -p * torch.log(torch.where(occupied, p, 1.0)), torch.zeros_like(p))
     plug_in = torch.zeros(batch, dtype=torch.float64, device=symbols.device).index_add_(0, owner, terms)
     cells = torch.zeros(batch, dtype=torch.float64, device=symbols.device).index_add_(0, owner, occupied.double())
-    return plug_in + (cells - 1) / (2 * n)
+    return plug_in + (cells - 1) / (2 * n), cells
 
 
 def _prepare(x, name, bins, backend):
@@ -66,24 +81,44 @@ def _prepare(x, name, bins, backend):
     return x, discretise(x, bins).reshape(-1, *x.shape[-2:])
 
 
-def entropy(x, *, bins: int = 16, base=None, backend=None):
+def entropy(x, *, bins: int = 16, base=None, backend=None, details=False, seed=0):
     """Miller–Madow entropy of ``x [..., N, d]`` per batch cell: float64, in nats unless ``base``.
 
-    A discrete entropy: a constant cell gives exactly 0.
-
-    Counting runs as torch ops on every backend (``backend`` is validated, not used).
+    A discrete entropy: a constant cell gives exactly 0. ``details=True`` adds
+    :class:`BinnedDetails`. Counting runs as torch ops on every backend (``backend`` is
+    validated, not used); deterministic (``seed`` is accepted and unused).
     """
     unit = log_base(base)
     x, codes = _prepare(x, "x", bins, backend)
-    return (_entropy_of_symbols(_symbols(codes)) / unit).reshape(x.shape[:-2])
+    value, occupied = _entropy_of_symbols(_symbols(codes))
+    value = (value / unit).reshape(x.shape[:-2])
+    if not details:
+        return value
+    n = x.shape[-2]
+    return value, BinnedDetails(occupied=occupied.reshape(x.shape[:-2]),
+                                correction=((occupied - 1) / (2 * n) / unit).reshape(x.shape[:-2]))
 
 
-def mutual_information(x, y, *, bins: int = 16, base=None, backend=None):
-    """Miller–Madow I(X;Y) = H(X) + H(Y) - H(X,Y) per batch cell: float64, in nats unless ``base``."""
+def mutual_information(x, y, *, bins: int = 16, base=None, backend=None, details=False, seed=0):
+    """Miller–Madow I(X;Y) = H(X) + H(Y) - H(X,Y) per batch cell: float64, in nats unless ``base``.
+
+    ``details=True`` adds :class:`BinnedDetails`; deterministic (``seed`` is accepted and unused).
+    """
     unit = log_base(base)
     x, cx = _prepare(x, "x", bins, backend)
     y, cy = _prepare(y, "y", bins, backend)
     check_paired(x, y)
-    h = [_entropy_of_symbols(_symbols(c)) for c in (cx, cy, torch.cat([cx, cy], dim=-1))]
-    return ((h[0] + h[1] - h[2]) / unit).reshape(x.shape[:-2])
+    h, occupied = zip(*(_entropy_of_symbols(_symbols(c)) for c in (cx, cy, torch.cat([cx, cy], dim=-1))))
+    value = ((h[0] + h[1] - h[2]) / unit).reshape(x.shape[:-2])
+    if not details:
+        return value
+    occupied = torch.stack(occupied, -1)
+    correction = (occupied[:, 0] + occupied[:, 1] - occupied[:, 2] - 1) / (2 * x.shape[-2]) / unit
+    return value, BinnedDetails(occupied=occupied.reshape(*x.shape[:-2], 3), correction=correction.reshape(x.shape[:-2]))
 
+
+register(Estimator(
+    name="binned",
+    summary="Plug-in entropy and MI with the Miller-Madow correction (Miller 1955; Paninski 2003 sec. 3)",
+    kind="sample", mutual_information=mutual_information, entropy=entropy, uncertainty="jackknife",
+    check_options=_check_bins))

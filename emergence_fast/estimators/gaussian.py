@@ -40,12 +40,13 @@ import torch
 
 from .. import _dispatch
 from .._validation import as_samples, check_choice, check_paired, log_base
+from .registry import Details, Estimator, register
 
 BIAS_CORRECTIONS = ("none", "wishart")
 
 
 @dataclass
-class GaussianDiagnostics:
+class GaussianDiagnostics(Details):
     """What a Gaussian estimate rests on; tensors have the estimate's batch shape."""
 
     n: torch.Tensor
@@ -166,12 +167,19 @@ def _ranks(corr: torch.Tensor):
     return rank, effective
 
 
-def check_options(bias_correction: str, shrinkage: float, pca=None) -> None:
+def check_options(bias_correction: str = "none", shrinkage: float = 0.0, pca=None, n_samples: int | None = None) -> None:
+    """The options' values, before any data: ValueError naming the option.
+
+    ``n_samples`` (when known up front, as in IE) also checks that the Wishart correction of
+    ``pca`` components per side has the ``N > 2 pca`` samples it needs.
+    """
     check_choice(bias_correction, "bias_correction", BIAS_CORRECTIONS)
     if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage < 1:
         raise ValueError(f"shrinkage must be a number in [0, 1), got {shrinkage!r}")
     if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
         raise ValueError(f"pca must be a positive integer or None, got {pca!r}")
+    if bias_correction == "wishart" and pca and n_samples is not None and n_samples <= 2 * pca:
+        raise ValueError(f"bias_correction='wishart' with pca={pca} needs more than {2 * pca} samples, got {n_samples}")
 
 
 def _check_wishart(dim: int, n: torch.Tensor) -> None:
@@ -307,12 +315,13 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
                                stderr)
 
 
-def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None, details=False):
+def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None, details=False, seed=0):
     """Gaussian differential entropy of ``x [..., N, d]`` per leading batch cell.
 
     Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (``base=2``:
     bits), and :class:`GaussianDiagnostics` when ``details``. A constant column makes it ``-inf``
-    (a degenerate distribution), as does any singular covariance without ``shrinkage``.
+    (a degenerate distribution), as does any singular covariance without ``shrinkage``. The
+    estimate is deterministic: ``seed`` is accepted for the common signature and unused.
     """
     x = as_samples(x, "x")
     count, _, comoment = moments(x, backend)
@@ -321,12 +330,12 @@ def entropy(x, *, bias_correction="none", shrinkage=0.0, base=None, backend=None
 
 
 def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, pca=None, base=None, backend=None,
-                       details=False):
+                       details=False, seed=0):
     """Gaussian mutual information between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
 
     Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (``base=2``:
     bits); see :func:`mutual_information_from_moments` for the options, ``details`` and the
-    value at singular or constant cells.
+    value at singular or constant cells. Deterministic: ``seed`` is accepted and unused.
     """
     x = as_samples(x, "x")
     y = as_samples(y, "y")
@@ -336,3 +345,13 @@ def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, pca=None,
     count, _, comoment = moments(z, backend)
     return mutual_information_from_moments(count, comoment, x.shape[-1], bias_correction=bias_correction,
                                            shrinkage=shrinkage, pca=pca, base=base, details=details)
+
+
+register(Estimator(
+    name="gaussian",
+    summary="Gaussian log-det entropy and MI (Cover & Thomas Thm 8.4.1; Wishart bias: Misra et al. 2005)",
+    kind="moment", mutual_information=mutual_information, entropy=entropy,
+    mi_from_moments=mutual_information_from_moments, uncertainty="own", ie=True,
+    # Full-width log-dets of hidden states (d ~ 10^3, low rank) are singular at any practical N:
+    # IE takes the top 8 principal components per side and subtracts the Wishart bias.
+    ie_defaults={"pca": 8, "bias_correction": "wishart"}, check_options=check_options))

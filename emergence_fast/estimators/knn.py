@@ -82,12 +82,14 @@ entropy's), not a duplicates error.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .. import _dispatch
 from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
+from .registry import Details, Estimator, register
 
 METRICS = ("max", "euclidean")
 VARIANTS = (1, 2)
@@ -257,8 +259,20 @@ def _log_unit_ball(d: int, metric: str) -> float:
     return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
 
 
+@dataclass
+class KNNDetails(Details):
+    """How a kNN estimate was computed: ``k``, the ``algorithm`` that ran (``"kd_tree"`` or
+    ``"brute"``), the ``backend`` of the neighbour search and the ``jitter`` added. No standard
+    error of its own (``stderr`` is None: ``return_stderr`` uses the jackknife)."""
+
+    k: int
+    algorithm: str
+    backend: str
+    jitter: float
+
+
 def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: int = 0, base=None, backend=None,
-            algorithm: str = "auto", _tile_rows=None):
+            algorithm: str = "auto", details: bool = False, _tile_rows=None):
     """Kozachenko–Leonenko differential entropy of ``x [..., N, d]`` per leading batch cell.
 
     Returns a float64 tensor of the batch shape, in nats (or in ``base``). ``metric`` is
@@ -266,7 +280,7 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     ``"auto"``, ``"brute"`` or ``"kd_tree"`` (see the module docstring). A cell whose rows
     are all one point gets ``-inf`` (a point mass). Raises a ``ValueError`` on duplicate points
     unless ``jitter > 0`` (noise scaled for the working precision: module docstring, Ties), and
-    on ties that survive the jitter.
+    on ties that survive the jitter. ``details=True`` adds :class:`KNNDetails`.
     """
     x = as_samples(x, "x")
     chosen = _dispatch.resolve_backend(backend, x.device)
@@ -292,7 +306,10 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
         if bool((radii == 0).any()):
             raise _duplicates_error("x", jitter)
         value[live] = (_psi(n) - _psi(k) + _log_unit_ball(d, metric) + d * radii.log().mean(-1)).to(value.device)
-    return (value / unit).reshape(lead)
+    value = (value / unit).reshape(lead)
+    if not details:
+        return value
+    return value, KNNDetails(k=k, algorithm="kd_tree" if tree else "brute", backend=chosen, jitter=jitter)
 
 
 def _k_nearest_mask(joint: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
@@ -334,7 +351,7 @@ def _ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int, _tile_ro
 
 
 def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.0, seed: int = 0, base=None,
-                       backend=None, algorithm: str = "auto", _tile_rows=None):
+                       backend=None, algorithm: str = "auto", details: bool = False, _tile_rows=None):
     """KSG estimate of I(X;Y) between ``x [..., N, dx]`` and ``y [..., N, dy]`` per batch cell.
 
     ``variant`` is 1 or 2 (KSG eqs. 8 and 9); ``algorithm`` is ``"auto"``, ``"brute"`` or
@@ -343,6 +360,7 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     A cell in which x or y is constant (every row one point) gets exactly 0. Raises a
     ``ValueError`` on duplicate points (joint or in a marginal) unless ``jitter > 0`` (noise
     scaled for the working precision: module docstring, Ties), and on ties that survive it.
+    ``details=True`` adds :class:`KNNDetails`.
     """
     x = as_samples(x, "x")
     y = as_samples(y, "y")
@@ -367,7 +385,10 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
         generator = torch.Generator().manual_seed(seed)
         x3, y3 = _add_jitter(x3, jitter, generator), _add_jitter(y3, jitter, generator)
         value[live] = _ksg(x3, y3, k, variant, jitter, chosen, tree, _tile_rows).to(value.device)
-    return (value / unit).reshape(lead)
+    value = (value / unit).reshape(lead)
+    if not details:
+        return value
+    return value, KNNDetails(k=k, algorithm="kd_tree" if tree else "brute", backend=chosen, jitter=jitter)
 
 
 def _ksg(x3: torch.Tensor, y3: torch.Tensor, k: int, variant: int, jitter: float, chosen: str, tree: bool,
@@ -391,3 +412,14 @@ def _ksg(x3: torch.Tensor, y3: torch.Tensor, k: int, variant: int, jitter: float
     if variant == 1:
         return _psi(k) + _psi(n) - (psi(n_x + 1) + psi(n_y + 1)).mean(-1)
     return _psi(k) - 1.0 / k + _psi(n) - (psi(n_x) + psi(n_y)).mean(-1)
+
+
+register(Estimator(
+    name="knn", summary="Kozachenko-Leonenko kNN differential entropy (Kraskov et al. 2004, eq. 20)",
+    kind="sample", entropy=entropy, uncertainty="jackknife"))
+register(Estimator(
+    name="ksg", summary="KSG kNN mutual information (Kraskov, Stoegbauer & Grassberger 2004, eqs. 8-9)",
+    kind="sample", mutual_information=mutual_information, uncertainty="jackknife", ie=True,
+    # Hidden states of discrete prefixes repeat exactly, which kNN counts cannot resolve: IE adds
+    # a small jitter (scaled to the working precision) by default.
+    ie_defaults={"jitter": 1e-4}))

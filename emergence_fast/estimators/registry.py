@@ -1,0 +1,190 @@
+"""The one registry of estimators: each estimator module declares itself here, once.
+
+An :class:`Estimator` says everything the rest of the package needs to know about a method: its
+name, whether it reads streamed moments or samples, its functions, its option defaults (read from
+the function's own signature, so they are written once), how it reports uncertainty and bias, and
+the defaults Information Emergence uses. :func:`emergence_fast.entropy`,
+:func:`emergence_fast.mutual_information`, ``return_stderr``, :func:`permutation_null`,
+Information Emergence and the CLI read this table; none of them branches on an estimator's name.
+
+Every registered function has one signature (checked by ``tests/estimators/test_registry.py``)::
+
+    mutual_information(x, y, *, base=None, backend=None, details=False, seed=0, **options)
+    entropy(x, *, base=None, backend=None, details=False, seed=0, **options)
+
+``x [..., N, dx]``, ``y [..., N, dy]`` with leading batch dims; the value is a float64 tensor of
+the batch shape in nats (``base=2`` for bits); ``details=True`` returns ``(value, details)`` with
+``details`` an instance of :class:`Details`; ``seed`` fixes whatever randomness the method has
+(deterministic methods accept and ignore it).
+
+Adding an estimator is one file: write the module, call :func:`register` at its end, and import
+it in ``estimators/__init__.py`` (or, for a user's own method, anywhere before use).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable
+
+KINDS = ("moment", "sample")
+# How ``return_stderr`` gets a standard error (:mod:`.uncertainty`):
+#   "own": the estimator's own error in ``details.stderr`` (a delta method, a held-out split);
+#   "jackknife+own": a delete-half jackknife, plus ``details.stderr`` (the Monte-Carlo error of
+#       an approximation: slices, probes) in quadrature;
+#   "jackknife": a delete-half jackknife alone.
+UNCERTAINTY = ("own", "jackknife+own", "jackknife")
+COMMON_PARAMETERS = ("base", "backend", "details", "seed")
+
+
+class Details:
+    """Base of every ``details=True`` result: what an estimate rests on.
+
+    ``stderr`` is the estimator's own standard error (float64 tensor of the batch shape, in the
+    value's unit) where it has one, else None. Each estimator subclasses it with its own fields.
+    """
+
+    stderr = None
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One estimator's declaration.
+
+    Parameters
+    ----------
+    name : str
+        The ``method=`` name of the public API and ``--estimator`` of the CLI.
+    summary : str
+        One line: what it estimates and its source (paper, equation).
+    kind : {"moment", "sample"}
+        ``"moment"``: the estimate is a function of streamed sufficient statistics, so
+        :attr:`mi_from_moments` is given and IE accumulates moments; ``"sample"``: it needs the
+        rows themselves (IE keeps a seeded reservoir).
+    mutual_information, entropy : callable or None
+        The functions, in the common signature above.
+    mi_from_moments : callable or None
+        ``f(count, comoment, dx, *, base=None, details=False, **options)`` for moment estimators.
+    uncertainty : {"own", "jackknife+own", "jackknife"}
+        How ``return_stderr`` obtains a standard error (see the module comment).
+    weighted : bool
+        The method takes ``weights=`` of distinct atoms (IE feeds it one row per distinct prefix).
+    bias : str or None
+        A sentence every report carrying this estimator's numbers must show (a known bias).
+    ie : bool
+        Whether Information Emergence offers it (``--estimator``).
+    ie_defaults : Mapping
+        Options IE uses when the caller gives none, where they differ from the function's defaults
+        (the reason goes beside them, in the estimator's module).
+    ie_jackknife : bool
+        Whether IE may spend a jackknife on it (False where one resample costs a full training).
+    check_options : callable or None
+        ``check_options(**options)``: validates option values without data (ValueError/TypeError).
+        Sample estimators are also probed on random rows before a long run.
+    trained : bool
+        The method trains a network for ``steps`` steps; an option probe runs one step.
+    """
+
+    name: str
+    summary: str
+    kind: str
+    mutual_information: Callable | None = None
+    entropy: Callable | None = None
+    mi_from_moments: Callable | None = None
+    uncertainty: str = "jackknife"
+    weighted: bool = False
+    bias: str | None = None
+    ie: bool = False
+    ie_defaults: Mapping = field(default_factory=dict)
+    ie_jackknife: bool = True
+    check_options: Callable | None = None
+    trained: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.uncertainty not in UNCERTAINTY:
+            raise ValueError(f"uncertainty must be one of {UNCERTAINTY}, got {self.uncertainty!r}")
+        if self.mutual_information is None and self.entropy is None:
+            raise ValueError(f"estimator {self.name!r} declares neither mutual_information nor entropy")
+        if self.kind == "moment" and self.mi_from_moments is None:
+            raise ValueError(f"moment estimator {self.name!r} needs mi_from_moments")
+        if self.ie and self.mutual_information is None:
+            raise ValueError(f"estimator {self.name!r} is offered to IE but has no mutual_information")
+
+    def options(self, quantity: str = "mutual_information") -> dict:
+        """The method's options and their defaults, read from its function's signature."""
+        function = getattr(self, quantity)
+        bound = getattr(function, "keywords", {})  # a functools.partial fixes some (the neural bound's method)
+        return {name: p.default for name, p in inspect.signature(function).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name not in COMMON_PARAMETERS and name not in bound
+                and not name.startswith("_") and name != "weights"}
+
+    def resolve_ie_options(self, options: Mapping | None) -> dict:
+        """IE's options: ``ie_defaults`` when the caller gives none, and unknown keys refused."""
+        chosen = dict(self.ie_defaults if options is None else options)
+        accepted = set(self.options()) | {"seed"}
+        unknown = set(chosen) - accepted
+        if unknown:
+            raise ValueError(f"estimator_options has unknown keys {sorted(unknown)}; the {self.name} estimator takes "
+                             f"{sorted(accepted)}")
+        return chosen
+
+
+_REGISTRY: dict[str, Estimator] = {}
+
+
+def register(estimator: Estimator, *, replace: bool = False) -> Estimator:
+    """Declare ``estimator``; ValueError if its name is taken (unless ``replace``)."""
+    if not isinstance(estimator, Estimator):
+        raise TypeError(f"estimator must be an Estimator, got {type(estimator).__name__}")
+    if estimator.name in _REGISTRY and not replace:
+        raise ValueError(f"an estimator named {estimator.name!r} is already registered")
+    _REGISTRY[estimator.name] = estimator
+    return estimator
+
+
+def unregister(name: str) -> None:
+    """Remove a registered estimator (a test's toy one); KeyError if there is none of that name."""
+    del _REGISTRY[name]
+
+
+def get(name, quantity: str | None = None, argument: str = "method") -> Estimator:
+    """The estimator called ``name``; ValueError naming ``argument`` and the choices otherwise.
+
+    ``quantity`` (``"mutual_information"``, ``"entropy"``, ``"ie"``) restricts the choices to the
+    estimators that provide it.
+    """
+    choices = names(quantity)
+    if name not in choices:
+        raise ValueError(f"{argument} must be one of {choices}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def names(quantity: str | None = None) -> tuple[str, ...]:
+    """Registered names, in registration order, of those providing ``quantity`` (all when None)."""
+    if quantity == "ie":
+        return tuple(name for name, e in _REGISTRY.items() if e.ie)
+    return tuple(name for name, e in _REGISTRY.items() if quantity is None or getattr(e, quantity) is not None)
+
+
+def all_estimators() -> tuple[Estimator, ...]:
+    return tuple(_REGISTRY.values())
+
+
+class MethodTable(Mapping):
+    """A live read-only ``{name: function}`` view of the registry for one quantity."""
+
+    def __init__(self, quantity: str):
+        self._quantity = quantity
+
+    def __getitem__(self, name):
+        if name not in names(self._quantity):
+            raise KeyError(name)
+        return getattr(_REGISTRY[name], self._quantity)
+
+    def __iter__(self):
+        return iter(names(self._quantity))
+
+    def __len__(self):
+        return len(names(self._quantity))
