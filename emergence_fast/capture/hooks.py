@@ -21,6 +21,16 @@ class _StopForward(Exception):
     """Raised by the last hook to skip the blocks nobody listens to."""
 
 
+def padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that number each row's real tokens 0, 1, 2, ... under left or right padding: int64 ``[B, T]``.
+
+    ``attention_mask`` is ``[B, T]`` (bool or integer, 1 = real token). A pad before the first
+    real token gets 0 (any id would do there: the mask hides it); a pad after the last real
+    token keeps counting from it, harmless for the same reason.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 def real_positions(attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Column of the ``positions[p]``-th real token of each row: ``[B, P]``.
 
@@ -32,7 +42,7 @@ def real_positions(attention_mask: torch.Tensor, positions: torch.Tensor) -> tor
     if bool((positions.max() >= lengths).any()):
         raise ValueError(f"positions up to {int(positions.max())} were asked for, but a sequence in this batch has "
                          f"only {int(lengths.min())} real tokens")
-    order = torch.cumsum(attention_mask.long(), -1) - 1  # rank of each real token in its row
+    order = padded_position_ids(attention_mask)  # rank of each real token in its row
     order = torch.where(attention_mask.bool(), order, torch.full_like(order, -1))
     hits = order.unsqueeze(1) == positions.view(1, -1, 1).to(order.device)  # [B, P, T]
     return hits.float().argmax(-1)
@@ -141,7 +151,7 @@ class BlockCapture:
             model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         if self.stack is None and not bool(attention_mask.all()):
             # Absolute-position models (GPT-2, OPT) must number real tokens from 0 under left padding.
-            model_inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+            model_inputs["position_ids"] = padded_position_ids(attention_mask)
         handles = [self.blocks[layer].register_forward_hook(make_hook(layer), with_kwargs=True) for layer in self.layers]
         try:
             with torch.no_grad():

@@ -52,6 +52,7 @@ import torch
 
 from .. import distributed
 from ..capture.blocks import is_encoder_decoder, vocab_size
+from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
 from .._optional import require
 
@@ -363,7 +364,7 @@ class PromptRunner:
         positions = torch.arange(cut, device=self.device)
         mask = torch.cat([(positions[None, :] < lengths[:, None]).long(),
                           torch.ones(batch, tail, dtype=torch.long, device=self.device)], dim=1)
-        position_ids = lengths[:, None] + torch.arange(tail, device=self.device)[None, :]
+        position_ids = padded_position_ids(mask)[:, cut:]  # the tail continues each row's own prefix
         cache = _build_cache(self.model, [(k[:, :, :cut].expand(batch, -1, -1, -1),
                                            v[:, :, :cut].expand(batch, -1, -1, -1)) for k, v in kv])
         out = self._forward(tails, attention_mask=mask, position_ids=position_ids, past_key_values=cache,

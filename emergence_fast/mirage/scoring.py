@@ -37,6 +37,7 @@ import torch
 from .. import distributed
 from .._validation import as_device
 from ..capture.blocks import is_encoder_decoder, vocab_size
+from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
 from . import metrics as mm
 
@@ -141,7 +142,7 @@ def _batch(sequences, pad_id: int, side: str, device):
         ids[row, offset:offset + len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, offset:offset + len(seq)] = 1
         offsets.append(offset)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    positions = padded_position_ids(mask)
     return ids.to(device), mask.to(device), positions.to(device), offsets
 
 

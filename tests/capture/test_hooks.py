@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from emergence_fast.capture import BlockCapture, real_positions
+from emergence_fast.capture.hooks import padded_position_ids
 from tests.tiny_models import VOCAB, final_norm, one_thread, tiny_model  # noqa: F401 (autouse fixture)
 
 ATOL = 1e-5
@@ -118,6 +119,15 @@ def test_real_positions_on_a_hand_made_mask():
     assert torch.equal(real_positions(mask.bool(), torch.tensor([2])), torch.tensor([[4], [2], [2], [3]]))
 
 
+def test_padded_position_ids_number_real_tokens_from_zero():
+    mask = torch.tensor([[0, 0, 1, 1, 1],
+                         [1, 1, 1, 0, 0],
+                         [1, 0, 0, 1, 1]])
+    got = padded_position_ids(mask.bool())
+    assert got.dtype == torch.int64
+    assert torch.equal(got, torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 2, 2], [0, 0, 0, 1, 2]]))
+
+
 def test_position_beyond_a_short_row_raises(causal):
     _, model = causal
     mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
@@ -129,15 +139,10 @@ def test_position_beyond_a_short_row_raises(causal):
         BlockCapture(model).run(_ids(2, 4), positions=[4])
 
 
-def test_negative_position_is_rejected_or_counts_from_the_end(causal):
+def test_negative_position_is_rejected(causal):
     _, model = causal
-    ids = _ids()
-    capture = BlockCapture(model)
-    try:
-        _, got = capture.run(ids, positions=[-1])
-    except ValueError:
-        return
-    torch.testing.assert_close(got[:, :, 0], capture.run(ids)[1][:, :, -1], atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match=r"^positions must be a non-empty list of token indices >= 0, got \[0, -1\]$"):
+        BlockCapture(model).run(_ids(), positions=[0, -1])
 
 
 @pytest.mark.parametrize("layers, match", [([3], "0..2"), ([-1], "0..2"), ([], "non-empty"), ([0, 2, 0], "repeat")])
