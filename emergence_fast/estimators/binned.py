@@ -59,19 +59,28 @@ def _symbols(codes: torch.Tensor) -> torch.Tensor:
     return torch.unique(rows, dim=0, return_inverse=True)[1].reshape(batch, n)
 
 
+def plug_in_entropy(counts: torch.Tensor) -> torch.Tensor:
+    """Plug-in (maximum-likelihood) entropy in nats of the counts along the last dim: ``[..., m]`` -> float64 ``[...]``.
+
+    ``counts`` holds non-negative counts (any real or integer dtype; empty cells allowed) with a
+    positive total ``N`` per row. Computed as ``log N - sum(c log c) / N``, which is exact for
+    uniform counts (no per-term rounding of ``p = c / N``).
+    """
+    counts = counts.to(torch.float64)
+    total = counts.sum(-1)
+    return total.log() - torch.special.xlogy(counts, counts).sum(-1) / total
+
+
 def _entropy_of_symbols(symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Miller–Madow entropy (nats) per row of ``symbols [B, N]`` (ids unique across rows), and the
     number of occupied cells per row."""
     batch, n = symbols.shape
-    counts = torch.bincount(symbols.reshape(-1)).to(torch.float64)
-    owner = torch.zeros(counts.shape[0], dtype=torch.long, device=symbols.device)
-    owner[symbols.reshape(-1)] = torch.arange(batch, device=symbols.device).repeat_interleave(n)
-    occupied = counts > 0
-    p = counts / n
-    terms = torch.where(occupied, -p * torch.log(torch.where(occupied, p, 1.0)), torch.zeros_like(p))
-    plug_in = torch.zeros(batch, dtype=torch.float64, device=symbols.device).index_add_(0, owner, terms)
-    cells = torch.zeros(batch, dtype=torch.float64, device=symbols.device).index_add_(0, owner, occupied.double())
-    return plug_in + (cells - 1) / (2 * n), cells
+    # _symbols numbers the rows' symbols in contiguous, increasing ranges: shift each to [0, N).
+    local = symbols - symbols.min(-1, keepdim=True).values
+    rows = torch.arange(batch, device=symbols.device).unsqueeze(-1) * n
+    counts = torch.bincount((local + rows).reshape(-1), minlength=batch * n).reshape(batch, n)
+    cells = (counts > 0).sum(-1).to(torch.float64)
+    return plug_in_entropy(counts) + (cells - 1) / (2 * n), cells
 
 
 def _prepare(x, name, bins, backend):
