@@ -17,8 +17,9 @@ the scale and :math:`w` the distance over which it rises from 10 % to 90 % of :m
 (:math:`\sigma(z) = 0.1 \Leftrightarrow z = -\ln 9`). A decreasing curve has :math:`u < \ell`.
 ``bounds=(lower, upper)`` fixes the asymptotes (e.g. chance and 1 for an accuracy).
 
-The fit is least squares by Levenberg–Marquardt (Levenberg 1944; Marquardt 1963), batched over
-several starting points and over all bootstrap replicates in one set of numpy operations. The
+The fit is bounded least squares (:func:`emergence_fast.fits.least_squares_fit`, i.e.
+:func:`scipy.optimize.least_squares`, trust-region reflective) from several starting points; each
+bootstrap replicate is refitted from the point estimate. The
 parameters stay in a box around the data (location within one x-span of the data, scale
 between 10⁻³ and 10 spans, asymptotes within one y-range of the observed values): a curve with
 no visible transition then ends on the box edge, which is reported (``converged=False``),
@@ -27,13 +28,11 @@ instead of drifting to infinite asymptotes.
 Bootstrap. Model sizes, shot counts and training steps are chosen by design, not sampled, so
 the points are not resampled (a resample of 8 model sizes often drops the very points that
 bracket the transition and leaves the fit unidentified). Instead the fitted curve is kept and
-its residuals are resampled (residual bootstrap for fixed-design regression; Efron & Tibshirani
-1993, *An Introduction to the Bootstrap*, ch. 9), rescaled by :math:`\sqrt{n/(n-k)}` for the
-degrees of freedom the fit used. With per-point standard errors ``y_err`` the fit is weighted
-by :math:`1/\sigma_i^2` and replicates are :math:`\hat y_i + \varepsilon_i`,
-:math:`\varepsilon_i \sim N(0, (\phi\sigma_i)^2)`, with :math:`\phi = \max(1, \sqrt{\chi^2/(n-k)})`
-inflating the stated errors when the curve misses them (the Particle Data Group's scale
-factor). CIs are percentile intervals. When the fitted transition is narrower than the gap
+its residuals are resampled (:func:`emergence_fast.fits.residual_bootstrap`: residual bootstrap
+for fixed-design regression, rescaled for the degrees of freedom the fit used). With per-point
+standard errors ``y_err`` the fit is weighted by :math:`1/\sigma_i^2` and the replicates are
+parametric, with the stated errors inflated when the curve misses them. CIs are percentile
+intervals. When the fitted transition is narrower than the gap
 between the two x values around it, the data only bracket its location, and the location CI
 is widened to that bracket.
 
@@ -93,6 +92,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._validation import check_bool, check_int, check_positive_float, check_probability, check_seed
+from .fits import as_1d, clean_curve, fit_line, fit_power_law, least_squares_fit, percentile_interval, \
+    residual_bootstrap
+
 LN9 = math.log(9.0)
 #: Minimum-amplitude rule (:func:`amplitude_check`): a rise must exceed this many combined
 #: standard errors of the highest and lowest points ...
@@ -144,9 +147,9 @@ class LogisticFit:
 
     def predict(self, x) -> np.ndarray:
         """The fitted curve at ``x`` (in x units, not t)."""
-        t = _to_t(_as_1d(x, "x"), self.log_x, "x")
-        return _logistic(np.array([[self.location, math.log(self.scale) if self.scale > 0 else math.nan,
-                                    self.lower, self.upper]]), t)[0]
+        t = _to_t(as_1d(x, "x"), self.log_x, "x")
+        return _logistic(np.array([self.location, math.log(self.scale) if self.scale > 0 else math.nan,
+                                   self.lower, self.upper]), t)
 
     def location_x(self) -> float:
         """The location back in x units (``10**location`` when ``log_x``)."""
@@ -269,42 +272,14 @@ class TransitionSummary:
 # ---------------------------------------------------------------------------------------------
 # input handling
 
-def _as_1d(values, name: str) -> np.ndarray:
-    if isinstance(values, (str, bytes)) or values is None:
-        raise TypeError(f"{name} must be a 1-D sequence of numbers, got {type(values).__name__}")
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a 1-D sequence of numbers: {exc}") from exc
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    return array
-
-
-def _pair(x, y, y_err=None):
-    """Validated float64 copies of x, y (and y_err), same length, sorted by x."""
-    x, y = _as_1d(x, "x"), _as_1d(y, "y")
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    err = None
-    if y_err is not None:
-        err = _as_1d(y_err, "y_err")
-        if err.shape != y.shape:
-            raise ValueError(f"y_err must have the length of y ({y.size}), got {err.size}")
-    order = np.argsort(x, kind="stable")
-    return x[order], y[order], (err[order] if err is not None else None)
-
-
-def _drop_nonfinite(x, y, err, log_x):
-    """Keep points where everything is finite (and x > 0 for a log axis); say what was dropped."""
-    keep = np.isfinite(x) & np.isfinite(y)
-    if err is not None:
-        keep &= np.isfinite(err) & (err >= 0)
+def _clean(x, y, y_err=None):
+    """Validated float64 copies of x, y (and y_err) with non-finite points dropped, sorted by x; and notes."""
+    curve = clean_curve(x, y, y_err)
     notes = []
-    if not keep.all():
-        notes.append(f"dropped {int((~keep).sum())} point(s) with non-finite values"
-                     + (" or negative y_err" if err is not None else ""))
-    return x[keep], y[keep], (err[keep] if err is not None else None), notes
+    if curve.n_dropped:
+        notes.append(f"dropped {curve.n_dropped} point(s) with non-finite values"
+                     + (" or negative y_err" if y_err is not None else ""))
+    return curve.x, curve.y, curve.y_err, notes
 
 
 def _to_t(x: np.ndarray, log_x: bool, name: str) -> np.ndarray:
@@ -316,23 +291,15 @@ def _to_t(x: np.ndarray, log_x: bool, name: str) -> np.ndarray:
     return np.log10(x)
 
 
-def _check_bool(value, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-
-
 def _check_unit(x_unit) -> None:
     if not isinstance(x_unit, str) or not x_unit:
         raise TypeError(f"x_unit must be a non-empty str naming the unit of x (e.g. 'parameters'), got {x_unit!r}")
 
 
-def _check_number(value, name: str, *, positive=False, allow_none=False) -> None:
-    if value is None and allow_none:
-        return
+def _check_number(value, name: str) -> None:
+    # _validation has no finite-real check of either sign (check_positive_float wants > 0).
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,9 +313,8 @@ def crossing(x, y, level: float = 0.5, *, log_x: bool = False) -> float:
     returned in x units. NaN if the curve never reaches ``level`` or has fewer than 2 finite points.
     """
     _check_number(level, "level")
-    _check_bool(log_x, "log_x")
-    x, y, _ = _pair(x, y)
-    x, y, _, _ = _drop_nonfinite(x, y, None, log_x)
+    check_bool(log_x, "log_x")
+    x, y, _, _ = _clean(x, y)
     if x.size < 2:
         return math.nan
     t = _to_t(x, log_x, "x")
@@ -389,12 +355,11 @@ def transition_width(x, y, lo: float = 0.1, hi: float = 0.9, *, normalize: bool 
     """
     _check_number(lo, "lo")
     _check_number(hi, "hi")
-    _check_bool(normalize, "normalize")
-    _check_bool(log_x, "log_x")
+    check_bool(normalize, "normalize")
+    check_bool(log_x, "log_x")
     if normalize and not 0 <= lo < hi <= 1:
         raise ValueError(f"with normalize=True, lo and hi must satisfy 0 <= lo < hi <= 1, got lo={lo}, hi={hi}")
-    x, y, _ = _pair(x, y)
-    x, y, _, _ = _drop_nonfinite(x, y, None, log_x)
+    x, y, _, _ = _clean(x, y)
     if x.size < 2:
         return math.nan
     t = _to_t(x, log_x, "x")
@@ -412,9 +377,8 @@ def steepest_segment(x, y, *, log_x: bool = False) -> tuple[float, float]:
     arithmetic midpoint in t, returned in x units (the geometric mean of the pair with
     ``log_x``). Pairs with equal x are skipped. ``(nan, nan)`` with fewer than 2 distinct x.
     """
-    _check_bool(log_x, "log_x")
-    x, y, _ = _pair(x, y)
-    x, y, _, _ = _drop_nonfinite(x, y, None, log_x)
+    check_bool(log_x, "log_x")
+    x, y, _, _ = _clean(x, y)
     t = _to_t(x, log_x, "x")
     dt = np.diff(t)
     valid = dt > 0
@@ -427,74 +391,22 @@ def steepest_segment(x, y, *, log_x: bool = False) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# batched Levenberg–Marquardt
+# the logistic and its derivatives
 
 def _logistic(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """theta [B, 4] = (location, log scale, lower, upper) -> curves [B, n]."""
-    z = (t[None, :] - theta[:, :1]) / np.exp(theta[:, 1:2])
+    """theta [4] = (location, log scale, lower, upper) -> curve [n]."""
+    z = (t - theta[0]) / np.exp(theta[1])
     sig = 0.5 * (1.0 + np.tanh(0.5 * z))   # overflow-free logistic
-    return theta[:, 2:3] + (theta[:, 3:4] - theta[:, 2:3]) * sig
+    return theta[2] + (theta[3] - theta[2]) * sig
 
 
 def _logistic_jacobian(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
-    scale = np.exp(theta[:, 1:2])
-    z = (t[None, :] - theta[:, :1]) / scale
+    """d curve / d theta: [n, 4]."""
+    scale = np.exp(theta[1])
+    z = (t - theta[0]) / scale
     sig = 0.5 * (1.0 + np.tanh(0.5 * z))
-    amp = (theta[:, 3:4] - theta[:, 2:3]) * sig * (1.0 - sig)
+    amp = (theta[3] - theta[2]) * sig * (1.0 - sig)
     return np.stack([-amp / scale, -amp * z, 1.0 - sig, sig], axis=-1)
-
-
-def _levenberg_marquardt(model, jacobian, theta, t, y, weight, lower, upper, free, max_iter=400):
-    """Minimise sum(weight * (model - y)^2) for a batch of problems at once.
-
-    theta [B, k], y [B, n], weight [n] or None; lower/upper [k] box; ``free`` [k] bool mask of
-    the parameters being fitted (others stay fixed). Returns theta, rss [B], converged [B].
-    """
-    w = np.ones_like(t) if weight is None else weight
-    sqrt_w = np.sqrt(w)[None, :]
-    mask = free.astype(np.float64)
-    theta = np.clip(theta, lower, upper)
-    rss = _cost(model, theta, t, y, sqrt_w)
-    lam = np.full(theta.shape[0], 1e-3)
-    done = ~np.isfinite(rss)
-    converged = np.zeros(theta.shape[0], dtype=bool)
-    eye = np.eye(theta.shape[1])
-    for _ in range(max_iter):
-        active = ~done
-        if not active.any():
-            break
-        th = theta[active]
-        r = (model(th, t) - y[active]) * sqrt_w
-        jac = jacobian(th, t) * sqrt_w[..., None] * mask
-        jac_t = jac.transpose(0, 2, 1)
-        jtj = jac_t @ jac                      # batched matmul: much faster than einsum here
-        grad = (jac_t @ r[..., None])[..., 0]
-        damp = lam[active][:, None, None] * (jtj * eye + 1e-12 * eye)
-        # Fixed parameters get a unit diagonal and zero gradient, so their step is exactly 0.
-        system = jtj + damp + (1.0 - mask)[None, :, None] * eye
-        try:
-            step = np.linalg.solve(system, -grad[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(a, -g, rcond=None)[0] for a, g in zip(system, grad)])
-        candidate = np.clip(th + step, lower, upper)
-        new_rss = _cost(model, candidate, t, y[active], sqrt_w)
-        old_rss = rss[active]
-        better = np.isfinite(new_rss) & (new_rss <= old_rss)
-        idx = np.flatnonzero(active)
-        improvement = np.where(better, old_rss - new_rss, 0.0)
-        theta[idx[better]] = candidate[better]
-        rss[idx[better]] = new_rss[better]
-        lam[idx] = np.where(better, lam[idx] / 3.0, lam[idx] * 4.0)
-        small = better & (improvement <= 1e-9 * np.maximum(old_rss, 1e-300))
-        stuck = lam[idx] > 1e12
-        converged[idx[small | (stuck & (rss[idx] < np.inf))]] = True
-        done[idx[small | stuck]] = True
-    return theta, rss, converged
-
-
-def _cost(model, theta, t, y, sqrt_w):
-    r = (model(theta, t) - y) * sqrt_w
-    return (r * r).sum(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,21 +435,17 @@ def _logistic_starts(t, y, fixed):
 
 
 def _fit_logistic_point(t, y, weight, fixed):
-    """Best of a batch of LM runs from several starts; returns theta, rss, converged, box."""
+    """Best of the least-squares runs from several starts; returns the fit and the box (lower, upper)."""
     span = float(t[-1] - t[0])
     y_range = float(np.max(y) - np.min(y))
     lower = np.array([t[0] - span, math.log(span * 1e-3), np.min(y) - y_range, np.min(y) - y_range])
     upper = np.array([t[-1] + span, math.log(span * 10.0), np.max(y) + y_range, np.max(y) + y_range])
-    free = np.array([True, True, fixed is None, fixed is None])
-    if fixed is not None:
+    if fixed is not None:  # equal bounds hold the asymptotes fixed
         lower[2] = upper[2] = fixed[0]
         lower[3] = upper[3] = fixed[1]
-    starts = _logistic_starts(t, y, fixed)
-    theta, rss, conv = _levenberg_marquardt(_logistic, _logistic_jacobian, starts.copy(), t,
-                                            np.broadcast_to(y, (starts.shape[0], y.size)).copy(),
-                                            weight, lower, upper, free)
-    best = int(np.nanargmin(np.where(np.isfinite(rss), rss, np.inf)))
-    return theta[best], float(rss[best]), bool(conv[best]), (lower, upper, free)
+    fit = least_squares_fit(_logistic, _logistic_jacobian, t, y, _logistic_starts(t, y, fixed), lower, upper,
+                            weight=weight)
+    return fit, (lower, upper)
 
 
 def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
@@ -551,15 +459,11 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
     ``"parameters"``) so that :meth:`LogisticFit.units` can say so. Degenerate curves (too few
     finite points, a flat curve) return NaN fields and a ``note``; mismatched lengths raise.
     """
-    _check_bool(log_x, "log_x")
+    check_bool(log_x, "log_x")
     _check_unit(x_unit)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative int, got {n_boot!r}")
-    _check_number(ci, "ci")
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    n_boot = check_int(n_boot, "n_boot", minimum=0)
+    ci = check_probability(ci, "ci", low_open=True, high_open=True)
+    seed = check_seed(seed)
     fixed = None
     if bounds is not None:
         if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
@@ -570,8 +474,7 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
             raise ValueError(f"bounds must have lower != upper, got {bounds!r}")
         fixed = (float(bounds[0]), float(bounds[1]))
 
-    x, y, err = _pair(x, y, y_err)
-    x, y, err, notes = _drop_nonfinite(x, y, err, log_x)
+    x, y, err, notes = _clean(x, y, y_err)
     t = _to_t(x, log_x, "x")
     n = t.size
     k = 2 if fixed is not None else 4
@@ -586,7 +489,8 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
                         x_unit)
 
     weight = None if err is None else 1.0 / err**2
-    theta, rss, converged, (lower, upper, free) = _fit_logistic_point(t, y, weight, fixed)
+    point, (lower, upper) = _fit_logistic_point(t, y, weight, fixed)
+    theta, rss, converged = point.theta, point.rss, point.converged
     scale = math.exp(theta[1])
     span = float(t[-1] - t[0])
     on_edge = (np.isclose(theta[0], lower[0]) or np.isclose(theta[0], upper[0])
@@ -601,31 +505,22 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
         notes.append("an asymptote ended on the edge of its box (one y-range beyond the data): the plateau on that "
                      "side is not observed, so the fitted location and width lean on the box")
     elif not converged:
-        notes.append("Levenberg–Marquardt stopped before converging")
+        notes.append(f"the least-squares fit stopped before converging: {point.message}")
 
     location, width = float(theta[0]), 2 * LN9 * scale
     location_ci = width_ci = (math.nan, math.nan)
     n_ok = 0
     if n_boot and n > k:
-        fitted = _logistic(theta[None, :], t)[0]
-        rng = np.random.default_rng(seed)
-        if err is None:
-            resid = (y - fitted) - np.mean(y - fitted)
-            resid *= math.sqrt(n / (n - k))
-            replicates = fitted + resid[rng.integers(0, n, size=(n_boot, n))]
-        else:
-            chi2 = float(np.sum(((y - fitted) / err) ** 2))
-            phi = max(1.0, math.sqrt(chi2 / (n - k)))
-            replicates = fitted + rng.standard_normal((n_boot, n)) * (phi * err)
-        # Replicates start at the point estimate, close to their own optimum: fewer iterations suffice.
-        boot, boot_rss, _ = _levenberg_marquardt(_logistic, _logistic_jacobian, np.tile(theta, (n_boot, 1)), t,
-                                                 replicates, weight, lower, upper, free, max_iter=100)
-        ok = np.isfinite(boot_rss) & np.isfinite(boot).all(axis=1)
+        replicates = residual_bootstrap(y, _logistic(theta, t), n_boot, k, np.random.default_rng(seed), err)
+        # Each replicate starts at the point estimate, close to its own optimum.
+        refits = [least_squares_fit(_logistic, _logistic_jacobian, t, replicate, theta, lower, upper, weight=weight)
+                  for replicate in replicates]
+        boot = np.array([refit.theta for refit in refits]).reshape(n_boot, theta.size)
+        ok = np.isfinite([refit.rss for refit in refits]) & np.isfinite(boot).all(axis=1)
         n_ok = int(ok.sum())
         if n_ok:
-            tail = 100 * (1 - ci) / 2
-            location_ci = tuple(float(v) for v in np.percentile(boot[ok, 0], [tail, 100 - tail]))
-            width_ci = tuple(float(v) for v in np.percentile(2 * LN9 * np.exp(boot[ok, 1]), [tail, 100 - tail]))
+            location_ci = percentile_interval(boot[ok, 0], ci)
+            width_ci = percentile_interval(2 * LN9 * np.exp(boot[ok, 1]), ci)
         if n_ok < n_boot:
             notes.append(f"{n_boot - n_ok} of {n_boot} bootstrap fits failed and were left out")
     elif n_boot:
@@ -663,35 +558,10 @@ def _information_criteria(rss: float, tss: float, n: int, k: int):
 
 
 def _linear_fit(t, y, weight):
+    intercept, slope = (float(value) for value in fit_line(t, y, weight))
     w = np.ones_like(t) if weight is None else weight
-    design = np.stack([np.ones_like(t), t], axis=1) * np.sqrt(w)[:, None]
-    coef, *_ = np.linalg.lstsq(design, y * np.sqrt(w), rcond=None)
-    rss = float(np.sum(w * (y - (coef[0] + coef[1] * t)) ** 2))
-    return {"intercept": float(coef[0]), "slope": float(coef[1])}, rss
-
-
-def _power(theta, x):
-    return theta[:, :1] * x[None, :] ** theta[:, 1:2]
-
-
-def _power_jacobian(theta, x):
-    xb = x[None, :] ** theta[:, 1:2]
-    return np.stack([xb, theta[:, :1] * xb * np.log(x)[None, :]], axis=-1)
-
-
-def _power_fit(x, y, weight):
-    """y = a x^b by least squares on the y scale, started from the log-log line."""
-    if (x <= 0).any():
-        return None, math.nan, "needs x > 0"
-    if not ((y > 0).all() or (y < 0).all()):
-        return None, math.nan, "needs y of one sign and non-zero (a x^b never changes sign)"
-    sign = 1.0 if y[0] > 0 else -1.0
-    slope, intercept = np.polyfit(np.log(x), np.log(np.abs(y)), 1)
-    theta0 = np.array([[sign * math.exp(intercept), slope]])
-    big = np.array([np.inf, np.inf])
-    theta, rss, _ = _levenberg_marquardt(_power, _power_jacobian, theta0, x, y[None, :].copy(), weight, -big, big,
-                                         np.array([True, True]))
-    return {"a": float(theta[0, 0]), "b": float(theta[0, 1])}, float(rss[0]), ""
+    rss = float(np.sum(w * (y - (intercept + slope * t)) ** 2))
+    return {"intercept": intercept, "slope": slope}, rss
 
 
 def smooth_vs_sigmoid(x, y, *, log_x: bool = True, bounds=None, criterion: str = "bic", margin: float = 2.0,
@@ -705,12 +575,11 @@ def smooth_vs_sigmoid(x, y, *, log_x: bool = True, bounds=None, criterion: str =
     when the sigmoid cannot be fitted (too few points, flat curve). ``delta`` is the best smooth
     criterion minus the sigmoid's. ``y_err`` weights every fit by 1/y_err^2.
     """
-    _check_bool(log_x, "log_x")
+    check_bool(log_x, "log_x")
     if criterion not in _CRITERIA:
         raise ValueError(f"criterion must be one of {_CRITERIA}, got {criterion!r}")
     _check_number(margin, "margin")
-    xs, ys, err = _pair(x, y, y_err)
-    xs, ys, err, notes = _drop_nonfinite(xs, ys, err, log_x)
+    xs, ys, err, notes = _clean(x, y, y_err)
     sigmoid = logistic_fit(xs, ys, log_x=log_x, bounds=bounds, n_boot=0, y_err=err)
     return _compare(xs, ys, err, log_x, bounds, criterion, margin, sigmoid, notes)
 
@@ -733,12 +602,13 @@ def _compare(xs, ys, err, log_x, bounds, criterion, margin, sigmoid, notes) -> S
     fits = {}
     params, rss = _linear_fit(t, ys, weight)
     fits["linear"] = ModelFit("linear", params, 2, rss, *_information_criteria(rss, tss, n, 2))
-    params, rss, why = _power_fit(xs, ys, weight)
-    if params is None:
+    power = fit_power_law(xs, ys, weight=weight)   # on the y scale, like the other two
+    if power.note:
         nan = math.nan
-        fits["power"] = ModelFit("power", {}, 2, nan, nan, nan, nan, f"not fitted: {why}")
+        fits["power"] = ModelFit("power", {}, 2, nan, nan, nan, nan, f"not fitted: {power.note}")
     else:
-        fits["power"] = ModelFit("power", params, 2, rss, *_information_criteria(rss, tss, n, 2))
+        fits["power"] = ModelFit("power", {"a": power.a, "b": power.b}, 2, power.rss,
+                                 *_information_criteria(power.rss, tss, n, 2))
     fits["sigmoid"] = ModelFit("sigmoid", {"location": sigmoid.location, "scale": sigmoid.scale,
                                            "lower": sigmoid.lower, "upper": sigmoid.upper}, k_sig, sigmoid.rss,
                                *_information_criteria(sigmoid.rss, tss, n, k_sig), sigmoid.note)
@@ -771,10 +641,10 @@ def amplitude_check(y, y_err=None, *, value_range=None) -> AmplitudeCheck:
     passes; with neither threshold known ``passed`` is None and the note says the rule could not
     be applied. Non-finite points are left out. Raises ValueError/TypeError on malformed input.
     """
-    y = _as_1d(y, "y")
+    y = as_1d(y, "y")
     err = None
     if y_err is not None:
-        err = _as_1d(y_err, "y_err")
+        err = as_1d(y_err, "y_err")
         if err.shape != y.shape:
             raise ValueError(f"y_err must have the length of y ({y.size}), got {err.size}")
     low = high = math.nan
@@ -898,10 +768,10 @@ def summarize(x, y, *, log_x: bool = False, n_boot: int = 1000, seed: int = 0, l
     tokens) also reports the crossing, the logistic location and the width in periods; the width
     is in log10 units when ``log_x``, so it is not converted then (NaN, with a note).
     """
-    _check_number(period, "period", positive=True, allow_none=True)
+    if period is not None:
+        check_positive_float(period, "period")
     _check_unit(x_unit)
-    xs, ys, err = _pair(x, y, y_err)
-    xs, ys, err, notes = _drop_nonfinite(xs, ys, err, log_x)
+    xs, ys, err, notes = _clean(x, y, y_err)
     amplitude = amplitude_check(ys, err, value_range=value_range)
     if err is not None and not (err > 0).all():
         # A zero stderr (every example scored the same) still bounds the noise of the amplitude
