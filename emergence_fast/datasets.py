@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ._validation import log_base
+from .estimators.binned import plug_in_entropy
 
 ICL_ENTITY_FILES = {"icl-country": "countries", "icl-animal": "animals", "icl-color": "colors"}
 SEPARATOR = ","
@@ -392,12 +393,6 @@ def _check_ids(input_ids) -> torch.Tensor:
     return input_ids
 
 
-def _plug_in_entropy(counts: torch.Tensor, n: int) -> float:
-    # log N - sum c log c / N: exact for uniform counts, no per-term rounding of p = c/N.
-    counts = counts.to(torch.float64)
-    return math.log(n) - float((counts * counts.log()).sum()) / n
-
-
 def prefix_entropy(input_ids, base=None) -> torch.Tensor:
     """``[T]`` float64: plug-in entropy of the empirical distribution of prefixes ``s_0..t`` over the
     ``N`` rows of ``input_ids [N, T]``, in nats (or units of ``base``)."""
@@ -409,16 +404,16 @@ def prefix_entropy(input_ids, base=None) -> torch.Tensor:
     for t in range(length):
         pairs = torch.stack([codes, input_ids[:, t].long()], dim=1)
         _, codes, counts = torch.unique(pairs, dim=0, return_inverse=True, return_counts=True)
-        out[t] = _plug_in_entropy(counts, n)
+        out[t] = plug_in_entropy(counts)
     return out / log_base(base)
 
 
 def token_entropy_per_position(input_ids, base=None) -> torch.Tensor:
     """``[T]`` float64: plug-in entropy of the token ``s_t`` alone at each position."""
     input_ids = _check_ids(input_ids)
-    n, length = input_ids.shape
-    out = torch.tensor([_plug_in_entropy(torch.unique(input_ids[:, t], return_counts=True)[1], n)
-                        for t in range(length)], dtype=torch.float64)
+    length = input_ids.shape[1]
+    out = torch.stack([plug_in_entropy(torch.unique(input_ids[:, t], return_counts=True)[1]).cpu()
+                       for t in range(length)])
     return out / log_base(base)
 
 

@@ -52,3 +52,11 @@ def test_identical_and_independent_variables(generator):
 def test_bad_bins():
     with pytest.raises(ValueError, match="bins"):
         ef.entropy(torch.randn(10, 1), method="binned", bins=0)
+
+
+def test_plug_in_entropy_of_counts_is_exact_for_uniform_and_skips_empty_cells():
+    assert float(binned.plug_in_entropy(torch.full((10,), 200))) == math.log(10)
+    got = binned.plug_in_entropy(torch.tensor([[1, 3, 0], [2, 2, 0]]))
+    assert got.dtype == torch.float64 and got.shape == (2,)
+    expected = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    torch.testing.assert_close(got, torch.tensor([expected, math.log(2)], dtype=torch.float64), rtol=0, atol=1e-15)
