@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ._validation import check_positive_float, check_positive_int
 from .report import OutputFolder, text_table, write_json
 
 BENCH_FILE = "bench.json"
@@ -82,29 +83,32 @@ def default_sizes(quick: bool = False, device: str = "cpu") -> dict:
 _SCALARS = ("n_samples", "k_shots", "batch_size", "icl_max_len", "icl_batch_size", "repeats")
 
 
+def _check_scalars(sizes: dict, name) -> None:
+    """Each of ``sizes`` a positive integer, ``n_samples`` at least 17; ValueError naming ``name(key)`` otherwise."""
+    for key, value in sizes.items():
+        check_positive_int(value, name(key))
+    if sizes.get("n_samples", 17) < 17:
+        raise ValueError(f"{name('n_samples')} must be at least 17 (IE's default estimator, top-8 PCA with the Wishart "
+                         f"correction, needs more than 16 samples), got {sizes['n_samples']}")
+
+
 def _check_sizes(sizes: dict, flag: bool = False) -> dict:
     """Positive integers and shapes, or a ValueError naming the argument (``--x-y`` when ``flag``)."""
     def name(key):
         return "--" + key.replace("_", "-") if flag else key
 
-    for key in _SCALARS:
-        value = sizes[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name(key)} must be a positive integer, got {value!r}")
-    if sizes["n_samples"] < 17:
-        raise ValueError(f"{name('n_samples')} must be at least 17 (IE's default estimator, top-8 PCA with the Wishart "
-                         f"correction, needs more than 16 samples), got {sizes['n_samples']}")
-    min_time = sizes["min_time_s"]
-    if isinstance(min_time, bool) or not isinstance(min_time, (int, float)) or not min_time >= 0 or min_time > 60:
-        raise ValueError(f"{name('min_time_s')} must be a number of seconds in [0, 60], got {min_time!r}")
+    _check_scalars({key: sizes[key] for key in _SCALARS}, name)
+    if check_positive_float(sizes["min_time_s"], name("min_time_s"), allow_zero=True) > 60:
+        raise ValueError(f"{name('min_time_s')} must be a number of seconds in [0, 60], got {sizes['min_time_s']!r}")
     for key, arity in (("gram_shapes", 3), ("entropy_shapes", 2), ("knn_shapes", 4)):
         shapes = sizes[key]
         if not isinstance(shapes, (list, tuple)):
             raise ValueError(f"{name(key)} must be a list of shapes, got {type(shapes).__name__}")
         for shape in shapes:
-            if (not isinstance(shape, (list, tuple)) or len(shape) != arity
-                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+            if not isinstance(shape, (list, tuple)) or len(shape) != arity:
                 raise ValueError(f"{name(key)} entries must be {arity} positive integers, got {shape!r}")
+            for size in shape:
+                check_positive_int(size, f"each size in {name(key)} entry {list(shape)!r}")
     for shape in sizes["knn_shapes"]:
         if shape[1] <= KNN_K:
             raise ValueError(f"{name('knn_shapes')}: N must exceed k={KNN_K}, got {shape!r}")
@@ -715,14 +719,10 @@ def run(args, out=None) -> dict:
              if getattr(args, key, None) is not None}
     folder = OutputFolder(args.out)
     folder.check()
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (key == "n_samples" and value < 17):
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer"
-                             f"{' >= 17 (IE default estimator needs more than 16 samples)' if key == 'n_samples' else ''}"
-                             f", got {value!r}")
+    _check_scalars(sizes, lambda key: "--" + key.replace("_", "-"))
     threads = getattr(args, "threads", None)
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {threads!r}")
+    if threads is not None:
+        check_positive_int(threads, "--threads")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)

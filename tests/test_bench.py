@@ -112,6 +112,31 @@ def test_bad_input_names_the_argument(gpt2, tmp_path):
         bench.run_bench(gpt2, None, quick=True, sizes={**SIZES, "icl_max_len": 40}, out=False)
 
 
+@pytest.mark.parametrize("sizes, message", [
+    ({"icl_max_len": 1.5}, "icl_max_len must be an integer >= 1, got 1.5"),
+    ({"repeats": True}, "repeats must be an integer >= 1, got True"),
+    ({"n_samples": 16}, "n_samples must be at least 17 (IE's default estimator, top-8 PCA with the Wishart "
+                        "correction, needs more than 16 samples), got 16"),
+    ({"min_time_s": 61}, "min_time_s must be a number of seconds in [0, 60], got 61"),
+    ({"min_time_s": -1.0}, "min_time_s must be a finite number >= 0, got -1.0"),
+    ({"gram_shapes": [(1, 0, 4)]}, "each size in gram_shapes entry [1, 0, 4] must be an integer >= 1, got 0"),
+    ({"knn_shapes": [(1, 64, 2)]}, "knn_shapes entries must be 4 positive integers, got (1, 64, 2)"),
+])
+def test_bad_sizes_give_the_standard_message(gpt2, sizes, message):
+    with pytest.raises(ValueError) as info:
+        bench.run_bench(gpt2, None, quick=True, sizes=sizes, out=False)
+    assert str(info.value) == message
+
+
+def test_cli_sizes_are_checked_with_the_flag_name(tmp_path):
+    with pytest.raises(ValueError) as info:
+        bench.run(cli_args("--out", str(tmp_path / "ok"), "--n-samples", "16"))
+    assert str(info.value).startswith("--n-samples must be at least 17 (")
+    with pytest.raises(ValueError) as info:
+        bench.run(cli_args("--out", str(tmp_path / "ok"), "--threads", "0"))
+    assert str(info.value) == "--threads must be an integer >= 1, got 0"
+
+
 def cli_args(*argv):
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers(dest="command"))
