@@ -1,4 +1,4 @@
-"""The fused Gaussian-kernel log-sum-exp (``_dispatch.gaussian_lse``) against ``torch.cdist`` + ``torch.logsumexp``.
+"""The fused Gaussian-kernel log-sum-exp (``ops.gaussian_lse``) against ``torch.cdist`` + ``torch.logsumexp``.
 
     python -m benchmarks.gaussian_lse [--sizes 256,1024] [--batch 30] [--dim 1152] [--dtype float32]
                                       [--reps 3] [--torch-max 256] [--offset 0] [--write benchmarks/RESULTS.md]
@@ -29,7 +29,8 @@ import time
 import torch
 
 from benchmarks._results import emit, provenance
-from emergence_fast import _dispatch, backends
+from emergence_fast import backends
+from emergence_fast.ops.gaussian_lse import gaussian_lse
 
 
 def peer(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor, dx: int) -> torch.Tensor:
@@ -73,7 +74,7 @@ def _reference(q, k, w, dx, device):
     name = "cuda" if device == "cuda" else "cpp"
     if not backends()[name].available:
         name = "torch"
-    return _dispatch.gaussian_lse(q.double(), k.double(), w.double(), dx, backend=name)
+    return gaussian_lse(q.double(), k.double(), w.double(), dx, backend=name)
 
 
 def run(device: str, sizes, batch: int, dim: int, dtype: torch.dtype, reps: int, torch_max: int,
@@ -100,7 +101,7 @@ def run(device: str, sizes, batch: int, dim: int, dtype: torch.dtype, reps: int,
             if name == "torch" and size > torch_max:
                 continue
             slow = name == "torch"  # one call, no warm-up: it takes tens of seconds a call
-            seconds, out = _timer(lambda q=q, k=k, w=w, name=name: _dispatch.gaussian_lse(q, k, w, dx, backend=name),
+            seconds, out = _timer(lambda q=q, k=k, w=w, name=name: gaussian_lse(q, k, w, dx, backend=name),
                                   device, 1 if slow else reps, warmup=not slow)
             err = (out.double() - ref).abs().max().item()
             lines.append(f"| {shape} | {str(dtype)[6:]} | {name} | {seconds:.4g} | {work / seconds / 1e9:.3g} "

@@ -19,7 +19,9 @@ import time
 import torch
 
 from benchmarks._results import emit, provenance
-from emergence_fast import _dispatch, backends
+from emergence_fast import backends
+from emergence_fast.ops.gram import gram
+from emergence_fast.ops.softmax_entropy import softmax_entropy
 
 
 def _timer(fn, device, reps):
@@ -58,7 +60,7 @@ def run(device: str, reps: int) -> list[str]:
             flop = 2 * shape[0] * shape[1] * shape[2] ** 2
             peer = flop / _timer(lambda: torch.matmul(a.transpose(-1, -2), a), device, reps) / 1e12
             for name in names:
-                seconds = _timer(lambda: _dispatch.gram(a, a, backend=name), device, reps)
+                seconds = _timer(lambda: gram(a, a, backend=name), device, reps)
                 rate = flop / seconds / 1e12
                 lines.append(f"| gram | {'x'.join(map(str, shape))} | {str(dtype)[6:]} | {name} | {seconds * 1e3:.2f} "
                              f"| {rate:.2f} TFLOP/s | {peer:.2f} TFLOP/s (matmul) | {100 * rate / peer:.0f}% |")
@@ -68,7 +70,7 @@ def run(device: str, reps: int) -> list[str]:
             nbytes = logits.numel() * logits.element_size()
             peer = 2 * nbytes / _timer(lambda: scratch.copy_(logits), device, reps) / 1e9
             for name in names:
-                seconds = _timer(lambda: _dispatch.softmax_entropy(logits, backend=name), device, reps)
+                seconds = _timer(lambda: softmax_entropy(logits, backend=name), device, reps)
                 rate = nbytes / seconds / 1e9
                 lines.append(f"| token entropy | {'x'.join(map(str, shape))} | {str(dtype)[6:]} | {name} | "
                              f"{seconds * 1e3:.2f} | {rate:.1f} GB/s | {peer:.1f} GB/s (copy) | {100 * rate / peer:.0f}% |")

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from benchmarks.conftest import sync, timed_backends
-from emergence_fast import _dispatch
+from emergence_fast.ops.gram import gram
+from emergence_fast.ops.softmax_entropy import softmax_entropy
 
 DEVICE, BACKENDS = timed_backends()
 GRAM_SHAPES = [(1, 4096, 576), (32, 512, 64), (8, 2048, 256)] if DEVICE == "cpu" else \
@@ -17,7 +18,7 @@ def test_gram(benchmark, backend, shape):
     a = torch.randn(*shape, device=DEVICE)
 
     def run():
-        out = _dispatch.gram(a, a, backend=backend)
+        out = gram(a, a, backend=backend)
         sync(DEVICE)
         return out
 
@@ -31,7 +32,7 @@ def test_token_entropy(benchmark, backend, shape):
     logits = torch.randn(*shape, device=DEVICE)
 
     def run():
-        out = _dispatch.softmax_entropy(logits, backend=backend)
+        out = softmax_entropy(logits, backend=backend)
         sync(DEVICE)
         return out
 

@@ -6,7 +6,7 @@ import torch
 
 import emergence_fast as ef
 from benchmarks.conftest import sync, timed_backends
-from emergence_fast import _dispatch
+from emergence_fast.ops.knn import knn_maxnorm
 
 DEVICE, BACKENDS = timed_backends()
 CASES = [(5000, 1), (50000, 1), (5000, 4)]
@@ -51,7 +51,7 @@ def test_knn_maxnorm_kernel(benchmark, backend, n, d):
     z = torch.cat([x, y], dim=-1).float().to(DEVICE)
 
     def run():
-        out = _dispatch.knn_maxnorm(z, d, 3, 1, backend=backend)
+        out = knn_maxnorm(z, d, 3, 1, backend=backend)
         sync(DEVICE)
         return out
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from ._dispatch import gram
+from .ops.gram import gram
 from ._validation import as_samples
 from .estimators import gaussian
 

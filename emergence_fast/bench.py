@@ -8,7 +8,7 @@ Three parts, each with absolute rates and the ratio to its peer:
   the overhead ``macro_pass_s / bare_forward_s - 1``, and the micro-pass and estimate-stage times;
 * **icl**: judgment-style prompts/s of :class:`~emergence_fast.icl.runner.PromptRunner` (batched,
   shared-prefix KV cache) against one prompt per forward, with the largest readout difference;
-* **kernels**: per available backend, ``_dispatch.gram`` against dense ``torch.matmul``
+* **kernels**: per available backend, ``ops.gram.gram`` against dense ``torch.matmul``
   (GFLOP/s), the fused softmax entropy against ``Tensor.clone`` of the same logits (GB/s,
   fraction of copy bandwidth) and the max-norm kNN search with KSG counts against scipy's
   ``cKDTree`` (queries/s).
@@ -434,7 +434,7 @@ def _row(op, shape, dtype, backend, device, seconds, rate, unit, peer, peer_seco
 
 
 def _bench_gram(shape, dtype, device, names, timing) -> list[dict]:
-    from . import _dispatch
+    from .ops.gram import gram
 
     batch, n, d = shape
     a = torch.randn(batch, n, d, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
@@ -443,8 +443,8 @@ def _bench_gram(shape, dtype, device, names, timing) -> list[dict]:
     reference = torch.matmul(a.double().transpose(-1, -2), a.double())
     rows = []
     for name in names:
-        seconds = median_time(lambda: _dispatch.gram(a, a, backend=name), device, **timing)
-        error = float(((_dispatch.gram(a, a, backend=name).double() - reference).abs().max()
+        seconds = median_time(lambda: gram(a, a, backend=name), device, **timing)
+        error = float(((gram(a, a, backend=name).double() - reference).abs().max()
                        / reference.abs().max().clamp_min(1e-300)))
         rows.append(_row("gram", shape, str(dtype)[6:], name, device, seconds, gflop / seconds, "GFLOP/s",
                          "torch.matmul", peer_s, gflop / peer_s, max_rel_error=error))
@@ -452,17 +452,17 @@ def _bench_gram(shape, dtype, device, names, timing) -> list[dict]:
 
 
 def _bench_entropy(shape, dtype, device, names, timing) -> list[dict]:
-    from . import _dispatch
+    from .ops.softmax_entropy import softmax_entropy, softmax_entropy_torch
 
     logits = (4 * torch.randn(*shape, generator=torch.Generator().manual_seed(1))).to(device=device, dtype=dtype)
     gbytes = logits.numel() * logits.element_size() / 1e9
     peer_s = median_time(logits.clone, device, **timing)
     peer_rate = 2 * gbytes / peer_s  # a copy reads and writes every byte
-    reference = _dispatch._softmax_entropy_torch(logits.double())
+    reference = softmax_entropy_torch(logits.double())
     rows = []
     for name in names:
-        seconds = median_time(lambda: _dispatch.softmax_entropy(logits, backend=name), device, **timing)
-        error = float((_dispatch.softmax_entropy(logits, backend=name).double() - reference).abs().max())
+        seconds = median_time(lambda: softmax_entropy(logits, backend=name), device, **timing)
+        error = float((softmax_entropy(logits, backend=name).double() - reference).abs().max())
         rows.append(_row("softmax_entropy", shape, str(dtype)[6:], name, device, seconds, gbytes / seconds, "GB/s",
                          "Tensor.clone", peer_s, peer_rate, max_abs_error_nats=error))
     return rows
@@ -483,7 +483,7 @@ def _tree_counts(z, dx: int, k: int, workers: int):
 def _bench_knn(shape, device, names, timing) -> list[dict]:
     import numpy as np
 
-    from . import _dispatch
+    from .ops.knn import knn_maxnorm
 
     batch, n, dx, dy = shape
     generator = torch.Generator().manual_seed(2)
@@ -498,8 +498,8 @@ def _bench_knn(shape, device, names, timing) -> list[dict]:
     queries = batch * n
     rows = []
     for name in names:
-        seconds = median_time(lambda: _dispatch.knn_maxnorm(z_dev, dx, KNN_K, 1, backend=name), device, **timing)
-        _, n_x, _ = _dispatch.knn_maxnorm(z_dev, dx, KNN_K, 1, backend=name)
+        seconds = median_time(lambda: knn_maxnorm(z_dev, dx, KNN_K, 1, backend=name), device, **timing)
+        _, n_x, _ = knn_maxnorm(z_dev, dx, KNN_K, 1, backend=name)
         agree = float((n_x.cpu() == tree_nx).double().mean())
         rows.append(_row("knn_maxnorm (KSG counts)", shape, "float32", name, device, seconds, queries / seconds,
                          "queries/s", "scipy cKDTree (f64, CPU)", peer_s, queries / peer_s, k=KNN_K,

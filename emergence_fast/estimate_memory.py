@@ -28,14 +28,12 @@ at least two resamples per call; with those chunks the results equal one batch b
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 from dataclasses import dataclass
 
-import torch
 
-from . import _dispatch
-from .estimators import knn, neural, renyi
+from .estimators import registry
+from .estimators.knn import native_knn_for
 from .estimators.uncertainty import estimate_with_stderr
 
 ITEMSIZE = 4  # float32 reservoir rows and micro states
@@ -47,17 +45,6 @@ ALLOCATOR_SLACK = 2.0
 ALLOCATOR_FIXED = 16 * 2**20
 # estimate_with_stderr's default n_resamples, which IE uses
 JACKKNIFE_RESAMPLES = inspect.signature(estimate_with_stderr).parameters["n_resamples"].default
-_JACKKNIFE = ("ksg", "renyi")  # estimators whose IE standard error is the delete-half jackknife
-_NEURAL_DEFAULTS = {**{name: p.default for name, p in inspect.signature(neural.mutual_information).parameters.items()
-                       if name in ("hidden", "layers", "holdout", "eval_every", "critic")},
-                    "steps": neural._DEFAULT_STEPS, "batch_size": neural._DEFAULT_BATCH}
-
-
-def _neural_parameters(critic, dx, dy, hidden, layers) -> int:
-    if critic == "concat":
-        widths = [dx + dy] + [hidden] * layers + [1]
-        return sum(a * b + b for a, b in itertools.pairwise(widths))
-    return sum(a * b + b for d in (dx, dy) for a, b in zip([d] + [hidden] * (layers + 1), [hidden] * (layers + 1)))
 
 
 def estimator_bytes(estimator: str, options: dict, n: int, dx: int, dy: int, batch: int, *,
@@ -65,65 +52,23 @@ def estimator_bytes(estimator: str, options: dict, n: int, dx: int, dy: int, bat
     """Modelled peak working memory (bytes) of one call of ``estimator`` on ``batch`` cells.
 
     The inputs are ``x [batch, n, dx]`` and ``y [batch, n, dy]`` float32 tensors that already
-    exist (not counted); the result is the memory the call allocates on top of them. ``options``
-    are the estimator's keyword options as IE passes them. ``native_knn``: whether KSG's k-NN
-    search runs in a native kernel (else the torch reference, whose distance tiles add
-    ``4 x 64 MB``).
+    exist (not counted); the result is the memory the call allocates on top of them, from the
+    model the estimator declares (``working_bytes`` in :mod:`.estimators.registry`). ``options``
+    are the estimator's keyword options as IE passes them. ``native_knn``: whether a k-NN search
+    runs in a native kernel (else the torch reference's distance tiles).
 
-    Raises ``ValueError`` for an estimator this module does not model.
+    Raises ``ValueError`` for an estimator that declares no model.
     """
-    elements = n * (dx + dy)
-    if estimator == "ksg":
-        # Measured at 64 x 512 x 576: 12 B per element at the peak -- the jittered float32 copies and their
-        # concatenation (8 B) while one side's float64 jitter temporaries live; radii and counts per row.
-        tree = 128 * n if dx + dy <= 4 else 0
-        per_cell = 14 * elements + 64 * n + tree
-        fixed = 16 * n * max(dx, dy) + (0 if native_knn else 4 * knn._TILE_BYTES)  # the shared noise draw
-        return batch * per_cell + fixed
-    if estimator == "renyi":
-        # Gram matrices [n, n] float64: squared distances, kernel, both sides, their Hadamard product and
-        # eigenvalue workspace (at most 8 live); Lanczos keeps fewer but stores its basis.
-        if options.get("approx") == "lanczos":
-            # per probe: the Krylov basis [steps, n], the tridiagonal matrices and their eigenvectors, the iterates
-            defaults = inspect.signature(renyi.mutual_information).parameters
-            probes = options.get("n_probes") or defaults["n_probes"].default
-            steps = min(options.get("n_steps") or defaults["n_steps"].default, n)
-            per_cell = 6 * 8 * n * n + 8 * probes * (2 * steps * n + 6 * steps * steps + 6 * n)
-        else:
-            per_cell = 8 * 8 * n * n
-        return batch * (per_cell + 16 * elements) + 3 * 8 * n * n
-    if estimator in ("infonce", "nwj", "mine", "smile"):
-        o = {**_NEURAL_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-        hidden, layers, critic = o["hidden"], o["layers"], o["critic"]
-        n_hold = round(o["holdout"] * n)
-        train_batch = min(o["batch_size"], n - n_hold)
-        eval_batch = min(o["batch_size"], max(n_hold, 1))
-        k_eval = max(n_hold // eval_batch, 1)
-        wide = hidden if critic == "concat" else 1
-        eval_chunk = min(k_eval, max(1, neural._EVAL_CHUNK_PAIRS // (eval_batch * eval_batch * wide)))
-        parameters = _neural_parameters(critic, dx, dy, hidden, layers)
-        per_cell = (8 * elements  # standardised copies (4 B), one side's standardising temporaries, held-out rows
-                    + 32 * parameters  # weights, gradients, Adam's two moments and its foreach temporaries
-                    + 4 * train_batch * (dx + dy + 6 * hidden * (layers + 1))  # minibatch rows, activations
-                    + 4 * train_batch * train_batch * wide * (2 * layers + 6)  # score matrix and its gradients
-                    + 16 * eval_chunk * eval_batch * eval_batch * wide  # held-out scores, masked and exponentiated
-                    + 8 * 3 * (o["steps"] // o["eval_every"] + 1))  # curve, best, stderr
-        return batch * per_cell
-    if estimator == "chen2024":
-        widths = neural._chen_widths(dx + dy)
-        parameters = sum(a * b + b for a, b in itertools.pairwise(widths))
-        steps = options.get("steps") or neural._CHEN_STEPS
-        # joint, product-of-marginals and shuffled-y rows; each of two passes keeps every layer's input and
-        # pre-activation for backward, and backward holds gradients of the same size.
-        per_cell = 4 * n * (3 * (dx + dy) + 6 * sum(widths[1:])) + 32 * parameters + 16 * steps
-        return batch * per_cell
-    raise ValueError(f"estimator must be a sample-based estimator (ksg, renyi, infonce, nwj, mine, smile, chen2024), "
-                     f"got {estimator!r}")
+    spec = registry.get(estimator, argument="estimator")
+    if spec.working_bytes is None:
+        raise ValueError(f"estimator {estimator!r} declares no working-memory model (working_bytes)")
+    return spec.working_bytes(dict(options), n, dx, dy, batch, native_knn=native_knn)
 
 
 def uses_jackknife(estimator: str) -> bool:
     """Whether IE's standard error for ``estimator`` is the delete-half jackknife (else its own or none)."""
-    return estimator in _JACKKNIFE
+    spec = registry.get(estimator, argument="estimator")
+    return spec.ie_jackknife and spec.uncertainty != "own"
 
 
 def chunk_bytes(estimator: str, options: dict, m: int, width: int, cells: int, resamples: int, *,
@@ -205,11 +150,3 @@ def minimum_bytes(estimator: str, options: dict, m: int, width: int, n_cells: in
     """The smallest chunk's modelled peak: the least room the estimate stage can run in."""
     resamples = 2 if uses_jackknife(estimator) else 1
     return chunk_bytes(estimator, options, m, width, smallest_chunk(n_cells), resamples, native_knn=native_knn)
-
-
-def native_knn_for(device) -> bool:
-    """Whether KSG's k-NN search runs in a native kernel on ``device`` (the default backend choice)."""
-    try:
-        return _dispatch.resolve_backend(None, torch.device(device)) in ("cpp", "triton", "cuda")
-    except ValueError:
-        return False

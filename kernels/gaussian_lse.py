@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import interpreting, sm_count
+from ._launch import interpreting, row_tiles
 
 _SUPPORTED = (torch.float32, torch.float64)
 
@@ -113,16 +113,6 @@ def _gaussian_lse_kernel(
     tl.store(ob + 2, _lse_value(mx2, sum2), mask=row_ok)
 
 
-def _gpu_config(dtype: torch.dtype, B: int, M: int, n_sm: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for a GPU launch; a fixed table, no autotuning."""
-    block_n = 64 if dtype == torch.float32 else 32
-    block_m = 64
-    # Smaller row blocks when the grid would not cover the SMs twice.
-    while block_m > 16 and B * triton.cdiv(M, block_m) < 2 * n_sm:
-        block_m //= 2
-    return block_m, block_n, 4
-
-
 def _check(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.Tensor, dx: int) -> None:
     if queries.dtype not in _SUPPORTED:
         raise TypeError(f"gaussian_lse: queries must be float32 or float64, got {queries.dtype}")
@@ -153,7 +143,7 @@ def gaussian_lse(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.T
     Raises TypeError for other dtypes and ValueError for inconsistent shapes or ``dx``.
     """
     _check(queries, keys, log_weights, dx)
-    interp = interpreting(queries, "gaussian_lse")
+    interpreting(queries, "gaussian_lse")  # raises for CPU tensors without the interpreter, before any allocation
     B, M, D = queries.shape
     N = keys.shape[1]
     out = torch.empty((B, M, 3), dtype=queries.dtype, device=queries.device)
@@ -167,14 +157,8 @@ def gaussian_lse(queries: torch.Tensor, keys: torch.Tensor, log_weights: torch.T
     kt = keys.transpose(1, 2).contiguous()
     w = log_weights.contiguous()
 
-    if interp:
-        # The interpreter's cost is per program and per op: few, wide programs.
-        block_m, block_n, launch = min(64, triton.next_power_of_2(M)), min(256, triton.next_power_of_2(N)), {}
-    else:
-        block_m, block_n, num_warps = _gpu_config(queries.dtype, B, M, sm_count(queries.device))
-        launch = {"num_warps": num_warps}
-    block_m = _block_m or block_m
-    block_n = _block_n or block_n
+    block_m, block_n, on_gpu = row_tiles(queries, "gaussian_lse", B, M, N, _block_m, _block_n)
+    launch = {"num_warps": 4} if on_gpu else {}  # the two live distance tiles: ~32 fp32 elements a thread
 
     grid = (triton.cdiv(M, block_m), B)
     _gaussian_lse_kernel[grid](

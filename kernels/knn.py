@@ -38,9 +38,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import interpreting, sm_count
+from ._launch import interpreting, row_tiles
 
-MAX_K = 32  # the per-row list lives in registers: [BLOCK_M, next_pow2(k)] per program
+# The per-row list lives in registers: [BLOCK_M, next_pow2(k)] per program. The same limit as the CUDA
+# kernel's (csrc/native_limits.h, read back as _C.REGISTER_K_MAX; tests/kernels check the two agree).
+MAX_K = 32
 _SUPPORTED = (torch.float32, torch.float64)
 
 
@@ -146,17 +148,11 @@ def _knn_maxnorm_kernel(
         tl.store(ny_ptr + pid_b * N + rows, count_y.to(tl.int64), mask=row_ok)
 
 
-def _gpu_config(dtype: torch.dtype, B: int, N: int, n_sm: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for a GPU launch; a fixed table, no autotuning."""
-    block_n = 64 if dtype == torch.float32 else 32
-    block_m = 64
-    # Smaller row blocks when the grid would not cover the SMs twice.
-    while block_m > 16 and B * triton.cdiv(N, block_m) < 2 * n_sm:
-        block_m //= 2
-    # 16 fp32 (8 fp64) tile elements per thread: the live [BLOCK_M, BLOCK_N] tiles then fit in
-    # about 128 registers (ptxas, sm_90) without spilling; 4 warps on a 64 x 64 tile spill.
+def _num_warps(dtype: torch.dtype, block_m: int, block_n: int) -> int:
+    """Warps of a GPU launch: 16 fp32 (8 fp64) tile elements per thread, so the live [BLOCK_M, BLOCK_N]
+    tiles fit in about 128 registers (ptxas, sm_90) without spilling; 4 warps on a 64 x 64 tile spill."""
     per_thread = 16 if dtype == torch.float32 else 8
-    return block_m, block_n, max(2, block_m * block_n // (32 * per_thread))
+    return max(2, block_m * block_n // (32 * per_thread))
 
 
 def _check(z: torch.Tensor, dx: int, k: int, mode: int) -> None:
@@ -190,7 +186,7 @@ def knn_maxnorm(z: torch.Tensor, dx: int, k: int, mode: int, _block_m=None, _blo
     to force several tiles on small inputs).
     """
     _check(z, dx, k, mode)
-    interp = interpreting(z, "knn_maxnorm")
+    interpreting(z, "knn_maxnorm")  # raises for CPU tensors without the interpreter, before any allocation
     B, N, D = z.shape
     eps = torch.empty((B, N), dtype=z.dtype, device=z.device)
     shape = (B, N) if mode > 0 else (0,)
@@ -202,14 +198,8 @@ def knn_maxnorm(z: torch.Tensor, dx: int, k: int, mode: int, _block_m=None, _blo
     # column stay int32.
     zt = z.transpose(1, 2).contiguous()
 
-    if interp:
-        # The interpreter's cost is per program and per op: few, wide programs.
-        block_m, block_n, launch = min(64, triton.next_power_of_2(N)), min(256, triton.next_power_of_2(N)), {}
-    else:
-        block_m, block_n, num_warps = _gpu_config(z.dtype, B, N, sm_count(z.device))
-        launch = {"num_warps": num_warps}
-    block_m = _block_m or block_m
-    block_n = _block_n or block_n
+    block_m, block_n, on_gpu = row_tiles(z, "knn_maxnorm", B, N, N, _block_m, _block_n)
+    launch = {"num_warps": _num_warps(z.dtype, block_m, block_n)} if on_gpu else {}
 
     grid = (triton.cdiv(N, block_m), B)
     _knn_maxnorm_kernel[grid](

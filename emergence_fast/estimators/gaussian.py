@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import _dispatch
+from ..ops.gram import gram
 from .._validation import as_samples, check_choice, check_paired, log_base
 from .registry import Details, Estimator, register
 
@@ -78,7 +78,7 @@ def moments(z: torch.Tensor, backend: str | None = None):
         shift_mean = (z.sum(dim=-2, dtype=torch.float64) - n * reference.squeeze(-2)) / n
         centred = z.float() - (reference.squeeze(-2) + shift_mean).float().unsqueeze(-2)
     mean = reference.squeeze(-2) + shift_mean
-    comoment = _dispatch.gram(centred, centred, backend=backend).to(torch.float64)
+    comoment = gram(centred, centred, backend=backend).to(torch.float64)
     count = torch.full(z.shape[:-2], n, dtype=torch.int64, device=z.device)
     return count, mean, comoment
 

@@ -31,16 +31,18 @@ marginal distances from :math:`i` to its :math:`k` joint neighbours,
 
 with :math:`n_x(i) = \#\{j \ne i : \|x_i - x_j\| \le \epsilon_x(i)\}`, likewise :math:`n_y`.
 
-Computation. Exact brute force, tiled: query rows are processed in tiles so that no
-:math:`N \times N` distance matrix is ever held (each tile's distances fit in about
-``_TILE_BYTES``), with leading batch dims flattened and run together. Distances are
+Computation. Exact brute force, tiled (:mod:`emergence_fast.ops.knn`, the reference of the
+native kernels): query rows are processed in tiles so that no :math:`N \times N` distance
+matrix is ever held, with leading batch dims flattened and run together. Distances are
 ``torch.cdist`` (max-norm, or Euclidean without the matmul shortcut, so every pair is the
 same number whatever the tiling); float64 input is measured in float64, other dtypes in
 float32, and the counts are exact comparisons of those numbers. With a native backend (``cpp``,
 ``triton``, ``cuda``) the max-norm searches (entropy with ``metric="max"`` and KSG) run in
-``_dispatch.knn_maxnorm`` (the same distances bit for bit, hence the same radii and counts; the
-tiling arguments do not apply); Euclidean entropy and the ``torch`` backend use the torch ops
-here, which stay the reference. Cost is :math:`O(N^2 d)` per batch cell.
+``ops.knn.knn_maxnorm`` (the same distances bit for bit, hence the same radii and counts; the
+tiling arguments do not apply); Euclidean entropy and the ``torch`` backend use the tiled torch
+reference. The Triton and CUDA kernels hold k <= 32 (``_dispatch.register_k_max``): a larger
+``k`` falls back under ``backend="auto"`` and raises a ``ValueError`` when they were asked for.
+Cost is :math:`O(N^2 d)` per batch cell.
 
 Low dimensions. Brute force loses to a space-partitioning tree when the (joint) dimension is
 small and N large: measured here (2 vCPU, ``benchmarks/RESULTS.md``), a KD-tree KSG on 1+1
@@ -87,7 +89,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import _dispatch
+from ..ops.knn import TILE_BYTES, check_tile_rows, knn_maxnorm, knn_radii, ksg_counts, pick_backend
 from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
 from .registry import Details, Estimator, register
 
@@ -95,7 +97,6 @@ METRICS = ("max", "euclidean")
 VARIANTS = (1, 2)
 ALGORITHMS = ("auto", "brute", "kd_tree")
 _NATIVE = ("cpp", "triton", "cuda")
-_TILE_BYTES = 64 * 2**20  # budget for the distance matrices of one tile, all batch cells together
 
 
 def _check_k(k, n: int) -> None:
@@ -142,36 +143,6 @@ def _add_jitter(x: torch.Tensor, jitter: float, generator: torch.Generator) -> t
     return out.addcmul_(noise, scale).to(x.dtype)
 
 
-def _check_tile_rows(tile_rows) -> None:
-    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1):
-        raise ValueError(f"_tile_rows must be a positive integer, got {tile_rows!r}")
-
-
-def _tiles(batch: int, n: int, itemsize: int, matrices: int, tile_rows):
-    """(batch chunk, query-row tile) pairs covering ``[B, N]``; each holds ~``_TILE_BYTES`` of distances."""
-    row_bytes = n * itemsize * matrices
-    if tile_rows is None:
-        per_cell = max(1, _TILE_BYTES // row_bytes)  # query rows affordable for one batch cell
-        bchunk = max(1, min(batch, per_cell // n)) if per_cell >= n else 1
-        tile_rows = max(1, min(n, _TILE_BYTES // (row_bytes * bchunk)))
-    else:
-        _check_tile_rows(tile_rows)
-        bchunk = batch
-    for b0 in range(0, batch, bchunk):
-        for r0 in range(0, n, tile_rows):
-            yield slice(b0, min(batch, b0 + bchunk)), slice(r0, min(n, r0 + tile_rows))
-
-
-def _distances(query: torch.Tensor, points: torch.Tensor, p: float) -> torch.Tensor:
-    return torch.cdist(query, points, p=p, compute_mode="donot_use_mm_for_euclid_dist")
-
-
-def _exclude_self(dist: torch.Tensor, rows: slice) -> torch.Tensor:
-    """Set the (i, i) entries of a ``[b, T, N]`` tile whose rows start at ``rows.start`` to +inf."""
-    dist.diagonal(offset=rows.start, dim1=-2, dim2=-1).fill_(math.inf)
-    return dist
-
-
 def _duplicates_error(space: str, jitter: float) -> ValueError:
     if jitter:
         return ValueError(
@@ -208,7 +179,8 @@ def _use_tree(algorithm: str, x: torch.Tensor, dims: int) -> bool:
 
 
 def _tree_radii(x: torch.Tensor, k: int, p: float) -> torch.Tensor:
-    """KD-tree twin of :func:`knn_radii` for CPU ``x [B, N, d]``: the (k+1)-th distance counting self."""
+    """KD-tree twin of :func:`~emergence_fast.ops.knn.knn_radii` for CPU ``x [B, N, d]``: the (k+1)-th
+    distance counting self."""
     from scipy.spatial import cKDTree
 
     cells = x.double().numpy()
@@ -217,7 +189,7 @@ def _tree_radii(x: torch.Tensor, k: int, p: float) -> torch.Tensor:
 
 
 def _tree_ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int):
-    """KD-tree twin of :func:`_ksg_counts` for CPU tensors (float64 radii, int64 counts)."""
+    """KD-tree twin of :func:`~emergence_fast.ops.knn.ksg_counts` for CPU tensors (float64 radii, int64 counts)."""
     from scipy.spatial import cKDTree
 
     out = []
@@ -236,17 +208,6 @@ def _tree_ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int):
         out.append((eps, *counts))
     eps, n_x, n_y = (np.stack(parts) for parts in zip(*out))
     return torch.from_numpy(eps), torch.from_numpy(n_x).long(), torch.from_numpy(n_y).long()
-
-
-def knn_radii(x: torch.Tensor, k: int, *, metric: str = "max", _tile_rows=None) -> torch.Tensor:
-    """Distance from each sample of ``x [B, N, d]`` to its ``k``-th nearest other sample: ``[B, N]``."""
-    batch, n, _ = x.shape
-    p = math.inf if metric == "max" else 2.0
-    out = torch.empty(batch, n, dtype=x.dtype, device=x.device)
-    for bs, rows in _tiles(batch, n, x.element_size(), 1, _tile_rows):
-        dist = _exclude_self(_distances(x[bs, rows], x[bs], p), rows)
-        out[bs, rows] = torch.topk(dist, k, dim=-1, largest=False, sorted=False).values.amax(-1)
-    return out
 
 
 def _psi(v: int) -> float:
@@ -269,6 +230,7 @@ class KNNDetails(Details):
     algorithm: str
     backend: str
     jitter: float
+    stderr: None = None
 
 
 def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: int = 0, base=None, backend=None,
@@ -283,7 +245,7 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     on ties that survive the jitter. ``details=True`` adds :class:`KNNDetails`.
     """
     x = as_samples(x, "x")
-    chosen = _dispatch.resolve_backend(backend, x.device)
+    chosen = pick_backend(backend, x.device, k)
     check_choice(metric, "metric", METRICS)
     n, d = x.shape[-2:]
     _check_k(k, n)
@@ -292,7 +254,7 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     lead = x.shape[:-2]
     x3 = x.reshape(-1, n, d).to(_work_dtype(x))
     tree = _use_tree(algorithm, x3, d)
-    _check_tile_rows(_tile_rows)
+    check_tile_rows(_tile_rows)
     value = torch.full(x3.shape[:1], -math.inf, dtype=torch.float64, device=x.device)  # a point mass: -inf
     live = ~constant_cells(x3)
     if bool(live.any()):
@@ -300,7 +262,7 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
         if tree:
             radii = _tree_radii(x3, k, math.inf if metric == "max" else 2.0)
         elif chosen in _NATIVE and metric == "max":  # the native kernel does not tile: _tile_rows unused
-            radii = _dispatch.knn_maxnorm(x3, d, k, 0, backend=chosen)[0].double()
+            radii = knn_maxnorm(x3, d, k, 0, backend=chosen)[0].double()
         else:
             radii = knn_radii(x3, k, metric=metric, _tile_rows=_tile_rows).double()
         if bool((radii == 0).any()):
@@ -310,44 +272,6 @@ def entropy(x, *, k: int = 3, metric: str = "max", jitter: float = 0.0, seed: in
     if not details:
         return value
     return value, KNNDetails(k=k, algorithm="kd_tree" if tree else "brute", backend=chosen, jitter=jitter)
-
-
-def _k_nearest_mask(joint: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
-    """The k nearest per row as a mask: everything closer than ``eps``, then ties at ``eps`` by lowest index.
-
-    The lowest-index rule is what the native kernels do, so variant 2's marginal extents agree on
-    every backend even with tied distances; ``torch.topk`` alone would break ties arbitrarily.
-    """
-    closer = joint < eps
-    tied = joint == eps
-    room = k - closer.sum(-1, keepdim=True)
-    return closer | (tied & (tied.cumsum(-1) <= room))
-
-
-def _ksg_counts(x: torch.Tensor, y: torch.Tensor, k: int, variant: int, _tile_rows=None):
-    """Joint k-NN radius and marginal counts (per the variant) for ``x [B, N, dx]``, ``y [B, N, dy]``.
-
-    Returns ``(radius, n_x, n_y)``, each ``[B, N]``.
-    """
-    batch, n, _ = x.shape
-    radius = torch.empty(batch, n, dtype=x.dtype, device=x.device)
-    counts = [torch.empty(batch, n, dtype=torch.int64, device=x.device) for _ in range(2)]
-    for bs, rows in _tiles(batch, n, x.element_size(), 3, _tile_rows):
-        dx = _exclude_self(_distances(x[bs, rows], x[bs], math.inf), rows)
-        dy = _exclude_self(_distances(y[bs, rows], y[bs], math.inf), rows)
-        joint = torch.maximum(dx, dy)
-        eps = torch.topk(joint, k, dim=-1, largest=False, sorted=False).values.amax(-1, keepdim=True)
-        radius[bs, rows] = eps.squeeze(-1)
-        if variant == 2:
-            neighbours = _k_nearest_mask(joint, eps, k)
-        for m, marg in enumerate((dx, dy)):
-            if variant == 1:
-                counts[m][bs, rows] = (marg < eps).sum(-1, dtype=torch.int32)
-            else:
-                extent = torch.where(neighbours, marg, torch.zeros_like(marg)).amax(-1, keepdim=True)
-                counts[m][bs, rows] = (marg <= extent).sum(-1, dtype=torch.int32)
-        del dx, dy, joint
-    return radius, counts[0], counts[1]
 
 
 def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.0, seed: int = 0, base=None,
@@ -365,7 +289,7 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)
-    chosen = _dispatch.resolve_backend(backend, x.device)
+    chosen = pick_backend(backend, x.device, k)
     if isinstance(variant, bool) or variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     n = x.shape[-2]
@@ -376,7 +300,7 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     dtype = _work_dtype(x, y)
     x3, y3 = x.reshape(-1, n, x.shape[-1]).to(dtype), y.reshape(-1, n, y.shape[-1]).to(dtype)
     tree = _use_tree(algorithm, x3, x3.shape[-1] + y3.shape[-1])
-    _check_tile_rows(_tile_rows)
+    check_tile_rows(_tile_rows)
     value = torch.zeros(x3.shape[:1], dtype=torch.float64, device=x.device)  # I = 0 where a side is constant
     live = ~(constant_cells(x3) | constant_cells(y3))
     if bool(live.any()):
@@ -402,9 +326,9 @@ def _ksg(x3: torch.Tensor, y3: torch.Tensor, k: int, variant: int, jitter: float
         radius, n_x, n_y = _tree_ksg_counts(x3, y3, k, variant)
     elif chosen in _NATIVE:  # the native kernel does not tile: _tile_rows unused
         joint = torch.cat([x3, y3], dim=-1)
-        radius, n_x, n_y = _dispatch.knn_maxnorm(joint, x3.shape[-1], k, variant, backend=chosen)
+        radius, n_x, n_y = knn_maxnorm(joint, x3.shape[-1], k, variant, backend=chosen)
     else:
-        radius, n_x, n_y = _ksg_counts(x3, y3, k, variant, _tile_rows)
+        radius, n_x, n_y = ksg_counts(x3, y3, k, variant, _tile_rows)
     if bool((radius == 0).any()):
         raise _duplicates_error("the joint sample (x, y)", jitter)
     psi = torch.special.digamma
@@ -414,12 +338,35 @@ def _ksg(x3: torch.Tensor, y3: torch.Tensor, k: int, variant: int, jitter: float
     return _psi(k) - 1.0 / k + _psi(n) - (psi(n_x) + psi(n_y)).mean(-1)
 
 
+def native_knn_for(device, backend=None) -> bool:
+    """Whether the k-NN search runs in a native kernel with ``backend`` (default: the dispatch default) on ``device``."""
+    try:
+        return pick_backend(backend, torch.device(device), 3) in _NATIVE
+    except ValueError:
+        return False
+
+
+def working_bytes(options: dict, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
+    """Modelled peak working memory (bytes) of one KSG call on ``batch`` cells of float32 ``[n, dx]``, ``[n, dy]``
+    (the inputs not counted; ``dy = 0`` for the entropy). ``native_knn``: the search runs in a native kernel
+    (else the torch reference's distance tiles add ``4 x TILE_BYTES``). Measured by
+    ``python -m benchmarks.estimate_memory`` (see :mod:`emergence_fast.estimate_memory`)."""
+    elements = n * (dx + dy)
+    # Measured at 64 x 512 x 576: 12 B per element at the peak -- the jittered float32 copies and their
+    # concatenation (8 B) while one side's float64 jitter temporaries live; radii and counts per row.
+    tree = 128 * n if dx + dy <= 4 else 0
+    per_cell = 14 * elements + 64 * n + tree
+    fixed = 16 * n * max(dx, dy) + (0 if native_knn else 4 * TILE_BYTES)  # the shared noise draw
+    return batch * per_cell + fixed
+
+
 register(Estimator(
     name="knn", summary="Kozachenko-Leonenko kNN differential entropy (Kraskov et al. 2004, eq. 20)",
-    kind="sample", entropy=entropy, uncertainty="jackknife"))
+    kind="sample", entropy=entropy, uncertainty="jackknife", working_bytes=working_bytes))
 register(Estimator(
     name="ksg", summary="KSG kNN mutual information (Kraskov, Stoegbauer & Grassberger 2004, eqs. 8-9)",
     kind="sample", mutual_information=mutual_information, uncertainty="jackknife", ie=True,
+    working_bytes=working_bytes,
     # Hidden states of discrete prefixes repeat exactly, which kNN counts cannot resolve: IE adds
     # a small jitter (scaled to the working precision) by default.
     ie_defaults={"jitter": 1e-4}))

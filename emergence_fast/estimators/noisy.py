@@ -27,7 +27,7 @@ in units where the noise is standard (:math:`\mu^x_i = (x_i - \bar x)/\sigma_x`)
 is taken by Monte Carlo, ``n_draws`` draws of :math:`z` per atom, every atom enumerated with its
 weight; the realised :math:`\tfrac12\lVert z\rVert^2` is a control variate that removes the
 :math:`\chi^2` noise exactly, and in the combination it cancels altogether. The inner sum is one
-fused kernel, :func:`emergence_fast._dispatch.gaussian_lse` (pairwise squared distances and a
+fused kernel, :func:`emergence_fast.ops.gaussian_lse.gaussian_lse` (pairwise squared distances and a
 log-sum-exp for the x, y and joint mixtures in one pass).
 
 Properties (each checked in ``tests/estimators/test_noisy.py``): finite for any map; at most
@@ -68,8 +68,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .._dispatch import gaussian_lse
+from ..ops.gaussian_lse import gaussian_lse
 from .._validation import as_samples, check_paired, log_base
+from .registry import Details, Estimator, register
 
 DEFAULT_SIGMA = 0.1  # chosen by the agreement study: README, benchmarks/ie_agreement.py
 DEFAULT_DRAWS = 2
@@ -77,7 +78,7 @@ _SEED_STRIDE = 0x9E3779B1  # a cell's draws depend on (seed, cell) only, not on 
 
 
 @dataclass
-class NoisyDetails:
+class NoisyDetails(Details):
     """Per batch cell, float64, in the unit of the value: ``stderr`` (Monte-Carlo and sampling,
     combined), ``mc_stderr`` (Monte-Carlo alone), the one-sided ``mi_x`` = I(A; T_x) and
     ``mi_y``; ``sigma_x``, ``sigma_y`` are the absolute noise scales used (the input's units);
@@ -96,7 +97,7 @@ MIN_SIGMA = 1e-9  # below this the noise is lost to float64 rounding of the scal
 FLOAT64_BELOW_SIGMA = 1e-3  # float32 keeps about 7 digits: scaled states of 1/sigma plus unit noise need more
 
 
-def check_options(sigma, n_draws, seed=0) -> None:
+def check_options(sigma=DEFAULT_SIGMA, n_draws=DEFAULT_DRAWS, seed=0) -> None:
     """Refuse a bad ``sigma``, ``n_draws`` or ``seed`` with a ValueError naming it.
 
     The one place these options are checked: :func:`mutual_information` and Information Emergence
@@ -287,3 +288,10 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
         return value
     shaped = [t.reshape(lead) / unit for t in (stderr, mc, mi_x, mi_y, ceiling)]
     return value, NoisyDetails(*shaped[:4], sx.reshape(lead), sy.reshape(lead), shaped[4])
+
+
+register(Estimator(
+    name="noisy",
+    summary="Noisy-channel MI: I(X + sigma Z; Y + sigma Z') of the empirical atoms (module docstring)",
+    kind="sample", mutual_information=mutual_information, uncertainty="own", weighted=True, ie=True,
+    check_options=check_options))

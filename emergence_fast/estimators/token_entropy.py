@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .. import _dispatch
+from ..ops.softmax_entropy import softmax_entropy
 from .._validation import log_base
 
 
@@ -36,4 +36,4 @@ def token_entropy(logits, *, base=None, backend=None) -> torch.Tensor:
     if bool((logits == -math.inf).all(dim=-1).any()):
         raise ValueError("logits has a row where every entry is -Inf: the softmax is undefined there")
     unit = log_base(base)
-    return _dispatch.softmax_entropy(logits, backend=backend) / unit
+    return softmax_entropy(logits, backend=backend) / unit

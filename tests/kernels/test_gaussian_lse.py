@@ -1,4 +1,4 @@
-"""``_dispatch.gaussian_lse`` on every backend against a float64 oracle built here.
+"""``ops.gaussian_lse.gaussian_lse`` on every backend against a float64 oracle built here.
 
 The oracle forms the explicit [M, N] matrix of ``w - 0.5 |q - k|^2`` per output in float64 from
 the same (possibly float32-rounded) inputs and takes ``torch.logsumexp`` over it; it shares no
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from emergence_fast import _dispatch, backends
+from emergence_fast import backends
+from emergence_fast.ops.gaussian_lse import gaussian_lse
 from tests.conftest import device_backend_pairs
 
 PAIRS = device_backend_pairs()
@@ -66,7 +67,7 @@ def _check(got, want, dtype):
 @pytest.mark.parametrize("device,backend", PAIRS)
 def test_matches_float64_oracle(device, backend, lead, m, n, d, dx, dtype, generator):
     q, k, w = _inputs(lead, m, n, d, dtype, generator, device)
-    got = _dispatch.gaussian_lse(q, k, w, dx, backend=backend)
+    got = gaussian_lse(q, k, w, dx, backend=backend)
     assert got.device == q.device
     _check(got, oracle(q, k, w, dx), dtype)
 
@@ -80,13 +81,13 @@ def test_dropped_keys_and_all_dropped_rows(device, backend, dtype, generator):
     w[1, ::2, 0] = -math.inf     # cell 1: half the keys dropped from the x output only
     w[1, :, 2] = -math.inf       # cell 1: the joint output has no key at all
     w[2] = -math.inf             # cell 2: nothing
-    got = _dispatch.gaussian_lse(q, k, w, 2, backend=backend)
+    got = gaussian_lse(q, k, w, 2, backend=backend)
     want = oracle(q, k, w, 2)
     _check(got, want, dtype)
     assert torch.isneginf(got[1, :, 2]).all() and torch.isneginf(got[2]).all()
     assert torch.isfinite(got[0]).all() and torch.isfinite(got[1, :, :2]).all()
     # Dropping keys with -inf is the same as leaving them out.
-    _check(_dispatch.gaussian_lse(q[:1], k[:1, :5], w[:1, :5], 2, backend=backend), want[:1], dtype)
+    _check(gaussian_lse(q[:1], k[:1, :5], w[:1, :5], 2, backend=backend), want[:1], dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -97,7 +98,7 @@ def test_far_apart_points_do_not_underflow(device, backend, dtype, generator):
     w[0, :, 0] -= 800.0  # and weights far below the others
     want = oracle(q, k, w, 1)
     assert (want < -700).any(), "the case should need the max shift"
-    got = _dispatch.gaussian_lse(q, k, w, 1, backend=backend)
+    got = gaussian_lse(q, k, w, 1, backend=backend)
     assert torch.isfinite(got).all()
     _check(got, want, dtype)
 
@@ -115,7 +116,7 @@ def test_far_from_origin_uses_direct_differences(device, backend, dtype, offset,
     q, k, w = _inputs(lead, m, n, d, torch.float64, generator)
     q, k, w = (q + offset).to(dtype), (k + offset).to(dtype), w.to(dtype)
     want = oracle(q, k, w, dx)
-    got = _dispatch.gaussian_lse(q.to(device), k.to(device), w.to(device), dx, backend=backend)
+    got = gaussian_lse(q.to(device), k.to(device), w.to(device), dx, backend=backend)
     _check(got, want, dtype)
 
     def expansion(a, b):
@@ -131,19 +132,19 @@ def test_far_from_origin_uses_direct_differences(device, backend, dtype, offset,
 def test_wide_states(device, backend, dtype, generator):
     """D of a real model's hidden width (vector loops with tails, both halves long)."""
     q, k, w = _inputs((2,), 10, 13, 1153, dtype, generator, device, scale=0.05)
-    got = _dispatch.gaussian_lse(q, k, w, 577, backend=backend)
+    got = gaussian_lse(q, k, w, 577, backend=backend)
     _check(got, oracle(q, k, w, 577), dtype)
 
 
 @pytest.mark.parametrize("device,backend", PAIRS)
 def test_empty_and_degenerate_shapes(device, backend, generator):
     q, k, w = _inputs((2,), 4, 3, 5, torch.float64, generator, device)
-    out = _dispatch.gaussian_lse(q, k[:, :0], w[:, :0], 2, backend=backend)  # no keys: an empty sum
+    out = gaussian_lse(q, k[:, :0], w[:, :0], 2, backend=backend)  # no keys: an empty sum
     assert out.shape == (2, 4, 3) and torch.isneginf(out).all()
-    assert _dispatch.gaussian_lse(q[:, :0], k, w, 2, backend=backend).shape == (2, 0, 3)
-    assert _dispatch.gaussian_lse(q[:0], k[:0], w[:0], 2, backend=backend).shape == (0, 4, 3)
+    assert gaussian_lse(q[:, :0], k, w, 2, backend=backend).shape == (2, 0, 3)
+    assert gaussian_lse(q[:0], k[:0], w[:0], 2, backend=backend).shape == (0, 4, 3)
     # D = 0: every distance is 0, so each output is the log-sum-exp of its weights.
-    out = _dispatch.gaussian_lse(q[..., :0], k[..., :0], w, 0, backend=backend)
+    out = gaussian_lse(q[..., :0], k[..., :0], w, 0, backend=backend)
     torch.testing.assert_close(out.cpu(), torch.logsumexp(w.cpu(), dim=-2).unsqueeze(-2).expand(2, 4, 3))
 
 
@@ -154,7 +155,7 @@ def test_non_contiguous_inputs(device, backend, generator):
     k = base.transpose(0, 1)[:, 1::3]  # [2, 10, 8]
     w = torch.randn(3, 2, 10, generator=generator, dtype=torch.float64).to(device).permute(1, 2, 0)
     assert not (q.is_contiguous() or k.is_contiguous() or w.is_contiguous())
-    _check(_dispatch.gaussian_lse(q, k, w, np.int64(5), backend=backend), oracle(q, k, w, 5), torch.float64)
+    _check(gaussian_lse(q, k, w, np.int64(5), backend=backend), oracle(q, k, w, 5), torch.float64)
 
 
 @needs_triton_cpu
@@ -193,13 +194,13 @@ BAD_INPUTS = [  # (what to change, message fragment)
 def test_bad_input_raises_value_error(backend, change, message, generator):
     q, k, w = _inputs((2,), 4, 3, 5, torch.float64, generator)
     with pytest.raises(ValueError, match=message):
-        _dispatch.gaussian_lse(*change(q, k, w, 2), backend=backend)
+        gaussian_lse(*change(q, k, w, 2), backend=backend)
 
 
 def test_non_tensor_raises_type_error(generator):
     q, k, w = _inputs((2,), 4, 3, 5, torch.float64, generator)
     with pytest.raises(TypeError, match="keys must be a tensor"):
-        _dispatch.gaussian_lse(q, k.numpy(), w, 2)
+        gaussian_lse(q, k.numpy(), w, 2)
 
 
 @needs_cpp
@@ -228,7 +229,7 @@ def test_gpu_large_shapes_and_key_splits(backend, dtype, generator):
         q, k, w = _inputs(lead, m, n, d, dtype, generator, "cuda", scale=0.1)
         w[0, 100:3000, 1] = -math.inf
         w[-1, :, 2] = -math.inf
-        got = _dispatch.gaussian_lse(q, k, w, dx, backend=backend)
+        got = gaussian_lse(q, k, w, dx, backend=backend)
         _check(got, oracle(q, k, w, dx), dtype)
 
 

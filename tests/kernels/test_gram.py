@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from emergence_fast import _dispatch
+from emergence_fast.ops.gram import gram
 from tests.conftest import device_backend_pairs
 
 SHAPES = [  # (batch dims, N, da, db)
@@ -24,7 +24,7 @@ def reference(a, b):
 def test_gram_matches_float64_reference(device, backend, lead, n, da, db, dtype, generator):
     a = torch.randn(*lead, n, da, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(*lead, n, db, generator=generator).to(device=device, dtype=dtype)
-    out = _dispatch.gram(a, b, backend=backend)
+    out = gram(a, b, backend=backend)
     assert out.shape == (*lead, da, db)
     assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     expected = reference(a, b)  # the reference sees the same rounded inputs
@@ -38,5 +38,5 @@ def test_gram_on_non_contiguous_and_shared_inputs(device, backend, generator):
     a = base.transpose(0, 1)[:, ::2].transpose(0, 1)  # [2, 90, 40] strided view
     b = base[1:3, :, 5:25]
     assert not a.is_contiguous() and not b.is_contiguous()
-    torch.testing.assert_close(_dispatch.gram(a, b, backend=backend).double(), reference(a, b), rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(_dispatch.gram(a, a, backend=backend).double(), reference(a, a), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(gram(a, b, backend=backend).double(), reference(a, b), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(gram(a, a, backend=backend).double(), reference(a, a), rtol=1e-4, atol=1e-3)

@@ -1,4 +1,4 @@
-"""The native max-norm k-NN kernels (``_dispatch.knn_maxnorm``: cpp, triton, cuda) against the torch reference.
+"""The native max-norm k-NN kernels (``ops.knn.knn_maxnorm``: cpp, triton, cuda) against the torch reference.
 
 Radii must be bit-identical and counts exact. On the CPU the Triton kernel runs under
 ``TRITON_INTERPRET=1`` (each program costs milliseconds per op, so shapes stay small); the CUDA
@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emergence_fast import _dispatch, backends
+from emergence_fast.ops import knn as knn_op
 from emergence_fast.estimators import knn
 from tests.conftest import device_backend_pairs
 
@@ -85,13 +86,13 @@ def test_ksg_counts_and_radii_match_torch_exactly(device, backend, lead, n, dx, 
     z = _sample(lead, n, dx + dy, dtype, generator, device)
     z[..., dx:] += 0.5 * z[..., :1]  # some dependence between x and y
     for mode in (1, 2):
-        got = _dispatch.knn_maxnorm(z, dx, k, mode, backend=backend)
+        got = knn_op.knn_maxnorm(z, dx, k, mode, backend=backend)
         assert got[0].device == z.device and got[0].dtype == dtype and got[1].dtype == got[2].dtype == torch.int64
         assert got[0].shape == got[1].shape == got[2].shape == (*lead, n)
-        _assert_same(got, _dispatch.knn_maxnorm(z, dx, k, mode, backend="torch"), f"mode {mode}")
-    eps, n_x, n_y = _dispatch.knn_maxnorm(z, dx + dy, k, 0, backend=backend)
+        _assert_same(got, knn_op.knn_maxnorm(z, dx, k, mode, backend="torch"), f"mode {mode}")
+    eps, n_x, n_y = knn_op.knn_maxnorm(z, dx + dy, k, 0, backend=backend)
     assert n_x is None and n_y is None
-    assert torch.equal(eps, knn.knn_radii(z.reshape(-1, n, dx + dy), k, metric="max").reshape(*lead, n))
+    assert torch.equal(eps, knn_op.knn_radii(z.reshape(-1, n, dx + dy), k, metric="max").reshape(*lead, n))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -102,9 +103,9 @@ def test_ties_on_integer_data(device, backend, dtype, generator):
     for k in (1, 3, 8):
         for mode in (0, 1, 2):
             dx = 3 if mode == 0 else 1
-            got = _dispatch.knn_maxnorm(z, dx, k, mode, backend=backend)
+            got = knn_op.knn_maxnorm(z, dx, k, mode, backend=backend)
             _assert_same(got, _stable_oracle(z, dx, k, mode), f"k={k} mode={mode} vs stable oracle")
-            _assert_same(got, _dispatch.knn_maxnorm(z, dx, k, mode, backend="torch"), f"k={k} mode={mode}")
+            _assert_same(got, knn_op.knn_maxnorm(z, dx, k, mode, backend="torch"), f"k={k} mode={mode}")
 
 
 @pytest.mark.parametrize("device,backend", PAIRS)
@@ -112,25 +113,68 @@ def test_k_up_to_n_minus_one(device, backend, generator):
     z = _sample((2,), 12, 3, torch.float64, generator, device)
     for mode in (0, 1, 2):
         dx = 3 if mode == 0 else 2
-        _assert_same(_dispatch.knn_maxnorm(z, dx, 11, mode, backend=backend),
-                     _dispatch.knn_maxnorm(z, dx, 11, mode, backend="torch"), f"mode {mode}")
+        _assert_same(knn_op.knn_maxnorm(z, dx, 11, mode, backend=backend),
+                     knn_op.knn_maxnorm(z, dx, 11, mode, backend="torch"), f"mode {mode}")
     with pytest.raises((ValueError, RuntimeError), match="k < N|k=12"):
-        _dispatch.knn_maxnorm(z, 2, 12, 1, backend=backend)
+        knn_op.knn_maxnorm(z, 2, 12, 1, backend=backend)
 
 
 @pytest.mark.parametrize("device,backend", [p for p in PAIRS if p.values[1] != "cpp"])
-def test_register_list_limit(device, backend, generator):
+def test_register_list_limit(device, backend, generator, monkeypatch):
     z = _sample((), 40, 2, torch.float32, generator, device)
+    assert _dispatch.register_k_max(backend) == 32
     for mode in (1, 2):
-        _assert_same(_dispatch.knn_maxnorm(z, 1, 32, mode, backend=backend),
-                     _dispatch.knn_maxnorm(z, 1, 32, mode, backend="torch"), f"mode {mode}")
-    for mode in (1, 2):  # beyond the register list, dispatch runs the torch reference
-        _assert_same(_dispatch.knn_maxnorm(z, 1, 33, mode, backend=backend),
-                     _dispatch.knn_maxnorm(z, 1, 33, mode, backend="torch"), f"k=33 mode {mode}")
-    kernel = (_dispatch._triton_kernels()[0]["knn_maxnorm"] if backend == "triton"
-              else _dispatch._native()[0].knn_maxnorm_cuda)
+        _assert_same(knn_op.knn_maxnorm(z, 1, 32, mode, backend=backend),
+                     knn_op.knn_maxnorm(z, 1, 32, mode, backend="torch"), f"mode {mode}")
+    # Beyond the register list, asking for the backend by name (argument or env var) says why it cannot ...
+    with pytest.raises(ValueError, match=rf"^backend='{backend}' cannot serve this call: its kNN kernel keeps each "
+                                         r"row's k nearest in registers, so k <= 32, got k=33"):
+        knn_op.knn_maxnorm(z, 1, 33, 1, backend=backend)
+    x, y = z[..., :1], z[..., 1:]
+    with pytest.raises(ValueError, match=rf"backend='{backend}' cannot serve this call: .*k <= 32, got k=33"):
+        knn.mutual_information(x, y, k=33, backend=backend)
+    monkeypatch.setenv(_dispatch.ENV_VAR, backend)
+    with pytest.raises(ValueError, match=rf"^EMERGENCE_FAST_BACKEND='{backend}' cannot serve this call: .*k <= 32"):
+        knn_op.knn_maxnorm(z, 1, 33, 1)
+    # ... while auto falls back to a backend that can.
+    for mode in (1, 2):
+        _assert_same(knn_op.knn_maxnorm(z, 1, 33, mode, backend="auto"),
+                     knn_op.knn_maxnorm(z, 1, 33, mode, backend="torch"), f"k=33 mode {mode}")
+    # The kernel itself refuses too, should anything call it directly.
     with pytest.raises((ValueError, RuntimeError), match="k <= 32"):
-        kernel(z.reshape(1, 40, 2), 1, 33, 1)
+        if backend == "triton":
+            _dispatch.call_triton("knn_maxnorm", z.reshape(1, 40, 2), 1, 33, 1)
+        else:
+            _dispatch.call_native("knn_maxnorm", "cuda", z.reshape(1, 40, 2), 1, 33, 1)
+
+
+@needs_cpp
+@needs_triton_cpu
+def test_register_k_max_is_declared_once():
+    """The Triton kernel's limit is the native one (csrc/native_limits.h, exported as _C.REGISTER_K_MAX)."""
+    from emergence_fast import _C
+    from emergence_fast.kernels import knn as triton_knn
+
+    assert isinstance(_C.REGISTER_K_MAX, int)
+    assert triton_knn.MAX_K == _C.REGISTER_K_MAX
+    assert _dispatch.register_k_max("triton") == _C.REGISTER_K_MAX
+    assert _dispatch.register_k_max("cpp") is None and _dispatch.register_k_max("torch") is None
+
+
+@needs_cpp
+def test_op_checks_its_arguments_before_any_backend(generator):
+    z = _sample((2,), 20, 3, torch.float64, generator)
+    for backend in ("torch", "cpp"):
+        with pytest.raises(ValueError, match=r"^knn_maxnorm: KSG needs 1 <= dx < D=3, got dx=3$"):
+            knn_op.knn_maxnorm(z, 3, 2, 1, backend=backend)
+        with pytest.raises(ValueError, match=r"^knn_maxnorm: need an int k with 1 <= k < N=20, got k=20$"):
+            knn_op.knn_maxnorm(z, 2, 20, 1, backend=backend)
+        with pytest.raises(ValueError, match=r"^knn_maxnorm: z must be float32 or float64, got torch.float16$"):
+            knn_op.knn_maxnorm(z.half(), 2, 2, 1, backend=backend)
+        with pytest.raises(ValueError, match=r"^knn_maxnorm: mode must be 0 \(radii\), 1 or 2"):
+            knn_op.knn_maxnorm(z, 2, 2, 3, backend=backend)
+    with pytest.raises(TypeError, match="^knn_maxnorm: z must be a tensor, got list$"):
+        knn_op.knn_maxnorm([[0.0]], 1, 1, 0)
 
 
 @pytest.mark.parametrize("device,backend", PAIRS)
@@ -138,7 +182,7 @@ def test_non_contiguous_input(device, backend, generator):
     base = torch.randn(90, 2, 6, generator=generator, dtype=torch.float64).to(device)
     z = base.transpose(0, 1)  # [2, 90, 6] strided view
     assert not z.is_contiguous()
-    _assert_same(_dispatch.knn_maxnorm(z, 2, 3, 1, backend=backend), _dispatch.knn_maxnorm(z, 2, 3, 1, backend="torch"))
+    _assert_same(knn_op.knn_maxnorm(z, 2, 3, 1, backend=backend), knn_op.knn_maxnorm(z, 2, 3, 1, backend="torch"))
 
 
 @needs_triton_cpu
@@ -151,7 +195,7 @@ def test_triton_small_tiles(mode, generator):
     dx = 3 if mode == 0 else 2
     for k in (1, 5, 20):
         got = triton_knn.knn_maxnorm(z, dx, k, mode, _block_m=32, _block_n=16)
-        want = _dispatch.knn_maxnorm(z, dx, k, mode, backend="torch")
+        want = knn_op.knn_maxnorm(z, dx, k, mode, backend="torch")
         _assert_same((got[0], *(got[1:] if mode else (None, None))), want, f"k={k}")
 
 
@@ -169,7 +213,7 @@ def test_triton_random_shapes(batch, n, dx, dy, k, mode, double, ties, seed):
     g = torch.Generator().manual_seed(seed)
     dtype = torch.float64 if double else torch.float32
     z = _integer_sample((batch,), n, d, dtype, g) if ties else _sample((batch,), n, d, dtype, g)
-    got = _dispatch.knn_maxnorm(z, dx, k, mode, backend="triton")
+    got = knn_op.knn_maxnorm(z, dx, k, mode, backend="triton")
     _assert_same(got, _stable_oracle(z, dx, k, mode))
 
 
@@ -199,11 +243,11 @@ def test_dispatch_takes_the_triton_kernel(monkeypatch, generator):
         raise AssertionError("torch k-NN path used under backend='triton'")
 
     z = _sample((2,), 30, 3, torch.float64, generator)
-    monkeypatch.setattr(knn, "_ksg_counts", boom)
-    monkeypatch.setattr(knn, "knn_radii", boom)
+    monkeypatch.setattr(knn_op, "ksg_counts", boom)
+    monkeypatch.setattr(knn_op, "knn_radii", boom)
     for mode in (1, 2):
-        _dispatch.knn_maxnorm(z, 2, 3, mode, backend="triton")
-    _dispatch.knn_maxnorm(z, 3, 3, 0, backend="triton")
+        knn_op.knn_maxnorm(z, 2, 3, mode, backend="triton")
+    knn_op.knn_maxnorm(z, 3, 3, 0, backend="triton")
 
 
 _COMPILE_FOR_SM90 = """
@@ -215,10 +259,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from emergence_fast.kernels import knn
+from emergence_fast.kernels._launch import gpu_row_tiles
 
 for dtype, ptr in ((torch.float32, "*fp32"), (torch.float64, "*fp64")):
     for cells in (1, 1000):  # the smallest and the largest row block
-        block_m, block_n, num_warps = knn._gpu_config(dtype, cells, 5000, 132)
+        block_m, block_n = gpu_row_tiles(dtype, cells, 5000, 132)
+        num_warps = knn._num_warps(dtype, block_m, block_n)
         signature = {"zt_ptr": ptr, "eps_ptr": ptr, "nx_ptr": "*i64", "ny_ptr": "*i64", "N": "i32", "D": "i32",
                      "DX": "i32", "K": "i32", "stride_b": "i32", "stride_c": "i32", "MODE": "constexpr",
                      "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr"}
@@ -258,8 +304,8 @@ def test_gpu_matches_torch(backend, lead, n, dx, dy, k, dtype, generator):
     z[..., dx:] += 0.5 * z[..., :1]
     for mode in (0, 1, 2):
         d_part = dx + dy if mode == 0 else dx
-        _assert_same(_dispatch.knn_maxnorm(z, d_part, k, mode, backend=backend),
-                     _dispatch.knn_maxnorm(z, d_part, k, mode, backend="torch"), f"mode {mode}")
+        _assert_same(knn_op.knn_maxnorm(z, d_part, k, mode, backend=backend),
+                     knn_op.knn_maxnorm(z, d_part, k, mode, backend="torch"), f"mode {mode}")
 
 
 @pytest.mark.gpu
@@ -271,7 +317,7 @@ def test_gpu_ties_match_stable_oracle(backend, dtype, generator):
     for k in (1, 4, 17):
         for mode in (0, 1, 2):
             dx = 3 if mode == 0 else 2
-            _assert_same(_dispatch.knn_maxnorm(z, dx, k, mode, backend=backend), _stable_oracle(z, dx, k, mode),
+            _assert_same(knn_op.knn_maxnorm(z, dx, k, mode, backend=backend), _stable_oracle(z, dx, k, mode),
                          f"k={k} mode={mode}")
 
 
@@ -331,8 +377,9 @@ def test_cpp_backend_takes_the_native_path(monkeypatch, generator):
 
     x = torch.randn(2, 60, 2, generator=generator, dtype=torch.float64)
     y = torch.randn(2, 60, 1, generator=generator, dtype=torch.float64)
-    monkeypatch.setattr(knn, "_ksg_counts", boom)
-    monkeypatch.setattr(knn, "knn_radii", boom)
+    for module in (knn, knn_op):  # the estimator's torch path and the op's
+        monkeypatch.setattr(module, "ksg_counts", boom)
+        monkeypatch.setattr(module, "knn_radii", boom)
     for variant in (1, 2):
         knn.mutual_information(x, y, variant=variant, backend="cpp")
     knn.entropy(x, metric="max", backend="cpp")

@@ -3,7 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emergence_fast import _dispatch
+from emergence_fast.ops.gram import gram
+from emergence_fast.ops.softmax_entropy import softmax_entropy
 from tests.conftest import cpu_backends
 
 dims = st.integers(min_value=1, max_value=70)
@@ -20,7 +21,7 @@ def test_gram_random_shapes(batch, n, da, db, transposed, seed):
         a = a.transpose(-1, -2).contiguous().transpose(-1, -2)
     expected = torch.matmul(a.double().transpose(-1, -2), b.double())
     for backend in cpu_backends():
-        torch.testing.assert_close(_dispatch.gram(a, b, backend=backend).double(), expected, rtol=1e-4,
+        torch.testing.assert_close(gram(a, b, backend=backend).double(), expected, rtol=1e-4,
                                    atol=1e-4 * n**0.5, msg=lambda m: f"backend={backend}: {m}")
 
 
@@ -36,5 +37,5 @@ def test_softmax_entropy_random_shapes(rows, vocab, scale, masked, seed):
     log_p = torch.log_softmax(logits.double(), -1)
     expected = -torch.where(log_p.exp() > 0, log_p.exp() * log_p, torch.zeros_like(log_p)).sum(-1)
     for backend in cpu_backends():
-        torch.testing.assert_close(_dispatch.softmax_entropy(logits, backend=backend).double(), expected,
+        torch.testing.assert_close(softmax_entropy(logits, backend=backend).double(), expected,
                                    rtol=1e-5, atol=2e-5, msg=lambda m: f"backend={backend}: {m}")
