@@ -5,7 +5,11 @@ the residual bootstrap and percentile intervals.
 Everything works on float64 numpy arrays. Nonlinear fits go through
 :func:`scipy.optimize.least_squares` (trust-region reflective, which honours box bounds and
 reports why it stopped); straight lines are closed-form weighted least squares, batched over
-bootstrap replicates.
+bootstrap replicates. The one exception is the refit of many bootstrap replicates of a
+nonlinear curve, :func:`batched_least_squares`: one scipy call per replicate costs 2–10 s per
+curve at the default 1000 replicates, 14–140 times the batched Levenberg–Marquardt iteration
+kept here (``benchmarks/fits.py``, recorded in ``benchmarks/RESULTS.md``), and a mirage or ICL
+report fits one curve per metric or concept.
 
 Residual bootstrap (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*, ch. 9): for a
 fixed design (model sizes, shot counts chosen by the experimenter, not sampled) the fitted curve
@@ -139,7 +143,8 @@ def least_squares_fit(model: Callable, jacobian: Callable, t, y, starts, lower, 
     Parameters
     ----------
     model : callable
-        ``model(theta [k], t [n]) -> [n]``.
+        ``model(theta [k], t [n]) -> [n]`` (a model written for ``theta [..., k]`` serves
+        :func:`batched_least_squares` too).
     jacobian : callable
         ``jacobian(theta [k], t [n]) -> [n, k]``, the derivative of ``model`` by ``theta``.
     t, y : ndarray, shape [n]
@@ -184,6 +189,88 @@ def least_squares_fit(model: Callable, jacobian: Callable, t, y, starts, lower, 
         if math.isfinite(rss) and rss < best.rss:
             best = LeastSquaresFit(full(result.x), rss, bool(result.status > 0), str(result.message))
     return best
+
+
+def batched_least_squares(model: Callable, jacobian: Callable, theta, t, y, lower, upper, *, weight=None,
+                          max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levenberg–Marquardt (Levenberg 1944; Marquardt 1963) on B problems at once, inside a box.
+
+    Meant for bootstrap replicates started near their optimum (the point estimate): every
+    iteration is a handful of batched numpy operations over all B problems, where
+    :func:`least_squares_fit` would make B scipy calls (module docstring for the measurement).
+    A step that leaves the box is clipped to it; a problem stops when a step improves its
+    residual sum of squares by at most 1e-9 of it (converged) or its damping exceeds 1e12.
+
+    Parameters
+    ----------
+    model, jacobian : callable
+        As for :func:`least_squares_fit`, but batched: ``model(theta [B, k], t [n]) -> [B, n]``,
+        ``jacobian(theta [B, k], t [n]) -> [B, n, k]``.
+    theta : ndarray, shape [B, k]
+        Starting points.
+    t : ndarray, shape [n]
+    y : ndarray, shape [B, n]
+        One curve per problem, on the same abscissa.
+    lower, upper : ndarray, shape [k]
+        The box; ``lower == upper`` holds a parameter fixed.
+    weight : ndarray, shape [n], optional
+        Weights of the squared residuals (None: all 1).
+    max_iter : int
+        Most iterations.
+
+    Returns
+    -------
+    theta : ndarray, shape [B, k]
+    rss : ndarray, shape [B]
+        Weighted residual sums of squares (inf where the start was not finite).
+    converged : ndarray of bool, shape [B]
+    """
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    sqrt_w = (np.ones_like(t) if weight is None else np.sqrt(weight))[None, :]
+    mask = (lower < upper).astype(np.float64)
+    theta = np.clip(np.array(theta, dtype=np.float64), lower, upper)
+    y = np.asarray(y, dtype=np.float64)
+
+    def cost(th, target):
+        r = (model(th, t) - target) * sqrt_w
+        return (r * r).sum(axis=1)
+
+    rss = cost(theta, y)
+    lam = np.full(theta.shape[0], 1e-3)
+    done = ~np.isfinite(rss)
+    converged = np.zeros(theta.shape[0], dtype=bool)
+    eye = np.eye(theta.shape[1])
+    for _ in range(max_iter):
+        active = ~done
+        if not active.any():
+            break
+        th = theta[active]
+        r = (model(th, t) - y[active]) * sqrt_w
+        jac = jacobian(th, t) * sqrt_w[..., None] * mask
+        jac_t = jac.transpose(0, 2, 1)
+        jtj = jac_t @ jac                      # batched matmul: much faster than einsum here
+        grad = (jac_t @ r[..., None])[..., 0]
+        damp = lam[active][:, None, None] * (jtj * eye + 1e-12 * eye)
+        # Fixed parameters get a unit diagonal and zero gradient, so their step is exactly 0.
+        system = jtj + damp + (1.0 - mask)[None, :, None] * eye
+        try:
+            step = np.linalg.solve(system, -grad[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = np.stack([np.linalg.lstsq(a, -g, rcond=None)[0] for a, g in zip(system, grad)])
+        candidate = np.clip(th + step, lower, upper)
+        new_rss = cost(candidate, y[active])
+        old_rss = rss[active]
+        better = np.isfinite(new_rss) & (new_rss <= old_rss)
+        idx = np.flatnonzero(active)
+        improvement = np.where(better, old_rss - new_rss, 0.0)
+        theta[idx[better]] = candidate[better]
+        rss[idx[better]] = new_rss[better]
+        lam[idx] = np.where(better, lam[idx] / 3.0, lam[idx] * 4.0)
+        small = better & (improvement <= 1e-9 * np.maximum(old_rss, 1e-300))
+        stuck = lam[idx] > 1e12
+        converged[idx[small | (stuck & (rss[idx] < np.inf))]] = True
+        done[idx[small | stuck]] = True
+    return theta, rss, converged
 
 
 def fit_line(t, y, weight=None) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,9 @@ the scale and :math:`w` the distance over which it rises from 10 % to 90 % of :m
 ``bounds=(lower, upper)`` fixes the asymptotes (e.g. chance and 1 for an accuracy).
 
 The fit is bounded least squares (:func:`emergence_fast.fits.least_squares_fit`, i.e.
-:func:`scipy.optimize.least_squares`, trust-region reflective) from several starting points; each
-bootstrap replicate is refitted from the point estimate. The
+:func:`scipy.optimize.least_squares`, trust-region reflective) from several starting points; the
+bootstrap replicates are refitted from the point estimate all at once
+(:func:`emergence_fast.fits.batched_least_squares`, measured faster than one scipy call each). The
 parameters stay in a box around the data (location within one x-span of the data, scale
 between 10⁻³ and 10 spans, asymptotes within one y-range of the observed values): a curve with
 no visible transition then ends on the box edge, which is reported (``converged=False``),
@@ -93,8 +94,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import check_bool, check_int, check_positive_float, check_probability, check_seed
-from .fits import as_1d, clean_curve, fit_line, fit_power_law, least_squares_fit, percentile_interval, \
-    residual_bootstrap
+from .fits import as_1d, batched_least_squares, clean_curve, fit_line, fit_power_law, least_squares_fit, \
+    percentile_interval, residual_bootstrap
 
 LN9 = math.log(9.0)
 #: Minimum-amplitude rule (:func:`amplitude_check`): a rise must exceed this many combined
@@ -394,18 +395,18 @@ def steepest_segment(x, y, *, log_x: bool = False) -> tuple[float, float]:
 # the logistic and its derivatives
 
 def _logistic(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """theta [4] = (location, log scale, lower, upper) -> curve [n]."""
-    z = (t - theta[0]) / np.exp(theta[1])
+    """theta [..., 4] = (location, log scale, lower, upper) -> curves [..., n]."""
+    z = (t - theta[..., :1]) / np.exp(theta[..., 1:2])
     sig = 0.5 * (1.0 + np.tanh(0.5 * z))   # overflow-free logistic
-    return theta[2] + (theta[3] - theta[2]) * sig
+    return theta[..., 2:3] + (theta[..., 3:4] - theta[..., 2:3]) * sig
 
 
 def _logistic_jacobian(theta: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """d curve / d theta: [n, 4]."""
-    scale = np.exp(theta[1])
-    z = (t - theta[0]) / scale
+    """d curve / d theta: [..., n, 4]."""
+    scale = np.exp(theta[..., 1:2])
+    z = (t - theta[..., :1]) / scale
     sig = 0.5 * (1.0 + np.tanh(0.5 * z))
-    amp = (theta[3] - theta[2]) * sig * (1.0 - sig)
+    amp = (theta[..., 3:4] - theta[..., 2:3]) * sig * (1.0 - sig)
     return np.stack([-amp / scale, -amp * z, 1.0 - sig, sig], axis=-1)
 
 
@@ -512,11 +513,11 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
     n_ok = 0
     if n_boot and n > k:
         replicates = residual_bootstrap(y, _logistic(theta, t), n_boot, k, np.random.default_rng(seed), err)
-        # Each replicate starts at the point estimate, close to its own optimum.
-        refits = [least_squares_fit(_logistic, _logistic_jacobian, t, replicate, theta, lower, upper, weight=weight)
-                  for replicate in replicates]
-        boot = np.array([refit.theta for refit in refits]).reshape(n_boot, theta.size)
-        ok = np.isfinite([refit.rss for refit in refits]) & np.isfinite(boot).all(axis=1)
+        # All replicates at once, each started at the point estimate (close to its own optimum):
+        # one scipy call per replicate is 14-140x slower at the defaults (fits.batched_least_squares).
+        boot, boot_rss, _ = batched_least_squares(_logistic, _logistic_jacobian, np.tile(theta, (n_boot, 1)), t,
+                                                  replicates, lower, upper, weight=weight)
+        ok = np.isfinite(boot_rss) & np.isfinite(boot).all(axis=1)
         n_ok = int(ok.sum())
         if n_ok:
             location_ci = percentile_interval(boot[ok, 0], ci)
