@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_bool, check_int, check_probability
+
 try:  # rapidfuzz's C++ Levenshtein takes any sequences of hashables; the fallback is a plain DP.
     from rapidfuzz.distance import Levenshtein as _rapidfuzz_levenshtein
 except ImportError:  # pragma: no cover - rapidfuzz is an optional extra
@@ -146,8 +148,7 @@ def exact_match(predictions, targets, *, ignore_case: bool = False) -> np.ndarra
     """1.0 where ``prediction.strip() == target.strip()`` (casefolded when ``ignore_case``), else 0.0."""
     predictions, targets = _strings(predictions, "predictions"), _strings(targets, "targets")
     _same_length(predictions, targets, ("predictions", "targets"))
-    if not isinstance(ignore_case, bool):
-        raise TypeError(f"ignore_case must be a bool, got {type(ignore_case).__name__}")
+    check_bool(ignore_case, "ignore_case")
     norm = (lambda s: s.strip().casefold()) if ignore_case else str.strip
     return np.array([float(norm(p) == norm(t)) for p, t in zip(predictions, targets)], dtype=np.float64)
 
@@ -300,10 +301,8 @@ def aggregate(values, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) ->
         raise ValueError(f"values must be 1-D (one number per example), got shape {values.shape}")
     if values.size == 0:
         raise ValueError("values is empty: nothing to aggregate")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative int, got {n_boot!r}")
-    if not isinstance(ci, (int, float)) or not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    n_boot = check_int(n_boot, "n_boot", minimum=0)
+    ci = check_probability(ci, "ci", low_open=True, high_open=True)
     mean = float(values.mean())
     if n_boot == 0 or values.size < 2:
         return Aggregate(mean, math.nan, math.nan, int(values.size), 0, float(ci))

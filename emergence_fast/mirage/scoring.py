@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import distributed
-from .._validation import as_device
+from .._validation import as_device, check_positive_int
 from ..capture.blocks import is_encoder_decoder, vocab_size
 from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
@@ -176,8 +176,7 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
     targets = _check_strings(targets, "targets")
     if len(prompts) != len(targets):
         raise ValueError(f"prompts and targets must have the same length, got {len(prompts)} and {len(targets)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if padding_side not in PADDING_SIDES:
         raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
     if continuation not in CONTINUATIONS:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import check_int, check_seed
+
 _OPERATIONS = {
     "arithmetic-2d-mult": (2, "times", lambda a, b: a * b),
     "arithmetic-4d-add": (4, "plus", lambda a, b: a + b),
@@ -43,11 +45,8 @@ def arithmetic_task(task: str, n_examples: int, *, shots: int = 2, seed: int = 0
     """``n_examples`` prompts of ``task`` (one of :data:`TASKS`) with ``shots`` solved examples each."""
     if task not in _OPERATIONS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    for name, value, low in (("n_examples", n_examples, 1), ("shots", shots, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    n_examples, shots = check_int(n_examples, "n_examples", minimum=1), check_int(shots, "shots", minimum=0)
+    seed = check_seed(seed)
     digits, op, compute = _OPERATIONS[task]
     rng = np.random.default_rng(seed)
     draws = rng.integers(10 ** (digits - 1), 10**digits, size=(n_examples, shots + 1, 2))

@@ -121,3 +121,16 @@ def test_bad_input_is_named():
         mm.target_log_likelihood([[-1.0]], per="char")
     with pytest.raises(ValueError, match="values is empty"):
         mm.aggregate([])
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: mm.exact_match(["a"], ["a"], ignore_case=1), TypeError, "ignore_case must be a bool, got int 1"),
+    (lambda: mm.aggregate([1.0, 0.0], n_boot=-1), ValueError, "n_boot must be an integer >= 0, got -1"),
+    (lambda: mm.aggregate([1.0, 0.0], n_boot=True), ValueError, "n_boot must be an integer >= 0, got True"),
+    (lambda: mm.aggregate([1.0, 0.0], ci=1.0), ValueError, "ci must be a number in (0, 1), got 1.0"),
+    (lambda: mm.aggregate([1.0, 0.0], ci="0.9"), ValueError, "ci must be a number in (0, 1), got '0.9'"),
+])
+def test_bad_options_give_the_standard_message(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert str(info.value) == message

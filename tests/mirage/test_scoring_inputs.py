@@ -64,3 +64,10 @@ def test_the_bos_note_of_a_live_family_says_what_was_done():
     assert _prefix_note({"ids": [1], "added": 195, "already present": 5}) == (
         "[1] added to 195 prompts, already present in 5 prompts")
     assert _prefix_note({"ids": []}) == "none (the tokenizer adds no BOS)"
+
+
+@pytest.mark.parametrize("batch_size", [0, 1.5, True])
+def test_bad_batch_size_gives_the_standard_message(model, batch_size):
+    with pytest.raises(ValueError) as info:
+        score_targets(model, char_tokenizer(), PROMPTS, TARGETS, batch_size=batch_size)
+    assert str(info.value) == f"batch_size must be an integer >= 1, got {batch_size!r}"

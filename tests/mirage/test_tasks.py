@@ -38,3 +38,15 @@ def test_bad_arguments():
         arithmetic_task("arithmetic-2d-mult", 0)
     with pytest.raises(ValueError, match="shots"):
         arithmetic_task("arithmetic-2d-mult", 5, shots=-1)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"n_examples": 0}, ValueError, "n_examples must be an integer >= 1, got 0"),
+    ({"n_examples": 2.0}, ValueError, "n_examples must be an integer >= 1, got 2.0"),
+    ({"shots": -1}, ValueError, "shots must be an integer >= 0, got -1"),
+    ({"seed": True}, TypeError, "seed must be an integer, got bool True"),
+])
+def test_bad_sizes_and_seed_give_the_standard_message(kwargs, error, message):
+    with pytest.raises(error) as info:
+        arithmetic_task("arithmetic-2d-mult", **{"n_examples": 5, **kwargs})
+    assert str(info.value) == message
