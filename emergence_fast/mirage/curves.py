@@ -55,21 +55,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import transitions
+from .._validation import check_bool, check_int, check_probability, check_seed
+from ..fits import clean_curve, fit_line, fit_power_law, percentile_interval, residual_bootstrap
 
 
 def _xy(x, y, higher_is_better: bool):
     """Sorted, finite, higher-is-better float64 copies of x and y."""
-    if not isinstance(higher_is_better, bool):
-        raise TypeError(f"higher_is_better must be a bool, got {type(higher_is_better).__name__}")
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or y.ndim != 1:
-        raise ValueError(f"x and y must be 1-D, got shapes {x.shape} and {y.shape}")
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    keep = np.isfinite(x) & np.isfinite(y)
-    order = np.argsort(x[keep], kind="stable")
-    y = y[keep][order]
-    return x[keep][order], (y if higher_is_better else -y)
+    check_bool(higher_is_better, "higher_is_better")
+    curve = clean_curve(x, y)
+    return curve.x, (curve.y if higher_is_better else -curve.y)
 
 
 def _improvement(y: np.ndarray) -> float:
@@ -182,27 +176,25 @@ def curve_statistics(x, y, *, metric: str = "y", higher_is_better: bool = True, 
     """
     if not isinstance(metric, str):
         raise TypeError(f"metric must be a str, got {type(metric).__name__}")
-    _xy(x, y, higher_is_better)  # validates shapes and types
-    x_all, y_all = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    keep = np.isfinite(x_all) & np.isfinite(y_all)
-    order = np.argsort(x_all[keep], kind="stable")
+    check_bool(higher_is_better, "higher_is_better")
+    xs, y_raw, _, index, n_dropped = clean_curve(x, y)
+    n_all = xs.size + n_dropped
 
     def aligned(values, name):
-        values = np.broadcast_to(np.asarray(values, dtype=np.float64), x_all.shape) if np.ndim(values) == 0 \
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), (n_all,)) if np.ndim(values) == 0 \
             else np.asarray(values, dtype=np.float64)
-        if values.shape != x_all.shape:
-            raise ValueError(f"{name} must have the length of x ({x_all.size}), got shape {values.shape}")
-        return values[keep][order]
+        if values.shape != (n_all,):
+            raise ValueError(f"{name} must have the length of x ({n_all}), got shape {values.shape}")
+        return values[index]
 
-    xs, y_raw = aligned(x_all, "x"), aligned(y_all, "y")
     ys = y_raw if higher_is_better else -y_raw
     err = None if y_err is None else aligned(y_err, "y_err")
     if err is not None and not (np.isfinite(err) & (err >= 0)).all():
         err = None  # an unknown stderr gives no noise level (a zero one still does; summarize then fits unweighted)
     notes = []
     n = int(xs.size)
-    if n < x_all.size:
-        notes.append(f"{x_all.size - n} point(s) with non-finite values left out")
+    if n_dropped:
+        notes.append(f"{n_dropped} point(s) with non-finite values left out")
     es, lin = emergence_score(xs, ys), linearity(xs, ys)
     if n < 3:
         notes.append(f"a family of {n} model(s): the emergence score, linearity and transition need at least 3")
@@ -276,16 +268,36 @@ def _over_lengths(p: np.ndarray, length, formula) -> np.ndarray:
 
 
 def fit_loss_power_law(n_params, loss, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> PowerLawFit:
-    """Least-squares ``log L = alpha log N - alpha log c``; NaN fields and a note on degenerate input."""
-    n_params, loss = np.asarray(n_params, dtype=np.float64), np.asarray(loss, dtype=np.float64)
-    if n_params.ndim != 1 or loss.ndim != 1:
-        raise ValueError(f"n_params and loss must be 1-D, got shapes {n_params.shape} and {loss.shape}")
-    if n_params.shape != loss.shape:
-        raise ValueError(f"n_params and loss must have the same length, got {n_params.size} and {loss.size}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative int, got {n_boot!r}")
+    """Least-squares ``log L = alpha log N - alpha log c`` with residual-bootstrap CIs.
+
+    Parameters
+    ----------
+    n_params, loss : sequence of float, shape [n]
+        Model sizes (parameters) and per-token cross-entropies (nats); points that are not finite
+        or not positive are left out.
+    n_boot : int
+        Bootstrap replicates (0: no CIs).
+    ci : float
+        Coverage of the percentile intervals, in (0, 1).
+    seed : int
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    PowerLawFit
+        NaN fields and a note on degenerate input (fewer than 3 usable points, one size).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Malformed or mismatched ``n_params``/``loss``, or a bad ``n_boot``, ``ci`` or ``seed``.
+    """
+    n_boot = check_int(n_boot, "n_boot", minimum=0)
+    check_probability(ci, "ci", low_open=True, high_open=True)
+    seed = check_seed(seed)
+    n_params, loss, *_ = clean_curve(n_params, loss, names=("n_params", "loss", ""))
     nan2 = (math.nan, math.nan)
-    keep = np.isfinite(n_params) & np.isfinite(loss) & (n_params > 0) & (loss > 0)
+    keep = (n_params > 0) & (loss > 0)
     n = int(keep.sum())
     if n < 3:
         return PowerLawFit(math.nan, math.nan, nan2, nan2, math.nan, n,
@@ -293,28 +305,24 @@ def fit_loss_power_law(n_params, loss, *, n_boot: int = 1000, ci: float = 0.95, 
     u, v = np.log(n_params[keep]), np.log(loss[keep])
     if np.ptp(u) == 0:
         return PowerLawFit(math.nan, math.nan, nan2, nan2, math.nan, n, "all models have the same size")
-    slope, intercept = np.polyfit(u, v, 1)
+    # L = (N / c)^alpha = a N^alpha with log a = -alpha log c: a power law fitted in log space.
+    power = fit_power_law(n_params[keep], loss[keep], space="log")
+    slope, intercept = power.b, math.log(power.a)
     fitted = intercept + slope * u
-    resid = v - fitted
     tss = float(np.sum((v - v.mean()) ** 2))
-    r2 = 1 - float(np.sum(resid**2)) / tss if tss > 0 else math.nan
+    r2 = 1 - power.rss / tss if tss > 0 else math.nan
     alpha, c = float(slope), (math.exp(-intercept / slope) if slope != 0 else math.nan)
     notes = [] if slope < 0 else ["loss does not fall with N (alpha >= 0)"]
     alpha_ci = c_ci = nan2
-    if n_boot and n > 2:
-        rng = np.random.default_rng(seed)
-        scaled = (resid - resid.mean()) * math.sqrt(n / (n - 2))
-        boot_v = fitted + scaled[rng.integers(0, n, size=(n_boot, n))]
-        uc = u - u.mean()
-        slopes = (boot_v - boot_v.mean(axis=1, keepdims=True)) @ uc / float(uc @ uc)
-        intercepts = boot_v.mean(axis=1) - slopes * u.mean()
+    if n_boot:
+        boot_v = residual_bootstrap(v, fitted, n_boot, 2, np.random.default_rng(seed))
+        intercepts, slopes = fit_line(u, boot_v)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             log_cs = -intercepts / slopes
-        tail = 100 * (1 - ci) / 2
-        alpha_ci = tuple(float(q) for q in np.percentile(slopes, [tail, 100 - tail]))
+        alpha_ci = percentile_interval(slopes, ci)
         finite = np.isfinite(log_cs)
         if finite.any():
-            c_ci = tuple(float(math.exp(min(q, 700.0))) for q in np.percentile(log_cs[finite], [tail, 100 - tail]))
+            c_ci = tuple(math.exp(min(q, 700.0)) for q in percentile_interval(log_cs[finite], ci))
     return PowerLawFit(alpha, c, alpha_ci, c_ci, r2, n, "; ".join(notes))
 
 
