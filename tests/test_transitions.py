@@ -70,10 +70,19 @@ def test_step_between_two_points_is_only_bracketed():
     assert "bracketed" in fit.note
 
 
-def test_straight_line_ends_on_the_box_edge_or_wide():
+def test_straight_line_pushes_the_asymptotes_to_their_box_edges():
+    # y = 0.1 log10 x on 7..11 (y from 0.7 to 1.1, range 0.4): a logistic can only follow a straight line
+    # with its plateaus out of sight, so both asymptotes end one y-range beyond the data (the box edge),
+    # centred by symmetry, with a width wider than the 4 observed decades, and the fit says so.
     x = np.logspace(7, 11, 10)
     fit = tr.logistic_fit(x, 0.1 * np.log10(x), log_x=True, n_boot=0)
-    assert fit.width > 4 or not fit.converged
+    assert fit.converged is False
+    assert (fit.lower, fit.upper) == pytest.approx((0.7 - 0.4, 1.1 + 0.4), abs=1e-6)
+    assert fit.location == pytest.approx(9.0, abs=1e-6)
+    assert fit.width > 4
+    assert fit.note == ("an asymptote ended on the edge of its box (one y-range beyond the data): the plateau on "
+                        "that side is not observed, so the fitted location and width lean on the box; the fitted "
+                        "10–90% width is wider than the observed x range")
 
 
 @pytest.mark.parametrize("x, y, reason", [
@@ -112,6 +121,22 @@ def test_bad_input_raises_naming_the_argument():
         tr.logistic_fit("abc", [1, 2, 3])
     with pytest.raises(ValueError, match="1-D"):
         tr.logistic_fit([[1, 2]], [[1, 2]])
+
+
+def test_argument_checks_give_the_shared_messages():
+    x, y = [1, 2, 3, 4], [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"^n_boot must be an integer >= 0, got -1$"):
+        tr.logistic_fit(x, y, n_boot=-1)
+    with pytest.raises(ValueError, match=r"^n_boot must be an integer >= 0, got True$"):
+        tr.logistic_fit(x, y, n_boot=True)
+    with pytest.raises(ValueError, match=r"^ci must be a number in \(0, 1\), got 1.5$"):
+        tr.logistic_fit(x, y, ci=1.5)
+    with pytest.raises(TypeError, match=r"^seed must be an integer, got float 1.0$"):
+        tr.logistic_fit(x, y, seed=1.0)
+    with pytest.raises(TypeError, match=r"^log_x must be a bool, got int 1$"):
+        tr.crossing(x, y, log_x=1)
+    with pytest.raises(ValueError, match=r"^period must be a finite number > 0, got -1$"):
+        tr.summarize(x, y, period=-1)
 
 
 # ---------------------------------------------------------------------------------------------
