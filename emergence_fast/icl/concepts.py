@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import check_fits_in_memory
+from .._validation import check_fits_in_memory, check_int, check_positive_int, check_seed
 from . import prompts as P
 from .readout import BinaryReadout
 from .runner import PromptRunner
@@ -41,7 +41,7 @@ from .runner import PromptRunner
 def rotations(concept, depth: int) -> list[tuple[int, ...]]:
     """Distinct length-``depth`` continuations of the cyclic shifts of ``concept``, in shift order."""
     concept = P.parse_concept(concept)
-    depth = _positive_int(depth, "depth")
+    depth = check_positive_int(depth, "depth")
     out = []
     for shift in range(len(concept)):
         rotated = concept[shift:] + concept[:shift]
@@ -53,7 +53,7 @@ def rotations(concept, depth: int) -> list[tuple[int, ...]]:
 
 def chance_level(concept, depth: int) -> float:
     """P(concept | x) of a fair coin: ``|rotations(concept, depth)| / 2**depth``."""
-    return len(rotations(concept, depth)) / 2 ** _positive_int(depth, "depth")
+    return len(rotations(concept, depth)) / 2 ** check_positive_int(depth, "depth")
 
 
 # Measured for tree_curves (81,840 prompts at depth 10, max_len 40): a prompt's text and token ids take
@@ -76,7 +76,7 @@ def continuation_prefixes(depth: int) -> list[tuple[int, ...]]:
 
     Raises ValueError naming ``depth`` when the ``2**depth - 1`` prefixes cannot fit in memory.
     """
-    depth = _positive_int(depth, "depth")
+    depth = check_positive_int(depth, "depth")
     check_fits_in_memory("depth", depth, (2**depth - 1) * (_PATH_BYTES + 8 * depth),
                           f"{2**depth - 1:,} continuation prefixes", _LOWER_DEPTH)
     return [prefix for n in range(depth) for prefix in itertools.product((0, 1), repeat=n)]
@@ -89,7 +89,7 @@ def path_probabilities(p_tails, depth: int) -> dict[tuple[int, ...], float]:
     each of the ``2**depth`` paths to the product of its step probabilities (they sum to 1).
     Raises ValueError naming ``depth`` when the ``2**depth`` paths cannot fit in memory.
     """
-    depth = _positive_int(depth, "depth")
+    depth = check_positive_int(depth, "depth")
     check_fits_in_memory("depth", depth, 2**depth * (_PATH_BYTES + 8 * depth), f"{2**depth:,} paths", _LOWER_DEPTH)
     if not isinstance(p_tails, dict):
         raise TypeError(f"p_tails must be a dict mapping prefixes to P(next = 1), got {type(p_tails).__name__}")
@@ -114,7 +114,7 @@ def concept_probability(p_tails, concept, depth: int) -> float:
 
     Only those paths are multiplied out (``len(concept) * depth`` steps at most), not all ``2**depth``.
     """
-    depth = _positive_int(depth, "depth")
+    depth = check_positive_int(depth, "depth")
     if not isinstance(p_tails, dict):
         raise TypeError(f"p_tails must be a dict mapping prefixes to P(next = 1), got {type(p_tails).__name__}")
     total = 0.0
@@ -133,11 +133,9 @@ def concept_probability(p_tails, concept, depth: int) -> float:
 
 def random_sequences(n: int, length: int, seed: int = 0) -> list[tuple[int, ...]]:
     """``n`` fair-coin sequences of ``length`` flips from ``numpy.random.default_rng(seed)``."""
-    n = _positive_int(n, "n")
-    length = _positive_int(length, "length")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    draws = np.random.default_rng(seed).integers(0, 2, size=(n, length))
+    n = check_positive_int(n, "n")
+    length = check_positive_int(length, "length")
+    draws = np.random.default_rng(check_seed(seed)).integers(0, 2, size=(n, length))
     return [tuple(int(v) for v in row) for row in draws]
 
 
@@ -236,14 +234,6 @@ def _ci_note(fit) -> str:
             "poorly determined (raise n_boot, or read the crossing instead)")
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
 def as_concepts(concepts) -> list[tuple[int, ...]]:
     """The concepts a curve function runs, each a non-empty binary tuple, none repeated.
 
@@ -292,8 +282,7 @@ def _distinct(concepts: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
 
 def _sequences(concepts, n_random: int, max_len: int, seed: int):
     items = [(concept_label(c), "concept", P.concept_context(c, max_len), c) for c in as_concepts(concepts)]
-    if isinstance(n_random, bool) or not isinstance(n_random, numbers.Integral) or n_random < 0:
-        raise ValueError(f"n_random must be a non-negative int, got {n_random!r}")
+    n_random = check_int(n_random, "n_random", minimum=0)
     if n_random:
         for i, seq in enumerate(random_sequences(n_random, max_len, seed)):
             items.append((f"random-{i}", "random", seq, None))
@@ -334,7 +323,7 @@ def judgment_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int
     Raises ValueError naming ``max_len`` before any prompt is built when the prompts (whose text
     grows as ``max_len**2``) would not fit in this machine's memory.
     """
-    max_len = _positive_int(max_len, "max_len")
+    max_len = check_positive_int(max_len, "max_len")
     items = _sequences(concepts, n_random, max_len, seed)
     n_prompts = len(items) * max_len  # of (max_len + 1) / 2 flips on average: memory grows as max_len^2
     check_fits_in_memory("max_len", max_len, _prompt_bytes(n_prompts, len(P.judgment_prompt((0,))), (max_len + 1) / 2),
@@ -372,8 +361,8 @@ def tree_curves(model, tokenizer, concepts=((0, 1), (0, 1, 1)), max_len: int = 4
     ``len(concepts) * max_len * (2**depth - 1)`` prompts would not fit in this machine's memory
     (about 4 bytes per character of prompt text, measured).
     """
-    max_len = _positive_int(max_len, "max_len")
-    depth = _positive_int(depth, "depth")
+    max_len = check_positive_int(max_len, "max_len")
+    depth = check_positive_int(depth, "depth")
     items = _sequences(concepts, 0, max_len, seed)
     n_prompts = len(items) * max_len * (2**depth - 1)
     # Mean prompt: a context of (max_len + 1) / 2 flips and a continuation of about depth - 2.

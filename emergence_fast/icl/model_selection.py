@@ -45,12 +45,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import check_fits_in_memory
+from .._validation import (check_bool, check_fits_in_memory, check_positive_float, check_positive_int,
+                           check_probability)
 from . import prompts as P
 
 PAPER_TEMPERATURES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
@@ -62,8 +62,7 @@ def enumerate_concepts(max_len: int) -> list[tuple[int, ...]]:
     Raises ``ValueError`` when ``max_len`` is not a positive int, or when the list alone would not fit
     in this machine's memory (checked before it is built).
     """
-    if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
-        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+    max_len = check_positive_int(max_len, "max_len")
     check_fits_in_memory("max_len", max_len, _hypotheses(max_len) * _concept_bytes(max_len),
                           f"{_hypotheses(max_len) - 1:,} concepts", "lower max_len (each step down halves it)")
     return [c for n in range(1, max_len + 1) for c in itertools.product((0, 1), repeat=n)]
@@ -198,10 +197,8 @@ def bayesian_model_selection(concept=(0, 1), max_len: int = 100, *, x=None, pape
     docstring for both modes; ``paper_compat=True`` ignores ``max_concept_len``, ``epsilon``,
     ``p``, ``prior_random`` and ``temperatures`` and uses the notebook's values.
     """
-    if not isinstance(paper_compat, bool):
-        raise TypeError(f"paper_compat must be a bool, got {type(paper_compat).__name__}")
-    if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
-        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+    check_bool(paper_compat, "paper_compat")
+    max_len = check_positive_int(max_len, "max_len")
     concept = None if concept is None else P.parse_concept(concept)
     if x is None:
         if concept is None:
@@ -221,20 +218,16 @@ def bayesian_model_selection(concept=(0, 1), max_len: int = 100, *, x=None, pape
 
 
 def _proper(xa, concept, max_len, max_concept_len, epsilon, p, prior_random, temperatures):
-    for value, name in ((epsilon, "epsilon"), (p, "p"), (prior_random, "prior_random")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {value!r}")
-    temperatures = tuple(temperatures)
-    if any(isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0 for t in temperatures):
-        raise ValueError(f"temperatures must be positive numbers, got {temperatures!r}")
-    if not (isinstance(max_concept_len, bool) or not isinstance(max_concept_len, numbers.Integral)
-            or max_concept_len < 1):
-        # About eight float64 [H, n + 2] arrays are alive at once (likelihoods, joint, posterior, q, weights).
-        hypotheses = _hypotheses(max_concept_len)
-        check_fits_in_memory("max_concept_len", max_concept_len,
-                              hypotheses * (8 * 8 * (xa.size + 2) + _concept_bytes(max_concept_len)),
-                              f"{hypotheses:,} hypotheses over {xa.size} flips",
-                              "lower max_concept_len (each step down halves it)")
+    epsilon, p, prior_random = (check_probability(value, name, low_open=True, high_open=True)
+                                for value, name in ((epsilon, "epsilon"), (p, "p"), (prior_random, "prior_random")))
+    temperatures = tuple(check_positive_float(t, f"temperatures[{i}]") for i, t in enumerate(temperatures))
+    max_concept_len = check_positive_int(max_concept_len, "max_concept_len")
+    # About eight float64 [H, n + 2] arrays are alive at once (likelihoods, joint, posterior, q, weights).
+    hypotheses = _hypotheses(max_concept_len)
+    check_fits_in_memory("max_concept_len", max_concept_len,
+                         hypotheses * (8 * 8 * (xa.size + 2) + _concept_bytes(max_concept_len)),
+                         f"{hypotheses:,} hypotheses over {xa.size} flips",
+                         "lower max_concept_len (each step down halves it)")
     concepts = enumerate_concepts(max_concept_len)
     log_lik = np.vstack([_log_bernoulli(xa, p)[None, :], _log_concept_likelihoods(xa, concepts, epsilon)])
     weights = np.array([2.0 ** -len(c) for c in concepts])

@@ -31,6 +31,8 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable, Sequence
 
+from .._validation import check_bool, check_int, check_positive_int
+
 FLIP_NAMES = ("Heads", "Tails")
 
 # The p(Tails) values, in percent, of the paper's generation experiments.
@@ -96,18 +98,12 @@ def parse_concepts(text: str) -> list[tuple[int, ...]]:
     return [parse_concept(part) for part in parts]
 
 
-def _check_length(n, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-    if n <= 0:
-        raise ValueError(f"{name} must be a positive number of flips, got {n}")
-    return n
 
 
 def concept_context(concept, n: int) -> tuple[int, ...]:
     """C repeated and cut to ``n`` flips: ``concept_context((0, 1, 1), 5) == (0, 1, 1, 0, 1)``."""
     concept = parse_concept(concept)
-    n = _check_length(n, "n")
+    n = check_positive_int(n, "n")
     return (concept * (n // len(concept) + 1))[:n]
 
 
@@ -124,10 +120,7 @@ def tree_flips_text(flips) -> str:
 
 def generation_prompt(p_tails: int, flips=(0,)) -> str:
     """The generation prompt for ``p_tails`` percent Tails; the answer starts ``[Heads,`` as in the paper."""
-    if isinstance(p_tails, bool) or not isinstance(p_tails, numbers.Integral):
-        raise TypeError(f"p_tails must be an int percentage, got {type(p_tails).__name__}")
-    if not 0 <= p_tails <= 100:
-        raise ValueError(f"p_tails must be a percentage in [0, 100], got {p_tails}")
+    p_tails = check_int(p_tails, "p_tails", minimum=0, maximum=100)
     return _GENERATION.format(heads=100 - p_tails, tails=p_tails, flips=tree_flips_text(flips))
 
 
@@ -173,6 +166,5 @@ def chat_prompt(tokenizer, prompt: str) -> str:
 
 def format_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[str]:
     """The prompts as given, or each in the chat template when ``chat``."""
-    if not isinstance(chat, bool):
-        raise TypeError(f"chat must be a bool, got {type(chat).__name__}")
+    check_bool(chat, "chat")
     return [chat_prompt(tokenizer, p) for p in prompts] if chat else list(prompts)

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import prompts as P
 from .._optional import require
+from .._validation import check_int, check_positive_int, check_probability, check_seed
 from .runner import PromptRunner
 
 DEFAULT_CROP = 50
@@ -100,8 +101,7 @@ def parse_flips(text: str, letters=("h", "t")) -> np.ndarray:
 
 def crop(flip_lists, length: int = DEFAULT_CROP) -> np.ndarray:
     """``[n, length]``: the first ``length`` flips of every sequence that has that many (others are dropped)."""
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
-        raise ValueError(f"length must be a positive int, got {length!r}")
+    length = check_positive_int(length, "length")
     kept = [np.asarray(f, dtype=np.int8)[:length] for f in flip_lists if len(f) >= length]
     return np.array(kept, dtype=np.int8).reshape(len(kept), length)
 
@@ -150,8 +150,7 @@ def sequence_metrics(seqs) -> dict[str, np.ndarray]:
 def substring_counts(seqs, k: int) -> dict[str, int]:
     """How often every length-``k`` '0'/'1' substring occurs over all windows of all rows."""
     x = _flip_matrix(seqs)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= x.shape[1]:
-        raise ValueError(f"k must be an int in [1, L={x.shape[1]}], got {k!r}")
+    k = check_int(k, "k", minimum=1, maximum=x.shape[1])
     counts = Counter()
     for row in x:
         text = "".join("1" if v else "0" for v in row)
@@ -184,24 +183,15 @@ def mean_offdiagonal(matrix: np.ndarray) -> float:
 # comparison models
 
 
-def _probability(p, name: str = "p") -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-    return float(p)
-
-
 def _rng(seed):
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int or a numpy Generator, got {type(seed).__name__}")
-    return np.random.default_rng(seed)
+    return np.random.default_rng(check_seed(seed))
 
 
 def _shape(n, length):
-    for value, name in ((n, "n"), (length, "length")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_positive_int(n, "n")
+    check_positive_int(length, "length")
 
 
 @dataclass(frozen=True)
@@ -211,7 +201,7 @@ class Bernoulli:
     p: float
 
     def __post_init__(self):
-        _probability(self.p)
+        check_probability(self.p, "p")
 
     def sample(self, n: int, length: int, seed=0) -> np.ndarray:
         _shape(n, length)
@@ -226,9 +216,8 @@ class WindowAverage:
     window: int = 5
 
     def __post_init__(self):
-        _probability(self.p)
-        if isinstance(self.window, bool) or not isinstance(self.window, numbers.Integral) or self.window < 1:
-            raise ValueError(f"window must be a positive int, got {self.window!r}")
+        check_probability(self.p, "p")
+        check_positive_int(self.window, "window")
 
     def sample(self, n: int, length: int, seed=0) -> np.ndarray:
         _shape(n, length)
@@ -250,8 +239,8 @@ class MarkovChain:
     alternation: float
 
     def __post_init__(self):
-        _probability(self.p0, "p0")
-        _probability(self.alternation, "alternation")
+        check_probability(self.p0, "p0")
+        check_probability(self.alternation, "alternation")
 
     def transition(self) -> np.ndarray:
         """``[2, 2]``: row = previous flip, column = next flip."""
@@ -379,7 +368,7 @@ def compare_models(llm_flips: np.ndarray, p_tails: float, *, window: int = 5, se
                    n_samples: int | None = None, similarity: str = "indel") -> list[SourceStats]:
     """Metrics of the model's flips and of Bernoulli, Window Average and a MAP Markov chain fitted to them."""
     x = _flip_matrix(llm_flips, "llm_flips")
-    p = _probability(p_tails, "p_tails")
+    p = check_probability(p_tails, "p_tails")
     n = n_samples or x.shape[0]
     rng = _rng(seed)
     models = {"bernoulli": Bernoulli(p), "window_average": WindowAverage(p, window),
@@ -393,8 +382,9 @@ def compare_models(llm_flips: np.ndarray, p_tails: float, *, window: int = 5, se
 def as_p_tails(p_tails) -> tuple[int, ...]:
     """``p_tails`` (one int percentage of Tails, or a sequence of them) as a tuple of distinct ints in [0, 100].
 
-    Raises TypeError naming ``p_tails`` for anything but ints (``0.3`` is not read as 30 %), ValueError
-    for an empty one, a value outside [0, 100] or a value given twice.
+    Raises TypeError naming ``p_tails`` when it is neither an int nor a sequence, ValueError for a
+    percentage that is not an int (``0.3`` is not read as 30 %) or lies outside [0, 100], for an empty
+    sequence or a value given twice.
     """
     if isinstance(p_tails, numbers.Integral) and not isinstance(p_tails, bool):
         p_tails = (p_tails,)
@@ -405,10 +395,7 @@ def as_p_tails(p_tails) -> tuple[int, ...]:
     if not p_tails:
         raise ValueError("p_tails must hold at least one percentage")
     for pct in p_tails:
-        if isinstance(pct, bool) or not isinstance(pct, numbers.Integral):
-            raise TypeError(f"p_tails must hold int percentages of Tails (30 for 30 %), got {pct!r}")
-        if not 0 <= pct <= 100:
-            raise ValueError(f"p_tails must hold percentages in [0, 100], got {pct}")
+        check_int(pct, "each p_tails percentage", minimum=0, maximum=100)
     repeated = sorted({int(pct) for pct in p_tails if p_tails.count(pct) > 1})
     if repeated:
         raise ValueError(f"p_tails holds {', '.join(map(str, repeated))} more than once: each p(Tails) would be "
@@ -448,8 +435,7 @@ def generate_flips(model, tokenizer, p_tails=P.P_TAILS_PAPER, n_samples: int = 2
     reached in ``max_new_tokens`` tokens (:func:`check_crop_reachable`), before anything is sampled.
     """
     p_tails = as_p_tails(p_tails)
-    if isinstance(crop_length, bool) or not isinstance(crop_length, numbers.Integral) or crop_length < 1:
-        raise ValueError(f"crop_length must be a positive int, got {crop_length!r}")
+    crop_length = check_positive_int(crop_length, "crop_length")
     if isinstance(max_new_tokens, numbers.Integral) and not isinstance(max_new_tokens, bool):
         check_crop_reachable(crop_length, max_new_tokens)  # other values: the runner's own check
     runner = runner if runner is not None else PromptRunner(model, tokenizer, batch_size=batch_size)

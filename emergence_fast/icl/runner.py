@@ -55,6 +55,7 @@ from ..capture.blocks import is_encoder_decoder, vocab_size
 from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
 from .._optional import require
+from .._validation import check_bool, check_positive_float, check_positive_int, check_seed
 
 
 @dataclass
@@ -84,14 +85,6 @@ def _model_device(model) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 @dataclass
@@ -135,22 +128,19 @@ class PromptRunner:
             raise TypeError(f"model must be a torch causal language model, got {type(model).__name__}")
         if not callable(tokenizer) or not hasattr(tokenizer, "batch_decode"):
             raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
-        if not isinstance(prefix_cache, bool):
-            raise TypeError(f"prefix_cache must be a bool, got {type(prefix_cache).__name__}")
+        check_bool(prefix_cache, "prefix_cache")
         if is_encoder_decoder(model):
             raise ValueError(f"model must be a causal language model: {type(model).__name__} is an encoder-decoder "
                              "model (BART, T5), whose next-token distributions need a decoder input this runner does "
                              "not build")
         self.model = model
         self.tokenizer = tokenizer
-        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.prefix_cache = prefix_cache
         if world is not None and not isinstance(world, distributed.World):
             raise TypeError(f"world must be an emergence_fast.distributed.World or None, got {type(world).__name__}")
         self.world = world
-        if not isinstance(progress, bool):
-            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-        self.progress = progress
+        self.progress = check_bool(progress, "progress")
         self.device = _model_device(model)
         self.stats = RunnerStats()
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -398,17 +388,14 @@ class PromptRunner:
         (running the prompt of each batch it holds) and every rank gets every row.
         """
         prompts = _validate_sequences(prompts, self._vocab, "prompts")
-        n_samples = _check_positive_int(n_samples, "n_samples")
-        max_new_tokens = _check_positive_int(max_new_tokens, "max_new_tokens")
-        check_every = _check_positive_int(check_every, "check_every")
+        n_samples = check_positive_int(n_samples, "n_samples")
+        max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
+        check_every = check_positive_int(check_every, "check_every")
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         if len(seeds) != len(prompts):
             raise ValueError(f"seeds must hold one seed per prompt, got {len(seeds)} for {len(prompts)} prompts")
-        for seed in seeds:
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        seeds = [check_seed(seed, f"seeds[{i}]") for i, seed in enumerate(seeds)]
+        temperature = check_positive_float(temperature, "temperature")
         world = self._world()
         self.stats.prompts += len(prompts)
         self.stats.unique_prompts += len(prompts)

@@ -109,9 +109,9 @@ def test_bad_inputs():
         C.judgment_curves(model, tok, ["0121"], 3)
     with pytest.raises(ValueError, match="concept"):
         C.tree_curves(model, tok, [""], 3)
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match=r"^depth must be an integer >= 1, got 0$"):
         C.tree_curves(model, tok, ["01"], 3, depth=0)
-    with pytest.raises(ValueError, match="n_random"):
+    with pytest.raises(ValueError, match=r"^n_random must be an integer >= 0, got -1$"):
         C.judgment_curves(model, tok, ["01"], 3, n_random=-1)
     with pytest.raises(ValueError, match="nothing to run"):
         C.judgment_curves(model, tok, [], 3)

@@ -107,15 +107,17 @@ def test_bad_inputs():
         M.bayesian_model_selection("0120", 10)
     with pytest.raises(ValueError, match="max_len"):
         M.bayesian_model_selection((0, 1), 0)
-    with pytest.raises(ValueError, match="epsilon"):
+    with pytest.raises(ValueError, match=r"^epsilon must be a number in \(0, 1\), got 0$"):
         M.bayesian_model_selection((0, 1), 10, epsilon=0)
+    with pytest.raises(ValueError, match=r"^max_concept_len must be an integer >= 1, got 0$"):
+        M.bayesian_model_selection((0, 1), 10, max_concept_len=0)
     with pytest.raises(ValueError, match="x must have"):
         M.bayesian_model_selection((0, 1), 10, x=(0, 1, 0))
-    with pytest.raises(ValueError, match="temperatures"):
+    with pytest.raises(ValueError, match=r"^temperatures\[0\] must be a finite number > 0, got 0$"):
         M.bayesian_model_selection((0, 1), 10, temperatures=(0,))
     with pytest.raises(ValueError, match="concept or a sequence"):
         M.bayesian_model_selection(None, 10)
-    with pytest.raises(TypeError, match="paper_compat"):
+    with pytest.raises(TypeError, match="^paper_compat must be a bool, got int 1$"):
         M.bayesian_model_selection((0, 1), 10, paper_compat=1)
 
 

@@ -49,3 +49,19 @@ def test_an_encoder_decoder_model_is_refused():
     assert str(info.value) == ("model must be a causal language model: T5ForConditionalGeneration is an "
                                "encoder-decoder model (BART, T5), whose next-token distributions need a decoder "
                                "input this runner does not build")
+
+
+def test_bad_options_give_the_standard_message(model):
+    with pytest.raises(ValueError, match=r"^batch_size must be an integer >= 1, got 0$"):
+        PromptRunner(model, char_tokenizer(), batch_size=0)
+    with pytest.raises(TypeError, match=r"^prefix_cache must be a bool, got int 1$"):
+        PromptRunner(model, char_tokenizer(), prefix_cache=1)
+    with pytest.raises(TypeError, match=r"^progress must be a bool, got str 'yes'$"):
+        PromptRunner(model, char_tokenizer(), progress="yes")
+    runner = PromptRunner(model, char_tokenizer())
+    with pytest.raises(ValueError, match=r"^max_new_tokens must be an integer >= 1, got 1\.5$"):
+        runner.sample_many([(3, 4)], 2, 1.5)
+    with pytest.raises(TypeError, match=r"^seeds\[1\] must be an integer, got float 1\.0$"):
+        runner.sample_many([(3, 4), (5, 6)], 2, 1, seeds=[0, 1.0])
+    with pytest.raises(ValueError, match=r"^temperature must be a finite number > 0, got 0$"):
+        runner.sample_many([(3, 4)], 2, 1, temperature=0)
