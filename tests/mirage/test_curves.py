@@ -182,3 +182,25 @@ def test_noise_sized_rise_is_no_transition():
     stats = curves.curve_statistics(PYTHIA, y, y_err=se, n_test=100, proportion=True, n_boot=50)
     assert stats.verdict == "no transition" and stats.sharp is False
     assert stats.transition.amplitude.noise_threshold == pytest.approx(3 * math.hypot(se[4], se[1]))
+
+
+def test_per_point_arrays_follow_their_points_through_cleaning_and_sorting():
+    # unsorted sizes with a missing score: n_test must stay with its own model (the 0.004 at 1e9 is below 1/100,
+    # the 0.006 at 1e8 is not below 1/200), and the dropped point is counted
+    x = [1e10, 1e9, 1e11, 1e8, 1e12, 1e7]
+    y = [0.3, 0.004, np.nan, 0.006, 0.9, 0.001]
+    n_test = [1000, 100, 1000, 200, 1000, 2000]
+    stats = curves.curve_statistics(x, y, n_test=n_test, proportion=True, n_boot=10)
+    assert stats.n_points == 5 and stats.n_below_floor == 1
+    assert "1 point(s) with non-finite values left out" in stats.notes
+    with pytest.raises(ValueError, match=r"^n_test must have the length of x \(6\), got shape \(2,\)$"):
+        curves.curve_statistics(x, y, n_test=[1, 2], proportion=True)
+
+
+def test_power_law_argument_checks_give_the_shared_messages():
+    with pytest.raises(ValueError, match=r"^n_boot must be an integer >= 0, got 1.5$"):
+        curves.fit_loss_power_law(SIZES, SIZES**-0.1, n_boot=1.5)
+    with pytest.raises(ValueError, match=r"^ci must be a number in \(0, 1\), got 0$"):
+        curves.fit_loss_power_law(SIZES, SIZES**-0.1, ci=0)
+    with pytest.raises(TypeError, match=r"^higher_is_better must be a bool, got str 'yes'$"):
+        curves.emergence_score([1, 2, 3], [1, 2, 3], higher_is_better="yes")
