@@ -21,7 +21,6 @@ from pathlib import Path
 import networkx as nx
 
 import emergence_fast
-import emergence_fast.kernels
 
 PACKAGE = "emergence_fast"
 
@@ -42,7 +41,7 @@ def modules() -> dict[str, Path | None]:
     ``emergence_fast.kernels`` lives in ``kernels/`` (setup.py's package_dir), so it is walked too.
     """
     found = {PACKAGE: None, f"{PACKAGE}.kernels": None}
-    for root in (emergence_fast, emergence_fast.kernels):
+    for root in (emergence_fast, importlib.import_module(f"{PACKAGE}.kernels")):
         found.update({info.name: None for info in pkgutil.walk_packages(root.__path__, root.__name__ + ".")})
     for name in found:
         origin = importlib.util.find_spec(name).origin

@@ -89,8 +89,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..ops.knn import TILE_BYTES, check_tile_rows, knn_maxnorm, knn_radii, ksg_counts, pick_backend
 from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
+from ..ops.knn import TILE_BYTES, check_tile_rows, knn_maxnorm, knn_radii, ksg_counts, pick_backend
 from .registry import Details, Estimator, register
 
 METRICS = ("max", "euclidean")

@@ -114,7 +114,7 @@ def _check(z, dx, k, mode) -> None:
         raise ValueError(f"knn_maxnorm: mode must be 0 (radii), 1 or 2 (KSG variant), got {mode!r}")
     n, d = z.shape[-2:]
     if isinstance(dx, bool) or not isinstance(dx, int):
-        raise ValueError(f"knn_maxnorm: dx must be an int, got {dx!r}")
+        raise TypeError(f"knn_maxnorm: dx must be an int, got {dx!r}")
     if mode == 0 and dx != d:
         raise ValueError(f"knn_maxnorm: mode 0 (radii) measures all columns: dx must equal D={d}, got {dx}")
     if mode > 0 and not 1 <= dx < d:
@@ -158,7 +158,7 @@ def knn_maxnorm(z: torch.Tensor, dx: int, k: int, mode: int = 1, backend: str | 
     :func:`pick_backend`'s: ``k`` beyond the register-list kernels' limit falls back under
     ``auto`` and raises when ``triton`` or ``cuda`` was asked for.
 
-    Raises TypeError when ``z`` is not a tensor; ValueError for another dtype, ``mode`` not in
+    Raises TypeError when ``z`` is not a tensor or ``dx`` not an int; ValueError for another dtype, ``mode`` not in
     (0, 1, 2), ``dx`` or ``k`` out of range (mode 0: ``dx == D``; else ``1 <= dx < D``;
     ``1 <= k < N``), or a backend that cannot serve the call.
     """

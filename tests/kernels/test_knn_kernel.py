@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emergence_fast import _dispatch, backends
-from emergence_fast.ops import knn as knn_op
 from emergence_fast.estimators import knn
+from emergence_fast.ops import knn as knn_op
 from tests.conftest import device_backend_pairs
 
 NATIVE = ("cpp", "triton", "cuda")
@@ -152,8 +152,9 @@ def test_register_list_limit(device, backend, generator, monkeypatch):
 @needs_triton_cpu
 def test_register_k_max_is_declared_once():
     """The Triton kernel's limit is the native one (csrc/native_limits.h, exported as _C.REGISTER_K_MAX)."""
-    from emergence_fast import _C
     from emergence_fast.kernels import knn as triton_knn
+
+    from emergence_fast import _C
 
     assert isinstance(_C.REGISTER_K_MAX, int)
     assert triton_knn.MAX_K == _C.REGISTER_K_MAX
