@@ -17,7 +17,7 @@ import torch
 
 from . import distributed
 from .ops.gram import gram
-from ._validation import as_samples
+from ._validation import as_samples, check_int, check_positive_int
 from .estimators import gaussian
 
 
@@ -135,9 +135,7 @@ class GaussianMIAccumulator:
     """
 
     def __init__(self, dx: int, dy: int, batch_shape=(), *, device=None, backend=None):
-        for name, value in (("dx", dx), ("dy", dy)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        dx, dy = check_positive_int(dx, "dx"), check_positive_int(dy, "dy")
         try:
             batch_shape = tuple(int(b) for b in batch_shape)
         except TypeError:
@@ -554,11 +552,9 @@ class PairReservoir:
 
     def __init__(self, dx: int, dy: int, batch_shape=(), *, capacity: int = 1024, seed: int = 0, device=None,
                  dtype=torch.float32):
-        for name, value in (("dx", dx), ("dy", dy), ("capacity", capacity)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        dx, dy, capacity = (check_positive_int(dx, "dx"), check_positive_int(dy, "dy"),
+                            check_positive_int(capacity, "capacity"))
+        seed = check_int(seed, "seed", minimum=0)
         self.dx, self.dy, self.batch_shape, self.capacity, self.seed = dx, dy, tuple(batch_shape), capacity, seed
         self.samples = torch.zeros(*self.batch_shape, capacity, dx + dy, dtype=dtype,
                                    device=torch.device(device) if device is not None else None)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validation import log_base
+from ._validation import check_int, check_positive_int, log_base
 from .estimators.binned import plug_in_entropy
 
 ICL_ENTITY_FILES = {"icl-country": "countries", "icl-animal": "animals", "icl-color": "colors"}
@@ -52,12 +52,6 @@ class TokenDataset:
     name: str
     entity_positions: list[int] = field(default_factory=list)
     info: dict = field(default_factory=dict)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _tokenizer_name(tokenizer) -> str:
@@ -177,8 +171,8 @@ def icl_dataset(name: str, tokenizer, n_samples: int, k_shots: int, seed: int = 
     draw of ``k_shots`` distinct one-token entities, uniform over all such draws, seeded."""
     if name not in ICL_ENTITY_FILES:
         raise ValueError(f"name must be one of {tuple(ICL_ENTITY_FILES)}, got {name!r}")
-    n_samples = _positive_int(n_samples, "n_samples")
-    k_shots = _positive_int(k_shots, "k_shots")
+    n_samples = check_positive_int(n_samples, "n_samples")
+    k_shots = check_positive_int(k_shots, "k_shots")
 
     sep_id = _single_token(tokenizer, SEPARATOR)
     if sep_id is None:
@@ -292,8 +286,8 @@ def text_dataset(path, tokenizer, n_samples: int, seq_len: int, seed: int = 0) -
     and whitespace) and holding none of ``. : ? -`` nor a line break; drawn without replacement,
     seeded. ``info["starts"]`` gives each span's (document, token offset)."""
     path = Path(path)
-    n_samples = _positive_int(n_samples, "n_samples")
-    seq_len = _positive_int(seq_len, "seq_len")
+    n_samples = check_positive_int(n_samples, "n_samples")
+    seq_len = check_positive_int(seq_len, "seq_len")
     documents = read_documents(path)
 
     # One batched call: a fast tokenizer encodes the documents in parallel.
@@ -363,7 +357,7 @@ def ids_dataset(path, n_samples: int, vocab_size: int | None = None) -> TokenDat
     ``n_samples`` rows hold an id below 0 or (given ``vocab_size``, e.g. ``len(tokenizer)``) at or
     above ``vocab_size``; the message names the id, its row and position.
     """
-    n_samples = _positive_int(n_samples, "n_samples")
+    n_samples = check_positive_int(n_samples, "n_samples")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"dataset ids:{path} is not a file")
@@ -419,9 +413,7 @@ def token_entropy_per_position(input_ids, base=None) -> torch.Tensor:
 
 def icl_ceiling_bits(n_entities: int, k: int) -> float:
     """``log2(n!/(n-k)!)``: the entropy in bits of an ordered draw of ``k`` of ``n`` without repetition."""
-    for value, name in ((n_entities, "n_entities"), (k, "k")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    n_entities, k = check_int(n_entities, "n_entities", minimum=0), check_int(k, "k", minimum=0)
     if k > n_entities:
         raise ValueError(f"k={k} exceeds n_entities={n_entities}: a draw without repetition needs k <= n")
     return (math.lgamma(n_entities + 1) - math.lgamma(n_entities - k + 1)) / math.log(2)

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers import modeling_gguf_pytorch_utils as gguf_utils  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from ._validation import as_device
+from ._validation import as_device, check_bool
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ def fetch_default_model(force: bool = False) -> Path:
     safetensors folder (about a minute on 2 CPU cores); later calls return at once.
     ``force=True`` rebuilds the folder even when it is already there.
     """
-    if not isinstance(force, bool):
-        raise TypeError(f"force must be a bool, got {type(force).__name__}")
+    check_bool(force, "force")
     target = default_model_dir()
     if not force and _is_complete(target):
         return target

@@ -301,3 +301,15 @@ def test_subspace_state_with_wrong_shapes_is_refused(generator):
     inner["s2"] = inner["s2"][..., :2]
     with pytest.raises(ValueError, match="s2: shape"):
         SubspaceGaussianAccumulator.from_state_dict({**state, "inner": inner})
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: GaussianMIAccumulator(0, 2), "dx must be an integer >= 1, got 0"),
+    (lambda: GaussianMIAccumulator(2, 1.0), "dy must be an integer >= 1, got 1.0"),
+    (lambda: ef.accumulators.PairReservoir(2, 2, capacity=True), "capacity must be an integer >= 1, got True"),
+    (lambda: ef.accumulators.PairReservoir(2, 2, seed=-1), "seed must be an integer >= 0, got -1"),
+])
+def test_bad_sizes_and_seed_give_the_standard_message(make, message):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert str(info.value) == message

@@ -416,3 +416,10 @@ def test_an_ids_file_that_is_not_a_tensor_gets_our_message(tmp_path):
     assert str(info.value).startswith(f"dataset ids:{corpus} is not a tensor file saved with torch.save (.pt) or numpy "
                                       "(.npy) (")
     assert "weights_only" not in str(info.value)
+
+
+def test_ceiling_arguments_give_the_standard_message():
+    with pytest.raises(ValueError, match=r"^n_entities must be an integer >= 0, got 2\.0$"):
+        icl_ceiling_bits(2.0, 1)
+    with pytest.raises(ValueError, match=r"^k must be an integer >= 0, got True$"):
+        icl_ceiling_bits(3, True)

@@ -141,7 +141,7 @@ def test_argument_validation(tmp_path, llama_dir):
         load_model(str(llama_dir), device="not-a-device")
     with pytest.raises(TypeError, match="device"):
         load_model(str(llama_dir), device=0.5)
-    with pytest.raises(TypeError, match="force"):
+    with pytest.raises(TypeError, match="^force must be a bool, got str 'yes'$"):
         fetch_default_model(force="yes")
 
 
