@@ -115,8 +115,8 @@ def test_bad_input_names_the_argument(gpt2, tmp_path):
 @pytest.mark.parametrize("sizes, message", [
     ({"icl_max_len": 1.5}, "icl_max_len must be an integer >= 1, got 1.5"),
     ({"repeats": True}, "repeats must be an integer >= 1, got True"),
-    ({"n_samples": 16}, "n_samples must be at least 17 (IE's default estimator, top-8 PCA with the Wishart "
-                        "correction, needs more than 16 samples), got 16"),
+    ({"n_samples": 16}, ("n_samples must be at least 17 (IE's default estimator, top-8 PCA with the Wishart "
+                         "correction, needs more than 16 samples), got 16")),
     ({"min_time_s": 61}, "min_time_s must be a number of seconds in [0, 60], got 61"),
     ({"min_time_s": -1.0}, "min_time_s must be a finite number >= 0, got -1.0"),
     ({"gram_shapes": [(1, 0, 4)]}, "each size in gram_shapes entry [1, 0, 4] must be an integer >= 1, got 0"),

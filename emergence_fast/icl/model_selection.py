@@ -49,8 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import (check_bool, check_fits_in_memory, check_positive_float, check_positive_int,
-                           check_probability)
+from .._validation import check_bool, check_fits_in_memory, check_positive_float, check_positive_int, check_probability
 from . import prompts as P
 
 PAPER_TEMPERATURES = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import prompts as P
 from .._optional import require
 from .._validation import check_int, check_positive_int, check_probability, check_seed
+from . import prompts as P
 from .runner import PromptRunner
 
 DEFAULT_CROP = 50

@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import distributed
+from .._optional import require
+from .._validation import check_bool, check_positive_float, check_positive_int, check_seed
 from ..capture.blocks import is_encoder_decoder, vocab_size
 from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
-from .._optional import require
-from .._validation import check_bool, check_positive_float, check_positive_int, check_seed
 
 
 @dataclass
