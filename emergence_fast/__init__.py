@@ -6,9 +6,8 @@ public API of the estimate stage.
 from __future__ import annotations
 
 from ._dispatch import BACKEND_CHOICES, backends
-from ._validation import check_choice
 from .accumulators import GaussianMIAccumulator
-from .estimators import ENTROPY_METHODS, MI_METHODS, token_entropy
+from .estimators import registry, token_entropy
 from .estimators.permutation import permutation_null
 from .estimators.uncertainty import estimate_with_stderr, warn_undefined
 
@@ -22,16 +21,18 @@ def entropy(x, method: str = "gaussian", *, return_stderr: bool = False, n_resam
     ``method``: ``"gaussian"`` (log-det; ``bias_correction``, ``shrinkage``, ``details``),
     ``"binned"`` (Miller–Madow plug-in; ``bins``; integer codes used as they are), ``"knn"``
     (Kozachenko–Leonenko; ``k``, ``metric``, ``jitter``) or ``"renyi"`` (matrix-based Rényi
-    α-entropy; ``alpha``, ``kernel``, ``bandwidth``, ``approx``). Every method takes ``backend=``.
+    α-entropy; ``alpha``, ``kernel``, ``bandwidth``, ``approx``), or any estimator registered
+    since (:mod:`emergence_fast.estimators.registry`). Every method takes ``base``, ``backend``,
+    ``details`` and ``seed``. ValueError names ``method`` and the choices for an unknown name.
     ``return_stderr=True`` returns ``(value, stderr)``; see :mod:`emergence_fast.estimators.uncertainty`.
     """
-    check_choice(method, "method", ENTROPY_METHODS)
+    estimator = registry.get(method, "entropy").entropy
     if return_stderr:
-        value, stderr = estimate_with_stderr(ENTROPY_METHODS[method], method, (x,), options, n_resamples=n_resamples,
+        value, stderr = estimate_with_stderr(estimator, method, (x,), options, n_resamples=n_resamples,
                                              stderr_seed=stderr_seed)
         warn_undefined(stderr, method)
         return value, stderr
-    return ENTROPY_METHODS[method](x, **options)
+    return estimator(x, **options)
 
 
 def mutual_information(x, y, method: str = "gaussian", *, return_stderr: bool = False, n_resamples: int = 32,
@@ -41,21 +42,23 @@ def mutual_information(x, y, method: str = "gaussian", *, return_stderr: bool = 
     ``method``: ``"gaussian"`` (also ``pca``), ``"binned"``, ``"sliced"`` (``k``, ``n_slices``),
     ``"ksg"`` (Kraskov–Stögbauer–Grassberger; ``k``, ``variant``), ``"renyi"``, the neural bounds
     ``"infonce"``, ``"nwj"``, ``"mine"``, ``"smile"`` (one grouped critic for all cells, held-out
-    value), or ``"chen2024"`` (the original Information-Emergence MINE preset, biased upward,
-    for comparability only).
+    value), ``"noisy"`` (noisy-channel MI), ``"max_sliced"``, ``"chen2024"`` (the original
+    Information-Emergence MINE preset, biased upward, for comparability only), or any estimator
+    registered since (:mod:`emergence_fast.estimators.registry`). Every method takes ``base``,
+    ``backend``, ``details`` (returns ``(value, Details)``) and ``seed``.
 
     ``return_stderr=True`` returns ``(value, stderr)``: the estimator's own variance where it
     has one (Gaussian delta method, neural held-out split), else a delete-half jackknife over
     ``n_resamples`` seeded subsets; see :mod:`emergence_fast.estimators.uncertainty`. Where it is
     undefined (a singular or degenerate cell) it is NaN, with a ``RuntimeWarning``.
     """
-    check_choice(method, "method", MI_METHODS)
+    estimator = registry.get(method, "mutual_information").mutual_information
     if return_stderr:
-        value, stderr = estimate_with_stderr(MI_METHODS[method], method, (x, y), options, n_resamples=n_resamples,
+        value, stderr = estimate_with_stderr(estimator, method, (x, y), options, n_resamples=n_resamples,
                                              stderr_seed=stderr_seed)
         warn_undefined(stderr, method)
         return value, stderr
-    return MI_METHODS[method](x, y, **options)
+    return estimator(x, y, **options)
 
 
 __all__ = [

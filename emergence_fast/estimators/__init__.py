@@ -1,29 +1,16 @@
 """Estimators: one module each, with its equation and citation in the docstring.
 
-Modules expose ``entropy(x, ...)`` and/or ``mutual_information(x, y, ...)`` on tensors
-``[..., N, d]``; the tables below map the ``method=`` names of the public API to them.
+Each module declares its estimators in :mod:`.registry` (name, kind, functions, uncertainty rule,
+IE defaults, memory model); importing this package imports them all. ``MI_METHODS`` and
+``ENTROPY_METHODS`` are live ``{name: function}`` views of the registry, so an estimator
+registered later (a user's own) appears in them too.
 """
-from functools import partial
-
 from . import binned, gaussian, knn, neural, noisy, renyi, sliced
+from .registry import Details, Estimator, MethodTable, register, unregister
 from .token_entropy import token_entropy
 
-ENTROPY_METHODS = {
-    "gaussian": gaussian.entropy,
-    "binned": binned.entropy,
-    "knn": knn.entropy,
-    "renyi": renyi.entropy,
-}
-MI_METHODS = {
-    "gaussian": gaussian.mutual_information,
-    "binned": binned.mutual_information,
-    "sliced": sliced.mutual_information,
-    "max_sliced": sliced.max_sliced_mutual_information,
-    "ksg": knn.mutual_information,
-    "noisy": noisy.mutual_information,
-    "renyi": renyi.mutual_information,
-    **{name: partial(neural.mutual_information, method=name) for name in neural.NEURAL_METHODS},
-    "chen2024": neural.chen2024,
-}
+ENTROPY_METHODS = MethodTable("entropy")
+MI_METHODS = MethodTable("mutual_information")
 
-__all__ = ["ENTROPY_METHODS", "MI_METHODS", "binned", "gaussian", "knn", "neural", "noisy", "renyi", "sliced", "token_entropy"]
+__all__ = ["Details", "ENTROPY_METHODS", "Estimator", "MI_METHODS", "binned", "gaussian", "knn", "neural", "noisy",
+           "register", "renyi", "sliced", "token_entropy", "unregister"]

@@ -33,6 +33,7 @@ class BinnedDetails(Details):
 
     occupied: torch.Tensor
     correction: torch.Tensor
+    stderr: None = None
 
 
 def _check_bins(bins) -> None:

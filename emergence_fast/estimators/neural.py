@@ -73,6 +73,8 @@ Units: every estimate is in nats unless ``base`` is given (``base=2``: bits), th
 """
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -80,7 +82,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import _dispatch
-from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
+from functools import partial
+
+from .._validation import (as_samples, check_choice, check_paired, check_positive_float, check_positive_int,
+                           constant_cells, log_base)
+from .registry import Details, Estimator, register
 from .uncertainty import batch_invariant_std
 
 NEURAL_METHODS = ("infonce", "nwj", "mine", "smile")
@@ -101,7 +107,7 @@ _EVAL_CHUNK_PAIRS = 1 << 20  # score-matrix entries per held-out evaluation chun
 
 
 @dataclass
-class NeuralDiagnostics:
+class NeuralDiagnostics(Details):
     """What a neural estimate rests on; tensors have the estimate's batch shape (in the output unit).
 
     ``curve`` stacks the per-evaluation estimates, ``[evaluations, *batch]``: held-out bounds, or
@@ -231,16 +237,6 @@ def _training_objective(s, method, tau):
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _check_positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_positive_float(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
 def _flatten(x, y):
     lead = x.shape[:-2]
     n = x.shape[-2]
@@ -311,21 +307,21 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
     if preset is not None:
         check_choice(preset, "preset", PRESETS)
         return chen2024(x, y, steps=_CHEN_STEPS if steps is None else steps, lr=_CHEN_LR if lr is None else lr,
-                        seed=seed, base=base, details=details)
+                        seed=seed, base=base, backend=backend, details=details)
     check_choice(method, "method", NEURAL_METHODS)
     check_choice(critic, "critic", CRITICS)
     steps = _DEFAULT_STEPS if steps is None else steps
     batch_size = _DEFAULT_BATCH if batch_size is None else batch_size
     lr = _DEFAULT_LR if lr is None else lr
-    _check_positive_int(hidden, "hidden")
-    _check_positive_int(layers, "layers")
-    _check_positive_int(steps, "steps")
-    _check_positive_int(batch_size, "batch_size", minimum=2)
-    _check_positive_int(eval_every, "eval_every")
+    check_positive_int(hidden, "hidden")
+    check_positive_int(layers, "layers")
+    check_positive_int(steps, "steps")
+    check_positive_int(batch_size, "batch_size", minimum=2)
+    check_positive_int(eval_every, "eval_every")
     if patience is not None:
-        _check_positive_int(patience, "patience")
-    _check_positive_float(lr, "lr")
-    _check_positive_float(tau, "tau")
+        check_positive_int(patience, "patience")
+    check_positive_float(lr, "lr")
+    check_positive_float(tau, "tau")
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
         raise ValueError(f"holdout must be a number in (0, 1), got {holdout!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -435,7 +431,7 @@ def _chen_lr(step, steps, lr):
     return (lr - _CHEN_LR_END) * remaining ** _CHEN_POWER + _CHEN_LR_END
 
 
-def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, details=False):
+def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, backend=None, details=False):
     r"""MINE as in the Information-Emergence code of Chen et al. 2024 (arXiv 2405.12617), batched over cells.
 
     DV bound :math:`\mathbb E_p[T] - \log \mathbb E_q[e^T]` with critic
@@ -454,13 +450,15 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, details
     critic is fitted to, exceeds the MI even for independent data (and DV already overfits a
     finite sample). It exists only for comparability with Chen et al. 2024; use
     :func:`mutual_information` with a held-out method for measurement. The curve in the
-    diagnostics is the per-step training estimate; there is no standard error.
+    diagnostics is the per-step training estimate; there is no standard error. The critic trains
+    in torch on ``x``'s device (``backend`` is validated, not used).
     """
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)
-    _check_positive_int(steps, "steps")
-    _check_positive_float(lr, "lr")
+    _dispatch.resolve_backend(backend, x.device)
+    check_positive_int(steps, "steps")
+    check_positive_float(lr, "lr")
     unit = log_base(base)
     lead, x3, y3 = _flatten(x, y)
     cells, n, dx = x3.shape
@@ -499,3 +497,63 @@ def chen2024(x, y, *, steps=_CHEN_STEPS, lr=_CHEN_LR, seed=0, base=None, details
         curve=(stacked / unit).reshape(steps, *lead), method="mine", critic="concat", preset="chen2024",
         n_train=n, n_holdout=0, batch_size=n, notes=notes)
 
+
+def _critic_parameters(critic, dx, dy, hidden, layers) -> int:
+    if critic == "concat":
+        widths = [dx + dy] + [hidden] * layers + [1]
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
+    return sum(a * b + b for d in (dx, dy) for a, b in zip([d] + [hidden] * (layers + 1), [hidden] * (layers + 1)))
+
+
+def working_bytes(options: dict, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
+    """Modelled peak working memory (bytes) of one :func:`mutual_information` call on ``batch`` cells of float32
+    ``[n, dx]``, ``[n, dy]`` (inputs not counted; ``native_knn`` unused); measured by
+    ``python -m benchmarks.estimate_memory`` (see :mod:`emergence_fast.estimate_memory`)."""
+    defaults = {name: p.default for name, p in inspect.signature(mutual_information).parameters.items()}
+    o = {**defaults, "steps": _DEFAULT_STEPS, "batch_size": _DEFAULT_BATCH,
+         **{k: v for k, v in options.items() if v is not None}}
+    hidden, layers, critic = o["hidden"], o["layers"], o["critic"]
+    elements = n * (dx + dy)
+    n_hold = round(o["holdout"] * n)
+    train_batch = min(o["batch_size"], n - n_hold)
+    eval_batch = min(o["batch_size"], max(n_hold, 1))
+    k_eval = max(n_hold // eval_batch, 1)
+    wide = hidden if critic == "concat" else 1
+    eval_chunk = min(k_eval, max(1, _EVAL_CHUNK_PAIRS // (eval_batch * eval_batch * wide)))
+    parameters = _critic_parameters(critic, dx, dy, hidden, layers)
+    per_cell = (8 * elements  # standardised copies (4 B), one side's standardising temporaries, held-out rows
+                + 32 * parameters  # weights, gradients, Adam's two moments and its foreach temporaries
+                + 4 * train_batch * (dx + dy + 6 * hidden * (layers + 1))  # minibatch rows, activations
+                + 4 * train_batch * train_batch * wide * (2 * layers + 6)  # score matrix and its gradients
+                + 16 * eval_chunk * eval_batch * eval_batch * wide  # held-out scores, masked and exponentiated
+                + 8 * 3 * (o["steps"] // o["eval_every"] + 1))  # curve, best, stderr
+    return batch * per_cell
+
+
+def chen2024_working_bytes(options: dict, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
+    """Modelled peak working memory (bytes) of one :func:`chen2024` call (as :func:`working_bytes`)."""
+    widths = _chen_widths(dx + dy)
+    parameters = sum(a * b + b for a, b in itertools.pairwise(widths))
+    steps = options.get("steps") or _CHEN_STEPS
+    # joint, product-of-marginals and shuffled-y rows; each of two passes keeps every layer's input and
+    # pre-activation for backward, and backward holds gradients of the same size.
+    per_cell = 4 * n * (3 * (dx + dy) + 6 * sum(widths[1:])) + 32 * parameters + 16 * steps
+    return batch * per_cell
+
+
+_BOUNDS = {"infonce": "InfoNCE (van den Oord et al. 2018; Poole et al. 2019)",
+           "nwj": "NWJ f-divergence bound (Nguyen, Wainwright & Jordan 2010; Poole et al. 2019)",
+           "mine": "MINE, the Donsker-Varadhan bound (Belghazi et al. 2018)",
+           "smile": "SMILE, DV with a clipped critic (Song & Ermon 2020)"}
+for _name in NEURAL_METHODS:
+    register(Estimator(
+        name=_name, summary=f"{_BOUNDS[_name]}: one grouped critic for all cells, held-out value",
+        kind="sample", mutual_information=partial(mutual_information, method=_name), uncertainty="own", ie=True,
+        trained=True, working_bytes=working_bytes))
+register(Estimator(
+    name="chen2024",
+    summary="The Information-Emergence MINE preset of Chen et al. 2024 (arXiv 2405.12617), for comparability",
+    kind="sample", mutual_information=chen2024, uncertainty="jackknife", ie=True, trained=True,
+    bias=("chen2024 reports the maximum over training steps of a training-set DV estimate: biased upward, "
+          "for comparability with Chen et al. 2024 only"),
+    ie_jackknife=False, working_bytes=chen2024_working_bytes))  # a jackknife would retrain 32 critics of 10,000 steps per cell

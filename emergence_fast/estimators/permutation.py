@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import as_samples, check_choice, check_paired
-from . import MI_METHODS
+from .._validation import as_samples, check_int, check_paired
+from . import registry
 from .uncertainty import group_size
 
 
@@ -43,16 +43,15 @@ def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32
     as fit, with their copies of ``y``, in ``uncertainty.WORKING_BYTES``, planned before any is
     made; the grouping changes memory and time, not the result).
     """
-    check_choice(method, "method", MI_METHODS)
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 2:
-        raise ValueError(f"n_permutations must be an integer >= 2, got {n_permutations!r}")
+    estimator = registry.get(method, "mutual_information").mutual_information
+    check_int(n_permutations, "n_permutations", minimum=2)
     if permutations_per_call is not None and (isinstance(permutations_per_call, bool) or
                                               not isinstance(permutations_per_call, int) or permutations_per_call < 1):
         raise ValueError(f"permutations_per_call must be a positive integer or None, got {permutations_per_call!r}")
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)
-    estimate = MI_METHODS[method](x, y, **options)  # validates the options before the plan reads them
+    estimate = estimator(x, y, **options)  # validates the options before the plan reads them
     if permutations_per_call is None:
         permutations_per_call = group_size(method, options, (x, y), x.shape[-2], n_permutations)
     generator = torch.Generator().manual_seed(seed)
@@ -60,7 +59,7 @@ def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32
     null = []
     for part in torch.tensor_split(order, math.ceil(n_permutations / permutations_per_call)):
         shuffled = y[..., part.to(y.device), :].movedim(-3, 0)  # [p, ..., N, dy]: only this group's copies
-        null.append(MI_METHODS[method](x.expand(part.shape[0], *x.shape), shuffled, **options))
+        null.append(estimator(x.expand(part.shape[0], *x.shape), shuffled, **options))
         del shuffled
     null = torch.cat(null)
     p_value = ((null >= estimate).sum(0) + 1) / (n_permutations + 1)

@@ -40,11 +40,12 @@ COMMON_PARAMETERS = ("base", "backend", "details", "seed")
 class Details:
     """Base of every ``details=True`` result: what an estimate rests on.
 
-    ``stderr`` is the estimator's own standard error (float64 tensor of the batch shape, in the
-    value's unit) where it has one, else None. Each estimator subclasses it with its own fields.
+    Every subclass (a dataclass with the estimator's own fields) has ``stderr``: the estimator's
+    own standard error (float64 tensor of the batch shape, in the value's unit) where it has
+    one, else None.
     """
 
-    stderr = None
+    stderr: object
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ class Estimator:
         Sample estimators are also probed on random rows before a long run.
     trained : bool
         The method trains a network for ``steps`` steps; an option probe runs one step.
+    working_bytes : callable or None
+        ``working_bytes(options, n, dx, dy, batch, *, native_knn=True) -> int``: the modelled
+        peak memory of one call on ``batch`` cells beyond its inputs, which plans the chunks of
+        IE's estimate stage, the jackknife and the permutation null. Without one, a call is
+        modelled as three float64 copies of its input.
     """
 
     name: str
@@ -99,6 +105,7 @@ class Estimator:
     ie_jackknife: bool = True
     check_options: Callable | None = None
     trained: bool = False
+    working_bytes: Callable | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -112,17 +119,33 @@ class Estimator:
         if self.ie and self.mutual_information is None:
             raise ValueError(f"estimator {self.name!r} is offered to IE but has no mutual_information")
 
-    def options(self, quantity: str = "mutual_information") -> dict:
-        """The method's options and their defaults, read from its function's signature."""
-        function = getattr(self, quantity)
+    def options(self, quantity: str | None = None) -> dict:
+        """The method's options and their defaults, read from its function's signature (``quantity``:
+        ``"mutual_information"`` or ``"entropy"``; default the MI function where there is one)."""
+        function = getattr(self, quantity) if quantity else (self.mutual_information or self.entropy)
         bound = getattr(function, "keywords", {})  # a functools.partial fixes some (the neural bound's method)
         return {name: p.default for name, p in inspect.signature(function).parameters.items()
                 if p.kind is p.KEYWORD_ONLY and name not in COMMON_PARAMETERS and name not in bound
                 and not name.startswith("_") and name != "weights"}
 
+    def call_bytes(self, options: Mapping, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
+        """Modelled peak bytes of one call on ``batch`` cells of ``n`` rows (see ``working_bytes``)."""
+        if self.working_bytes is None:
+            return 3 * 8 * batch * n * (dx + dy)
+        return self.working_bytes(dict(options), n, dx, dy, batch, native_knn=native_knn)
+
+    def validate(self, options: Mapping, **context) -> None:
+        """``check_options`` on ``options`` (missing ones at their defaults) and whichever ``context``
+        (e.g. ``n_samples``) it accepts; ValueError/TypeError naming the option."""
+        if self.check_options is None:
+            return
+        accepted = inspect.signature(self.check_options).parameters
+        given = {**self.options(), **options, **context}
+        self.check_options(**{name: value for name, value in given.items() if name in accepted})
+
     def resolve_ie_options(self, options: Mapping | None) -> dict:
-        """IE's options: ``ie_defaults`` when the caller gives none, and unknown keys refused."""
-        chosen = dict(self.ie_defaults if options is None else options)
+        """IE's options: ``ie_defaults`` overridden key by key by ``options``; unknown keys refused."""
+        chosen = {**self.ie_defaults, **(options or {})}
         accepted = set(self.options()) | {"seed"}
         unknown = set(chosen) - accepted
         if unknown:

@@ -72,13 +72,15 @@ Every backend runs the same torch ops here (``backend`` is validated, not used).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 
 import torch
 
 from .. import _dispatch
-from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
+from .._validation import as_samples, check_choice, check_int, check_paired, constant_cells, log_base
+from .registry import Details, Estimator, register
 from .uncertainty import batch_invariant_std
 
 KERNELS = ("rbf", "linear")
@@ -86,7 +88,7 @@ APPROXIMATIONS = (None, "lanczos")
 
 
 @dataclass
-class RenyiDiagnostics:
+class RenyiDiagnostics(Details):
     """What a matrix-based Rényi estimate rests on; tensors have the estimate's batch shape."""
 
     n: int
@@ -116,19 +118,14 @@ def _check_bandwidth(bandwidth) -> None:
         raise ValueError(f"bandwidth must be 'scott' or a finite number > 0, got {bandwidth!r}")
 
 
-def _check_positive_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps) -> float:
+def _check_options(alpha=1.01, kernel="rbf", bandwidth="scott", approx=None, n_probes=32, n_steps=40) -> float:
     alpha = _check_alpha(alpha)
     check_choice(kernel, "kernel", KERNELS)
     _check_bandwidth(bandwidth)
     check_choice(approx, "approx", APPROXIMATIONS)
     if approx is not None:
-        _check_positive_int(n_probes, "n_probes", 2)
-        _check_positive_int(n_steps, "n_steps", 1)
+        check_int(n_probes, "n_probes", minimum=2)
+        check_int(n_steps, "n_steps", minimum=1)
     return alpha
 
 
@@ -325,3 +322,26 @@ def mutual_information(x, y, *, alpha: float = 1.01, kernel: str = "rbf", bandwi
         stderr = torch.where(constant, 0.0, stderr) / unit
     return value, RenyiDiagnostics(x.shape[-2], alpha, kernel, None if sigma_x is None else (sigma_x, sigma_y),
                                    approx, stderr, n_probes if approx else None, n_steps if approx else None)
+
+
+def working_bytes(options: dict, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
+    """Modelled peak working memory (bytes) of one call on ``batch`` cells of ``n`` rows (inputs not counted;
+    ``native_knn`` unused). Gram matrices ``[n, n]`` float64: squared distances, kernel, both sides, their
+    Hadamard product and eigenvalue workspace (at most 8 live); Lanczos keeps fewer but stores its basis."""
+    elements = n * (dx + dy)
+    if options.get("approx") == "lanczos":
+        # per probe: the Krylov basis [steps, n], the tridiagonal matrices and their eigenvectors, the iterates
+        defaults = inspect.signature(mutual_information).parameters
+        probes = options.get("n_probes") or defaults["n_probes"].default
+        steps = min(options.get("n_steps") or defaults["n_steps"].default, n)
+        per_cell = 6 * 8 * n * n + 8 * probes * (2 * steps * n + 6 * steps * steps + 6 * n)
+    else:
+        per_cell = 8 * 8 * n * n
+    return batch * (per_cell + 16 * elements) + 3 * 8 * n * n
+
+
+register(Estimator(
+    name="renyi",
+    summary="Matrix-based Renyi alpha-entropy and MI of Gram matrices (Giraldo, Rao & Principe 2015, eqs. 5, 9)",
+    kind="sample", mutual_information=mutual_information, entropy=entropy, uncertainty="jackknife+own", ie=True,
+    check_options=_check_options, working_bytes=working_bytes))

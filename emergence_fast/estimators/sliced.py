@@ -39,13 +39,40 @@ bound on the max-sliced MI up to KSG's own error: the ascent may miss the global
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
+from .._validation import as_samples, check_choice, check_int, check_paired, check_seed, constant_cells, log_base
 from . import gaussian, knn, renyi
+from .registry import Details, Estimator, register
 
 INNER_ESTIMATORS = ("gaussian", "ksg")
+
+
+@dataclass
+class SlicedDetails(Details):
+    """``stderr``: the Monte-Carlo standard error of the mean over ``n_slices`` slices (float64
+    of the batch shape, the value's unit; NaN with one slice). It is the approximation's error
+    at fixed data, not the sampling error (``return_stderr`` adds the jackknife's)."""
+
+    stderr: torch.Tensor
+    k: int
+    n_slices: int
+
+
+@dataclass
+class MaxSlicedDetails(Details):
+    """The best slices found. ``inner="gaussian"``: ``canonical_correlations [..., k]`` (the
+    closed form's top-k); ``inner="ksg"``: ``x_slice [..., dx, k]``, ``y_slice [..., dy, k]``
+    (NaN for a constant cell) and ``train_value`` (the ascent's best KSG value on the training
+    rows, the value's unit). No standard error of its own."""
+
+    canonical_correlations: torch.Tensor | None = None
+    x_slice: torch.Tensor | None = None
+    y_slice: torch.Tensor | None = None
+    train_value: torch.Tensor | None = None
+    stderr: None = None
 
 
 def random_stiefel(dim: int, k: int, n_slices: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -55,13 +82,18 @@ def random_stiefel(dim: int, k: int, n_slices: int, generator: torch.Generator, 
     return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
+def check_options(k=1, n_slices=128, inner="gaussian", seed=0) -> None:
+    """The options' values before any data: ValueError/TypeError naming the option."""
+    check_int(k, "k", minimum=1)
+    check_int(n_slices, "n_slices", minimum=1)
+    check_choice(inner, "inner", INNER_ESTIMATORS)
+    check_seed(seed)
+
+
 def _check(k, n_slices, inner, dx, dy):
-    for name, value in (("k", k), ("n_slices", n_slices)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_options(k, n_slices, inner)
     if k > min(dx, dy):
         raise ValueError(f"k must be at most min(dx, dy) = {min(dx, dy)}, got {k}")
-    check_choice(inner, "inner", INNER_ESTIMATORS)
 
 
 def _joint_comoment(x, y, backend):
@@ -95,9 +127,8 @@ def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_s
     value = per_slice.mean(-1) / unit
     if not details:
         return value
-    if n_slices == 1:
-        return value, torch.full_like(value, float("nan"))
-    return value, per_slice.std(-1) / n_slices**0.5 / unit
+    spread = per_slice.std(-1) / n_slices**0.5 if n_slices > 1 else torch.full_like(value, math.nan)
+    return value, SlicedDetails(stderr=spread / unit, k=k, n_slices=n_slices)
 
 
 def _project(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -113,7 +144,7 @@ def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "g
 
     ``inner`` is ``"gaussian"`` (from the comoment) or ``"ksg"`` (``inner_options`` go to
     :func:`.knn.mutual_information`, e.g. ``{"k": 5}``). With ``details=True`` also returns the
-    Monte-Carlo standard error of that mean over slices.
+    Monte-Carlo standard error of that mean over slices (:class:`SlicedDetails`).
     """
     if inner != "ksg":
         if inner_options:
@@ -133,7 +164,7 @@ def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "g
     if not details:
         return value
     spread = per_slice.std(-1) / n_slices**0.5 if n_slices > 1 else torch.full_like(value, math.nan)
-    return value, spread / unit
+    return value, SlicedDetails(stderr=spread / unit, k=k, n_slices=n_slices)
 
 
 def _renyi2_mi(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
@@ -186,7 +217,7 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     A singular marginal (a duplicated column) is measured on its support, and a constant side gives 0.
 
     ``inner="gaussian"``: the closed form over canonical correlations (the ascent options are
-    unused; ``details=True`` adds the top-k canonical correlations). ``inner="ksg"``: gradient ascent on training rows (a ``1 - holdout`` fraction),
+    unused; ``details=True`` adds :class:`MaxSlicedDetails` with the top-k canonical correlations). ``inner="ksg"``: gradient ascent on training rows (a ``1 - holdout`` fraction),
     then KSG on the held-out rows at the best slice (see the module docstring); ``details=True``
     also returns ``{"x_slice", "y_slice", "train_value"}`` per cell.
     """
@@ -196,7 +227,7 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
         _check(k, 1, inner, dx, dy)
         rho = gaussian.canonical_correlations(comoment, dx)[..., :k]
         value = (-0.5 * torch.log1p(-rho.square())).sum(-1) / unit
-        return (value, {"canonical_correlations": rho}) if details else value
+        return (value, MaxSlicedDetails(canonical_correlations=rho)) if details else value
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
     _check(k, 1, inner, x.shape[-1], y.shape[-1])
@@ -228,5 +259,19 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     result = (value / unit).reshape(lead)
     if not details:
         return result
-    return result, {"x_slice": x_slice.reshape(*lead, -1, k), "y_slice": y_slice.reshape(*lead, -1, k),
-                    "train_value": (train_value / unit).reshape(lead)}
+    return result, MaxSlicedDetails(x_slice=x_slice.reshape(*lead, -1, k), y_slice=y_slice.reshape(*lead, -1, k),
+                                    train_value=(train_value / unit).reshape(lead))
+
+
+register(Estimator(
+    name="sliced",
+    summary="k-sliced MI: mean MI of random k-dim projections (Goldfeld & Greenewald 2021; Goldfeld et al. 2022)",
+    kind="moment", mutual_information=mutual_information, mi_from_moments=mutual_information_from_moments,
+    uncertainty="jackknife+own", ie=True,
+    # IE: 4-dimensional slices see more of a block's map than 1-dimensional ones; 64 slices keep
+    # the Monte-Carlo error below the sampling error at the demo's N (the agreement study).
+    ie_defaults={"k": 4, "n_slices": 64, "seed": 0}, check_options=check_options))
+register(Estimator(
+    name="max_sliced",
+    summary="Max-sliced MI: the best k-dim projections (Tsur, Goldfeld & Greenewald 2023)",
+    kind="sample", mutual_information=max_sliced_mutual_information, uncertainty="jackknife"))

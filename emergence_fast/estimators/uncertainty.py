@@ -30,17 +30,14 @@ quadrature. The jackknife describes the spread, not the bias: a biased estimator
 """
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 
 import torch
 
-from .._validation import as_samples
-
-_DELTA_METHOD = ("gaussian", "noisy")  # noisy: delta method plus Monte-Carlo spread
-_HELD_OUT = ("infonce", "nwj", "mine", "smile")
-_APPROXIMATION_ERROR = ("sliced", "renyi")
+from .._validation import as_samples, check_int, check_seed
+from . import registry
+from .knn import native_knn_for
 
 
 def batch_invariant_std(t: torch.Tensor) -> torch.Tensor:
@@ -64,10 +61,8 @@ def batch_invariant_std(t: torch.Tensor) -> torch.Tensor:
 
 
 def _check_resamples(n_resamples, seed) -> None:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 2:
-        raise ValueError(f"n_resamples must be an integer >= 2, got {n_resamples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"stderr_seed must be an integer, got {seed!r}")
+    check_int(n_resamples, "n_resamples", minimum=2)
+    check_seed(seed, "stderr_seed")
 
 
 def half_subsets(n: int, n_resamples: int, seed: int) -> torch.Tensor:
@@ -82,14 +77,9 @@ WORKING_BYTES = 2**31  # room for stacked resamples or permutations and their es
 
 def _call_bytes(method: str, options: dict, n: int, widths: tuple, batch: int, device) -> int:
     """Modelled peak bytes of one call of ``method`` on ``batch`` cells of ``n`` rows (beyond its input)."""
-    from .. import estimate_memory  # deferred: estimate_memory imports the estimators package
-
     dx, dy = widths[0], widths[1] if len(widths) > 1 else 0
-    try:  # the measured model of the sample estimators (float32 input; knn entropy costs as KSG with dy = 0)
-        return estimate_memory.estimator_bytes({"knn": "ksg"}.get(method, method), options, n, dx, dy, batch,
-                                               native_knn=estimate_memory.native_knn_for(device))
-    except ValueError:  # moment and plug-in estimators: a few float64 working copies of their input
-        return 3 * 8 * batch * n * (dx + dy)
+    return registry.get(method).call_bytes(options, n, dx, dy, batch,
+                                           native_knn=native_knn_for(device, options.get("backend")))
 
 
 def group_size(method: str, options: dict, samples: tuple, rows: int, total: int, budget: int | None = None) -> int:
@@ -159,13 +149,10 @@ def warn_undefined(stderr: torch.Tensor, method: str) -> None:
                       "dimensions; or, for a neural bound, a single held-out minibatch)", RuntimeWarning, stacklevel=3)
 
 
-def _takes_details(estimator) -> bool:
-    return "details" in inspect.signature(estimator).parameters
-
-
 def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, *, n_resamples: int = 32,
                          stderr_seed: int = 0, resamples_per_call: int | None = None):
-    """``(value, stderr)`` for ``estimator(*samples, **options)``; see the module docstring for which error.
+    """``(value, stderr)`` for ``estimator(*samples, **options)``, by the ``uncertainty`` rule that the
+    registered estimator ``method`` declares (:class:`.registry.Estimator`; module docstring).
 
     ``resamples_per_call`` bounds how many jackknife subsets run in one call (see
     :func:`jackknife_stderr`); it changes memory and time, not the result. By default it is
@@ -177,23 +164,22 @@ def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, 
     if options.get("details"):
         raise ValueError("return_stderr=True cannot be combined with details=True; details already carry "
                          "the estimator's own error where it has one")
+    rule = registry.get(method).uncertainty
     _check_resamples(n_resamples, stderr_seed)
     _check_resamples_per_call(resamples_per_call)
     samples = tuple(as_samples(s, name) for s, name in zip(samples, ("x", "y")))
-    if not _takes_details(estimator):
+    own = None
+    if rule == "jackknife":
         value = estimator(*samples, **options)  # validates the options before the plan reads them
-        if resamples_per_call is None:  # bound the stacked half-samples before any of them is made
-            resamples_per_call = group_size(method, options, samples, samples[0].shape[-2] // 2, n_resamples)
-        return value, jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
-                                       resamples_per_call=resamples_per_call, **options)
-    value, details = estimator(*samples, details=True, **options)
-    own = details if isinstance(details, torch.Tensor) else getattr(details, "stderr", None)
-    if own is not None and method in _DELTA_METHOD + _HELD_OUT:
-        return value, own
-    if resamples_per_call is None:
+    else:
+        value, details = estimator(*samples, details=True, **options)
+        own = details.stderr
+        if rule == "own" and own is not None:
+            return value, own
+    if resamples_per_call is None:  # bound the stacked half-samples before any of them is made
         resamples_per_call = group_size(method, options, samples, samples[0].shape[-2] // 2, n_resamples)
     spread = jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
                               resamples_per_call=resamples_per_call, **options)
-    if own is not None and method in _APPROXIMATION_ERROR:
+    if rule == "jackknife+own" and own is not None:
         spread = torch.sqrt(spread.square() + own.double().nan_to_num().square())
     return value, spread
