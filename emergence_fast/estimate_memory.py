@@ -53,16 +53,14 @@ def estimator_bytes(estimator: str, options: dict, n: int, dx: int, dy: int, bat
 
     The inputs are ``x [batch, n, dx]`` and ``y [batch, n, dy]`` float32 tensors that already
     exist (not counted); the result is the memory the call allocates on top of them, from the
-    model the estimator declares (``working_bytes`` in :mod:`.estimators.registry`). ``options``
-    are the estimator's keyword options as IE passes them. ``native_knn``: whether a k-NN search
-    runs in a native kernel (else the torch reference's distance tiles).
+    model the estimator declares (``working_bytes`` in :mod:`.estimators.registry`; three float64
+    copies of the input when it declares none). ``options`` are the estimator's keyword options as
+    IE passes them. ``native_knn``: whether a k-NN search runs in a native kernel (else the torch
+    reference's distance tiles).
 
-    Raises ``ValueError`` for an estimator that declares no model.
+    Raises ``ValueError`` naming ``estimator`` for a name that is not registered.
     """
-    spec = registry.get(estimator, argument="estimator")
-    if spec.working_bytes is None:
-        raise ValueError(f"estimator {estimator!r} declares no working-memory model (working_bytes)")
-    return spec.working_bytes(dict(options), n, dx, dy, batch, native_knn=native_knn)
+    return registry.get(estimator, argument="estimator").call_bytes(options, n, dx, dy, batch, native_knn=native_knn)
 
 
 def uses_jackknife(estimator: str) -> bool:

@@ -30,6 +30,7 @@ from typing import Callable
 KINDS = ("moment", "sample")
 # How ``return_stderr`` gets a standard error (:mod:`.uncertainty`):
 #   "own": the estimator's own error in ``details.stderr`` (a delta method, a held-out split);
+#       the jackknife where that is None (the Gaussian entropy has no delta method here);
 #   "jackknife+own": a delete-half jackknife, plus ``details.stderr`` (the Monte-Carlo error of
 #       an approximation: slices, probes) in quadrature;
 #   "jackknife": a delete-half jackknife alone.
