@@ -24,6 +24,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import scipy
 
 from emergence_fast import fits, transitions
 
@@ -40,7 +41,8 @@ def old_transitions() -> types.ModuleType:
                             capture_output=True, text=True).stdout
     module = types.ModuleType("transitions_lm")
     sys.modules[module.__name__] = module    # dataclasses look their module up by name
-    exec(compile(source, f"transitions.py@{OLD_COMMIT}", "exec"), module.__dict__)
+    # our own file from our own history, loaded to time it, not input from outside
+    exec(compile(source, f"transitions.py@{OLD_COMMIT}", "exec"), module.__dict__)  # noqa: S102
     return module
 
 
@@ -119,23 +121,25 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     old = old_transitions()
     lines = ["#### Logistic fit: scipy.optimize.least_squares against the old batched Levenberg–Marquardt (issue #15)",
-             "", f"- machine: {platform.machine()}, 2 vCPU shared, numpy {np.__version__}, "
-             f"scipy {__import__('scipy').__version__}; OMP_NUM_THREADS=1",
-             *provenance("fits", argv), f"- n_boot={args.n_boot}, seed=0, ci=0.95; times are the best of "
-             f"{args.repeats} repeat(s)", "",
+             "", (f"- machine: {platform.machine()}, 2 vCPU shared, numpy {np.__version__}, "
+             f"scipy {scipy.__version__}; OMP_NUM_THREADS=1"),
+             *provenance("fits", argv), (f"- n_boot={args.n_boot}, seed=0, ci=0.95; times are the best of "
+             f"{args.repeats} repeat(s)"), "",
              "Bootstrap refits only, the same replicates (free asymptotes):", "",
-             "| curve | one scipy call per replicate (s) | batched LM (s) | ratio | max |Δ| CI ends |",
+             ("| curve | one scipy call per replicate (s) | batched LM (s) | ratio | max |Δ| CI ends |"),
              "|---|---:|---:|---:|---:|"]
     for name, (x, y, kwargs) in curves().items():
         t_scipy, t_batch, delta = bootstrap_paths(x, y, args.n_boot, repeats=args.repeats, **kwargs)
         lines.append(f"| {name} | {t_scipy:.3f} | {t_batch:.3f} | {t_scipy / t_batch:.0f} | {delta:.2g} |")
-    lines += ["", f"Whole `logistic_fit` (point fit + bootstrap): now (scipy point fit, batched bootstrap) against the "
-              f"all-LM version at {OLD_COMMIT}:", "",
-              "| curve | old LM (s) | now (s) | max |Δ| location, width | max |Δ| CI ends | converged old/new | "
-              "verdict old/new |", "|---|---:|---:|---:|---:|---|---|"]
+    lines += ["", (f"Whole `logistic_fit` (point fit + bootstrap): now (scipy point fit, batched bootstrap) against the "
+              f"all-LM version at {OLD_COMMIT}:"), "",
+              ("| curve | old LM (s) | now (s) | max |Δ| location, width | max |Δ| CI ends | converged old/new | "
+              "verdict old/new |"), "|---|---:|---:|---:|---:|---|---|"]
     for name, (x, y, kwargs) in curves().items():
-        t_old, f_old = _time(lambda: old.logistic_fit(x, y, n_boot=args.n_boot, **kwargs), args.repeats)
-        t_new, f_new = _time(lambda: transitions.logistic_fit(x, y, n_boot=args.n_boot, **kwargs), args.repeats)
+        t_old, f_old = _time(lambda x=x, y=y, kw=kwargs: old.logistic_fit(x, y, n_boot=args.n_boot, **kw),
+                             args.repeats)
+        t_new, f_new = _time(lambda x=x, y=y, kw=kwargs: transitions.logistic_fit(x, y, n_boot=args.n_boot, **kw),
+                             args.repeats)
         point = _diff([f_old.location, f_old.width], [f_new.location, f_new.width])
         cis = _diff([*f_old.location_ci, *f_old.width_ci], [*f_new.location_ci, *f_new.width_ci])
         summary = {"value_range": (0.0, 1.0), "n_boot": 0, **kwargs}

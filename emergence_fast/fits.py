@@ -6,8 +6,8 @@ Everything works on float64 numpy arrays. Nonlinear fits go through
 :func:`scipy.optimize.least_squares` (trust-region reflective, which honours box bounds and
 reports why it stopped); straight lines are closed-form weighted least squares, batched over
 bootstrap replicates. The one exception is the refit of many bootstrap replicates of a
-nonlinear curve, :func:`batched_least_squares`: one scipy call per replicate costs 2–10 s per
-curve at the default 1000 replicates, 14–140 times the batched Levenberg–Marquardt iteration
+nonlinear curve, :func:`batched_least_squares`: one scipy call per replicate costs 2–12 s per
+curve at the default 1000 replicates, 26–200 times the batched Levenberg–Marquardt iteration
 kept here (``benchmarks/fits.py``, recorded in ``benchmarks/RESULTS.md``), and a mirage or ICL
 report fits one curve per metric or concept.
 
@@ -23,14 +23,14 @@ them (the Particle Data Group's scale factor).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import least_squares
 
 from ._validation import check_int, check_probability
-
 
 # ---------------------------------------------------------------------------------------------
 # curve cleaning

@@ -94,8 +94,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import check_bool, check_int, check_positive_float, check_probability, check_seed
-from .fits import as_1d, batched_least_squares, clean_curve, fit_line, fit_power_law, least_squares_fit, \
-    percentile_interval, residual_bootstrap
+from .fits import (
+    as_1d,
+    batched_least_squares,
+    clean_curve,
+    fit_line,
+    fit_power_law,
+    least_squares_fit,
+    percentile_interval,
+    residual_bootstrap,
+)
 
 LN9 = math.log(9.0)
 #: Minimum-amplitude rule (:func:`amplitude_check`): a rise must exceed this many combined
@@ -514,7 +522,7 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
     if n_boot and n > k:
         replicates = residual_bootstrap(y, _logistic(theta, t), n_boot, k, np.random.default_rng(seed), err)
         # All replicates at once, each started at the point estimate (close to its own optimum):
-        # one scipy call per replicate is 14-140x slower at the defaults (fits.batched_least_squares).
+        # one scipy call per replicate is 26-200x slower at the defaults (benchmarks/fits.py).
         boot, boot_rss, _ = batched_least_squares(_logistic, _logistic_jacobian, np.tile(theta, (n_boot, 1)), t,
                                                   replicates, lower, upper, weight=weight)
         ok = np.isfinite(boot_rss) & np.isfinite(boot).all(axis=1)
