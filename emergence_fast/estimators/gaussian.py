@@ -273,7 +273,7 @@ def canonical_correlations(cov: torch.Tensor, dx: int) -> torch.Tensor:
 
 
 def mutual_information_from_moments(count, comoment, dx, *, bias_correction="none", shrinkage=0.0, pca=None,
-                                    base=None, details=False):
+                                    base=None, details=False, seed=0):
     r"""I(X;Y) from the joint comoment of ``[x, y]`` whose first ``dx`` columns are x, in nats unless ``base``.
 
     ``pca=k`` measures I between the top-``k`` principal components of each side (of the
@@ -288,6 +288,7 @@ def mutual_information_from_moments(count, comoment, dx, *, bias_correction="non
     A cell where either side is constant (every column of x, or of y, has zero variance) gets
     exactly 0, its standard error and expected bias 0. The Wishart bias counts only the
     non-constant columns (at most ``pca`` per side): constant ones have no sampling error.
+    Deterministic: ``seed`` is accepted for the common signature and unused.
     """
     check_options(bias_correction, shrinkage, pca)
     unit = log_base(base)

@@ -294,4 +294,4 @@ register(Estimator(
     name="noisy",
     summary="Noisy-channel MI: I(X + sigma Z; Y + sigma Z') of the empirical atoms (module docstring)",
     kind="sample", mutual_information=mutual_information, uncertainty="own", weighted=True, ie=True,
-    check_options=check_options))
+    ie_defaults={"sigma": DEFAULT_SIGMA, "n_draws": DEFAULT_DRAWS, "seed": 0}, check_options=check_options))
