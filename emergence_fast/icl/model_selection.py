@@ -48,6 +48,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import logsumexp
 
 from .._validation import check_bool, check_fits_in_memory, check_positive_float, check_positive_int, check_probability
 from . import prompts as P
@@ -103,14 +104,8 @@ def _log_concept_likelihoods(x: np.ndarray, concepts, epsilon: float) -> np.ndar
         phases = (t[None, :] + np.arange(len(c))[:, None]) % len(c)
         match = c[phases] == x[None, :]
         cum = np.concatenate([np.zeros((len(c), 1)), np.cumsum(np.where(match, log_hit, log_miss), axis=1)], axis=1)
-        out[h] = _logsumexp(cum, axis=0) - math.log(len(c))
+        out[h] = logsumexp(cum, axis=0) - math.log(len(c))
     return out
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
 def _log_bernoulli(x: np.ndarray, p: float) -> np.ndarray:
@@ -232,7 +227,7 @@ def _proper(xa, concept, max_len, max_concept_len, epsilon, p, prior_random, tem
     weights = np.array([2.0 ** -len(c) for c in concepts])
     prior = np.concatenate([[prior_random], (1 - prior_random) * weights / weights.sum()])
     log_joint = np.log(prior)[:, None] + log_lik                      # [H, n + 2]
-    log_post = log_joint - _logsumexp(log_joint, axis=0)[None, :]
+    log_post = log_joint - logsumexp(log_joint, axis=0)[None, :]
     lengths = np.arange(1, max_len + 1)
     posterior = np.exp(log_post[:, lengths]).T                        # [len, H]
     # q_h = P(x_{n+1} | x_{1:n}, h) = P(x_{1:n+1} | h) / P(x_{1:n} | h)
