@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_bool, check_int, check_probability
+from ..fits import percentile_interval
 
 try:  # rapidfuzz's C++ Levenshtein takes any sequences of hashables; the fallback is a plain DP.
     from rapidfuzz.distance import Levenshtein as _rapidfuzz_levenshtein
@@ -311,6 +312,5 @@ def aggregate(values, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) ->
     chunk = max(1, (1 << 23) // values.size)
     means = np.concatenate([values[rng.integers(0, values.size, size=(min(chunk, n_boot - start), values.size))]
                             .mean(axis=1) for start in range(0, n_boot, chunk)])
-    tail = 100 * (1 - ci) / 2
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return Aggregate(mean, float(lo), float(hi), int(values.size), int(n_boot), float(ci))
+    lo, hi = percentile_interval(means, ci)
+    return Aggregate(mean, lo, hi, int(values.size), int(n_boot), float(ci))
