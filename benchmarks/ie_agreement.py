@@ -39,7 +39,8 @@ import torch
 
 from benchmarks._results import emit, provenance
 from emergence_fast import datasets, models
-from emergence_fast.emergence import IEResult, _pearson, _result, capture_states, estimate_from_states
+from emergence_fast.emergence import IEResult, capture_states, estimate_from_states
+from emergence_fast.ie.result import _pearson, _result
 from emergence_fast.estimators.uncertainty import estimate_with_stderr
 from emergence_fast.estimators import MI_METHODS
 

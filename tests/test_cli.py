@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from emergence_fast import cli, emergence, models, report
+from emergence_fast.ie import checkpoint as ie_checkpoint
 from tests.icl.coin import coin_tokenizer
 from tests.tiny_models import icl_ids, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 
@@ -107,7 +108,7 @@ def one_line_error(capsys, command):
     ("ie", ["--option", "k"], "--option must be KEY=VALUE, got 'k'"),
     ("ie", ["--estimator", "ksg", "--option", "k=5000"], "estimator ksg with options {'k': 5000} on 1024 kept rows per "
      "cell (reservoir size and number of samples): k must be smaller than the number of samples N (k < N), got k=5000 and N=1024"),
-    ("ie", ["--estimator", "mine", "--option", "lr=-1"], "lr must be a positive finite number, got -1"),
+    ("ie", ["--estimator", "mine", "--option", "lr=-1"], "lr must be a finite number > 0, got -1"),
     ("ie", ["--estimator", "chen2024", "--option", "steps=0"], "steps must be an integer >= 1, got 0"),
     ("ie", ["--n-samples", "1"], "--n-samples must be >= 2, got 1"),
     ("ie", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
@@ -207,13 +208,13 @@ def test_ie_takes_transformerlens_names_and_writes_strict_json(llama_dir, tmp_pa
 def test_checkpoints_come_at_the_cadence_the_help_states(every, update, expected, llama_dir, tmp_path, monkeypatch):
     """--checkpoint-every N: every max(N, fold) batches rounded up to whole folds, and at the end of the pass."""
     saved = []
-    original = emergence._save_checkpoint
+    original = ie_checkpoint._save_checkpoint
 
     def recording(path, payload):
         saved.append(payload["batches_done"])
         original(path, payload)
 
-    monkeypatch.setattr(emergence, "_save_checkpoint", recording)
+    monkeypatch.setattr(ie_checkpoint, "_save_checkpoint", recording)
     argv = ie_argv(llama_dir, tmp_path / "out", "--quiet", "--checkpoint-every", str(every), "--update-samples",
                    str(update), "--keep-checkpoint")
     assert cli.main(argv) == 0
@@ -355,13 +356,13 @@ def test_a_corrupt_weights_file_is_one_line_naming_it(llama_dir, tmp_path, capsy
 
 
 def test_ctrl_c_is_one_line_saying_the_checkpoint_is_kept(llama_dir, tmp_path, capsys, monkeypatch):
-    original = emergence._save_checkpoint
+    original = ie_checkpoint._save_checkpoint
 
     def save_then_interrupt(path, payload):
         original(path, payload)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(emergence, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(ie_checkpoint, "_save_checkpoint", save_then_interrupt)
     out = tmp_path / "out"
     assert cli.main(ie_argv(llama_dir, out, "--quiet", "--checkpoint-every", "1", "--update-samples", "8")) == 130
     err = capsys.readouterr().err.strip()

@@ -12,6 +12,8 @@ from emergence_fast import emergence as ie
 from emergence_fast.capture import BlockCapture
 from emergence_fast.datasets import TokenDataset, icl_ceiling_bits
 from emergence_fast.estimators import MI_METHODS, gaussian, sliced
+from emergence_fast.ie.checkpoint import CHECKPOINT_NAME
+from emergence_fast.ie.micro import micro_moments
 from emergence_fast.report import write_json
 from tests.tiny_models import all_draws, icl_ids, one_thread, tiny_model, tiny_tokenizer  # noqa: F401 (autouse)
 
@@ -247,7 +249,7 @@ def test_micro_cells_with_fewer_distinct_tokens_than_dimensions_are_infinite():
     generator = torch.Generator().manual_seed(0)
     states_in = torch.randn(128, tokens.numel(), 32, generator=generator, dtype=torch.float64)  # 128 "layers"
     states_out = torch.tanh(states_in @ torch.randn(32, 32, generator=generator, dtype=torch.float64))
-    count, _, comoment = ie.micro_moments(states_in, states_out, tokens, ids)
+    count, _, comoment = micro_moments(states_in, states_out, tokens, ids)
     value = gaussian.mutual_information_from_moments(count, comoment, 32, base=2, **OPTIONS)
     assert torch.isinf(value[:, [0, 2]]).all(), value[:, [0, 2]][torch.isfinite(value[:, [0, 2]])]
 
@@ -287,7 +289,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(gpt2, ids, tmp_path, mo
     with pytest.raises(RuntimeError, match="simulated kill"):
         run(gpt2, ids, checkpoint_dir=tmp_path, **options)
     monkeypatch.undo()
-    path = tmp_path / ie.CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT_NAME
     assert not list(tmp_path.glob("*.tmp"))
     if saved:
         assert torch.load(path, weights_only=True)["batches_done"] == saved
@@ -313,7 +315,7 @@ def test_resume_of_a_finished_run_skips_the_macro_pass(gpt2, ids, tmp_path, monk
 
 @pytest.mark.parametrize("garbage", [b"\x00garbage, not a checkpoint" * 10, b""])
 def test_corrupt_checkpoint_raises_and_is_left_in_place(gpt2, ids, tmp_path, monkeypatch, garbage):
-    path = tmp_path / ie.CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT_NAME
     path.write_bytes(garbage)
     calls = _crash_on_call(monkeypatch, -1)
     with pytest.raises(ValueError, match="corrupt"):
@@ -323,7 +325,7 @@ def test_corrupt_checkpoint_raises_and_is_left_in_place(gpt2, ids, tmp_path, mon
 
 def test_truncated_checkpoint_raises_and_is_left_in_place(gpt2, ids, tmp_path):
     run(gpt2, ids, checkpoint_dir=tmp_path, **RESUME)
-    path = tmp_path / ie.CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT_NAME
     truncated = path.read_bytes()[:200]
     path.write_bytes(truncated)
     with pytest.raises(ValueError, match="corrupt"):
@@ -333,7 +335,7 @@ def test_truncated_checkpoint_raises_and_is_left_in_place(gpt2, ids, tmp_path):
 
 @pytest.mark.parametrize("payload", [torch.zeros(3), [1, 2, 3]], ids=["tensor", "list"])
 def test_checkpoint_that_is_not_a_dict_is_reported_as_corrupt(gpt2, ids, tmp_path, payload):
-    torch.save(payload, tmp_path / ie.CHECKPOINT_NAME)
+    torch.save(payload, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(ValueError, match="corrupt"):
         run(gpt2, ids, checkpoint_dir=tmp_path, resume=True, **RESUME)
 
@@ -344,7 +346,7 @@ def test_checkpoint_that_is_not_a_dict_is_reported_as_corrupt(gpt2, ids, tmp_pat
                          ids=["layers", "batch_size", "base", "options", "bos", "data"])
 def test_checkpoint_from_another_configuration_raises(gpt2, ids, tmp_path, monkeypatch, change):
     run(gpt2, ids, checkpoint_dir=tmp_path, **RESUME)
-    path = tmp_path / ie.CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT_NAME
     before = path.read_bytes()
     options = {**RESUME, **change}
     data = icl_ids(N, k_shots=2, n_entities=20, seed=1) if options.pop("data", None) else ids
@@ -503,7 +505,7 @@ def test_reservoir_smaller_than_n_and_unknown_sample_option(gpt2, ids):
 @pytest.mark.parametrize("estimator, options, message", [
     ("ksg", {"k": 300}, "estimator ksg with options {'k': 300} on 256 kept rows per cell (reservoir size and number of "
                         "samples): k must be smaller than the number of samples N (k < N), got k=300 and N=256"),
-    ("mine", {"lr": -1.0}, "lr must be a positive finite number, got -1.0"),
+    ("mine", {"lr": -1.0}, "lr must be a finite number > 0, got -1.0"),
 ])
 def test_sample_estimator_option_values_fail_before_the_forward_pass(gpt2, estimator, options, message, monkeypatch):
     import re

@@ -58,7 +58,8 @@ def test_bad_options_fail_before_any_forward_pass(options, message):
 
 def test_chunks_of_layers_give_the_numbers_of_one_chunk():
     from emergence_fast import distributed
-    from emergence_fast.emergence import _estimate_noisy, capture_states
+    from emergence_fast.emergence import capture_states
+    from emergence_fast.ie.estimate import _estimate_noisy
 
     states = capture_states(tiny_model("gpt2"), None, icl_ids(40, k_shots=2), batch_size=20)
     options = {"sigma": 0.3, "n_draws": 2, "seed": 0}
@@ -83,7 +84,7 @@ def test_the_budget_bounds_the_reservoir_and_the_estimate_stage():
 
 
 def test_atoms_are_prefixes_only_for_a_causal_model():
-    from emergence_fast.emergence import _is_causal
+    from emergence_fast.ie.inputs import _is_causal
 
     assert _is_causal(tiny_model("gpt2")) and _is_causal(tiny_model("llama"))
     assert not _is_causal(tiny_model("bert"))  # a state at t depends on later tokens too

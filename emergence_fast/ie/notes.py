@@ -1,0 +1,125 @@
+"""The sentences an IE result carries: what its numbers mean, and where they stand against the ceiling."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._validation import format_bytes
+from ..estimators import neural
+
+
+def _input_notes(config: dict) -> list[str]:
+    """What the result's ``stack`` and ``bos_handling`` mean for the numbers, when it is not the usual."""
+    notes = []
+    if config.get("bos_handling") == "already present":
+        notes.append(f"bos: every row of the dataset already started with the BOS id {config['bos']}; it was fed once "
+                     "(not doubled) and the positions count from the token after it.")
+    if config.get("stack") == "encoder":
+        notes.append("stack: the encoder blocks of an encoder-decoder model, run on the ids alone; the encoder is "
+                     "bidirectional, so atoms and the macro ceiling are whole sequences.")
+    elif config.get("stack") == "decoder":
+        notes.append("stack: the decoder blocks of an encoder-decoder model, fed the same ids unshifted as decoder input "
+                     "while the encoder reads them too; through cross-attention every decoder state sees the whole "
+                     "sequence, so it is treated as non-causal: atoms and the macro ceiling are whole sequences.")
+    return notes
+
+
+def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options,
+           unit, stderr_reason=None):
+    notes = []
+    for name, value, stderr, ceiling in (("macro", macro, macro_se, ceiling_macro), ("micro", micro, micro_se,
+                                                                                    ceiling_micro)):
+        excess = value - ceiling - 1e-6 * ceiling.abs().clamp_min(1)  # float32 rounding of an estimate at the ceiling
+        beyond = excess > 2 * stderr.nan_to_num(0.0)
+        within = (excess > 0) & ~beyond
+        if bool(beyond.any()):
+            notes.append(f"{name}: {int(beyond.sum())} of {value.numel()} estimates exceed the exact ceiling by more "
+                         f"than two standard errors (by up to {float(excess[beyond].max()):.3g} {unit}): there the "
+                         "estimate measures the estimator's view of a deterministic map, not information in the data.")
+        if bool(within.any()):
+            notes.append(f"{name}: {int(within.sum())} of {value.numel()} estimates are above the exact ceiling by "
+                         f"less than two standard errors (up to {float(excess[within].max()):.3g} {unit}): consistent "
+                         "with the ceiling.")
+    for name, value in (("macro", macro), ("micro", micro)):
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            notes.append(f"{name}: {bad} of {value.numel()} cells are infinite: the Gaussian MI is ill-posed there "
+                         "(a singular covariance: fewer distinct states than dimensions); lower pca or add shrinkage.")
+    for name, stderr in (("macro", macro_se), ("micro", micro_se)):
+        undefined = int(stderr.isnan().sum())
+        if undefined:
+            why = stderr_reason or ("undefined (an infinite estimate, a degenerate cell, or an estimator without one "
+                                    "there)")
+            notes.append(f"{name}: the standard error is NaN in {undefined} of {stderr.numel()} cells, where it is "
+                         f"{why}.")
+    dims = 2 * options["pca"] if options.get("pca") else None
+    distinct = [int(torch.unique(input_ids[:, : t + 1], dim=0).shape[0]) for t in range(input_ids.shape[1])]
+    if dims is not None and min(distinct) <= dims:
+        notes.append(f"macro: position {distinct.index(min(distinct))} has {min(distinct)} distinct prefixes, not more "
+                     f"than the {dims} joint dimensions: its covariance is singular.")
+    if bool(torch.isfinite(macro_bias).any()):
+        worst = max(float(macro_bias.abs().max()), float(micro_bias.abs().max()))
+        done = "subtracted" if options.get("bias_correction") == "wishart" else "not subtracted"
+        notes.append(f"expected plug-in bias (Wishart) up to {worst:.3g} {unit} at N={input_ids.shape[0]}; {done}.")
+    return notes
+
+
+def _neural_stderr_reason(estimator, options, config) -> str | None:
+    """Why a neural bound's standard error is NaN on the kept rows (min of reservoir and samples), or None."""
+    if estimator not in neural.NEURAL_METHODS or not config.get("reservoir") or options.get("preset"):
+        return None
+    rows = min(config["reservoir"][0], config["n_samples"])
+    if neural.heldout_minibatches(rows, options.get("holdout"), options.get("batch_size")) >= 2:
+        return None
+    return (f"undefined: {neural.SINGLE_MINIBATCH} ({rows} kept rows): raise n_samples/reservoir_size or lower the "
+            "option batch_size")
+
+
+def _meaning_note(estimator, options) -> str:
+    """What the number is, in one sentence per estimator family."""
+    if estimator == "noisy":
+        return (f"estimate: noisy-channel MI I(h_l + s Z; h_(l+1) + s Z') (Goldfeld et al. 2019) with s = "
+                f"{options['sigma']} x each cell's RMS radius, over the distinct prefixes (macro) or tokens (micro) "
+                "with their counts: finite for a deterministic network, at most the exact ceiling, and lower where the "
+                "block merges inputs or crowds them closer than s; sigma is the resolution.")
+    if estimator == "chen2024":
+        return (f"estimate: the paper-faithful number (Chen et al. 2024's own estimator): the original IE code's "
+                f"MINE, {options.get('steps') or 10_000} full-batch steps of a Donsker-Varadhan bound, reporting the "
+                "maximum over training steps of its training-set value, clipped at 0. It is biased upward (the "
+                "maximum of many noisy estimates on the data the critic fits exceeds the MI even for independent "
+                "data) and is for comparison with the paper only; the default estimator is the corrected number. "
+                + _CEILING_NOTE)
+    return "ceiling: " + _CEILING_NOTE
+
+
+_CEILING_NOTE = ("for injective blocks the true MI between consecutive hidden states equals the prefix entropy (macro) or "
+                 "the token entropy (micro); estimates above it measure the estimator, not the data.")
+
+
+def _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples) -> list[str]:
+    """Say which estimator was actually computed when the budget or the reservoir bounded the state."""
+    if plan.kind == "reservoir":
+        notes = []
+        if plan.capacity < reservoir_size:
+            notes.append(f"state: the reservoir holds {plan.capacity} rows per cell, not the {reservoir_size} asked "
+                         f"for, to fit state_memory={format_bytes(budget)}.")
+        if plan.capacity < n_samples:
+            notes.append(f"state: the estimates read a seeded reservoir of {plan.capacity} of the {n_samples} samples "
+                         f"per cell (raise --reservoir-size to read all), while the ceiling is over all {n_samples}: "
+                         + (f"the noisy MI cannot exceed log2({plan.capacity}) = {math.log2(plan.capacity):.3g} bits "
+                            "there." if estimator == "noisy" else "the two describe different samples."))
+        return notes
+    if plan.kind != "subspace":
+        return []
+    worst = float(captured.min())
+    what = {"gaussian": f"Gaussian MI of the top-{options['pca']} principal components" if options.get("pca")
+            else f"Gaussian MI of the whole rank-{plan.rank} subspace (a lower bound on the full-width Gaussian MI by "
+                 "the data-processing inequality)",
+            "sliced": f"sliced MI with slices drawn inside the rank-{plan.rank} subspace"}[estimator]
+    return [f"state: full-width moments exceed state_memory={format_bytes(budget)}; computed {what}, each side "
+            f"projected on its top-{plan.rank} principal directions from a {plan.pilot}-sample pilot pass. The subspace "
+            f"holds {worst:.1%} or more of every cell's standardised variance (mean {float(captured.mean()):.1%}); "
+            + ("the pilot is the whole data, so the top components are those of the full-width state (to float32 "
+               "rounding)." if plan.pilot >= n_samples else "the pilot is a subsample: the top components are "
+               "estimated from it, an error that shrinks as the pilot grows (raise state_memory for a larger one).")]
