@@ -44,7 +44,7 @@ import torch
 
 from . import __version__, distributed
 from ._dispatch import resolve_backend
-from ._validation import format_bytes, log_base, parse_bytes
+from ._validation import check_positive_int, format_bytes, log_base, parse_bytes
 from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator
 from .capture import BlockCapture, input_device, model_identity
 from .datasets import TokenDataset
@@ -158,8 +158,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
         raise ValueError(f"dataset must hold at least 2 samples of at least 1 token, got shape {tuple(input_ids.shape)}")
     for name, value in (("batch_size", batch_size), ("update_samples", update_samples),
                         ("reservoir_size", reservoir_size), ("checkpoint_every", checkpoint_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
     budget = parse_bytes(state_memory, "state_memory")
     world = distributed.current() if world is None else world
     if world.world_size > n_samples:
@@ -307,8 +306,7 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
         raise ValueError("dataset must be a TokenDataset or an integer tensor input_ids [N, T]")
     n_samples, seq_len = input_ids.shape
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     budget = parse_bytes(state_memory, "state_memory")
     device = input_device(model)
     capture = BlockCapture(model, layers, blocks=blocks, out_device=device, stack=stack)

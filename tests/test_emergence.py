@@ -368,11 +368,12 @@ BAD_INPUT = {
     "no-tokens": ({"data": lambda ids: ids[:, :0]}, "at least 2 samples"),
     "layer-out-of-range": ({"layers": [3]}, "layers"),
     "layer-repeated": ({"layers": [0, 0]}, "repeat"),
-    "batch_size-0": ({"batch_size": 0}, "batch_size"),
-    "batch_size-float": ({"batch_size": 2.0}, "batch_size"),
-    "batch_size-bool": ({"batch_size": True}, "batch_size"),
-    "checkpoint_every-0": ({"checkpoint_every": 0}, "checkpoint_every"),
-    "update_samples-negative": ({"update_samples": -1}, "update_samples"),
+    "batch_size-0": ({"batch_size": 0}, "^batch_size must be an integer >= 1, got 0$"),
+    "batch_size-float": ({"batch_size": 2.0}, "^batch_size must be an integer >= 1, got 2.0$"),
+    "batch_size-bool": ({"batch_size": True}, "^batch_size must be an integer >= 1, got True$"),
+    "checkpoint_every-0": ({"checkpoint_every": 0}, "^checkpoint_every must be an integer >= 1, got 0$"),
+    "update_samples-negative": ({"update_samples": -1}, "^update_samples must be an integer >= 1, got -1$"),
+    "reservoir_size-float": ({"reservoir_size": 8.0}, "^reservoir_size must be an integer >= 1, got 8.0$"),
     "add_bos-string": ({"add_bos": "yes"}, "add_bos"),
     "add_bos-without-tokenizer": ({"add_bos": True}, "bos_token_id"),
 }
@@ -471,6 +472,24 @@ def test_sliced_estimator_reads_the_same_streaming_state(models64, ids):
     assert torch.isnan(result.macro_expected_bias).all() and torch.isfinite(result.macro_stderr).all()
     with pytest.raises(ValueError, match="unknown keys"):
         run(model, ids, estimator="sliced", estimator_options={"pca": 4})
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"k": 0}, r"^estimator_options\['k'\] must be an integer >= 1, got 0$"),
+    ({"n_slices": 4.0}, r"^estimator_options\['n_slices'\] must be an integer >= 1, got 4.0$"),
+    ({"seed": -1}, r"^estimator_options\['seed'\] must be an integer >= 0, got -1$"),
+    ({"seed": True}, r"^estimator_options\['seed'\] must be an integer >= 0, got True$"),
+])
+def test_bad_sliced_options_are_named_before_any_forward_pass(gpt2, ids, monkeypatch, options, message):
+    calls = _crash_on_call(monkeypatch, -1)
+    with pytest.raises(ValueError, match=message):
+        run(gpt2, ids, estimator="sliced", estimator_options=options)
+    assert calls == []
+
+
+def test_capture_states_names_a_bad_batch_size(gpt2, ids):
+    with pytest.raises(ValueError, match=r"^batch_size must be an integer >= 1, got 0$"):
+        ie.capture_states(gpt2, None, ids, batch_size=0)
 
 
 @pytest.mark.parametrize("estimator,options", [

@@ -7,7 +7,7 @@ import torch
 
 from .. import distributed, estimate_memory
 from .._dispatch import resolve_backend
-from .._validation import format_bytes, log_base
+from .._validation import check_int, check_positive_int, format_bytes, log_base
 from ..accumulators import SubspaceGaussianAccumulator
 from ..estimators import MI_METHODS, gaussian, noisy, sliced
 from ..estimators.uncertainty import estimate_with_stderr
@@ -38,9 +38,13 @@ def _probe_sample_estimator(estimator: str, options: dict, rows: int) -> None:
     work of a neural estimator, so the probe takes one step (a fraction of a second in all).
     """
     probe = dict(options)
-    steps = probe.get("steps")
-    valid = isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1
-    if valid or ("steps" not in probe and estimator in ("infonce", "nwj", "mine", "smile", "chen2024")):
+    if "steps" in probe:
+        try:
+            check_positive_int(probe["steps"], "steps")
+            probe["steps"] = 1
+        except ValueError:
+            pass  # the estimator itself refuses it below, with its own message
+    elif estimator in ("infonce", "nwj", "mine", "smile", "chen2024"):
         probe["steps"] = 1
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, rows, 1, generator=generator)
@@ -80,10 +84,7 @@ def _check_estimator_options(estimator: str, estimator_options, n_samples: int, 
                          f"{sorted(ESTIMATOR_OPTION_NAMES[estimator])}")
     if estimator == "sliced":
         for name in ("k", "n_slices", "seed"):
-            value = options.get(name, 1)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"estimator_options[{name!r}] must be a {'non-negative' if name == 'seed' else 'positive'} "
-                                 f"integer, got {value!r}")
+            check_int(options.get(name, 1), f"estimator_options[{name!r}]", minimum=0 if name == "seed" else 1)
         return options
     gaussian.check_options(options.get("bias_correction", "none"), options.get("shrinkage", 0.0), options.get("pca"))
     if options.get("bias_correction") == "wishart" and options.get("pca") and n_samples <= 2 * options["pca"]:
