@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _dispatch
-from .._validation import as_samples, check_paired, log_base
+from .._validation import as_samples, check_int, check_paired, log_base
 from .registry import Details, Estimator, register
 
 
@@ -37,8 +37,7 @@ class BinnedDetails(Details):
 
 
 def _check_bins(bins) -> None:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    check_int(bins, "bins", minimum=1)
 
 
 def discretise(x: torch.Tensor, bins: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ops.gram import gram
-from .._validation import as_samples, check_choice, check_paired, log_base
+from .._validation import as_samples, check_choice, check_int, check_paired, check_probability, log_base
 from .registry import Details, Estimator, register
 
 BIAS_CORRECTIONS = ("none", "wishart")
@@ -174,10 +174,9 @@ def check_options(bias_correction: str = "none", shrinkage: float = 0.0, pca=Non
     ``pca`` components per side has the ``N > 2 pca`` samples it needs.
     """
     check_choice(bias_correction, "bias_correction", BIAS_CORRECTIONS)
-    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0 <= shrinkage < 1:
-        raise ValueError(f"shrinkage must be a number in [0, 1), got {shrinkage!r}")
-    if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
-        raise ValueError(f"pca must be a positive integer or None, got {pca!r}")
+    check_probability(shrinkage, "shrinkage", high_open=True)
+    if pca is not None:
+        check_int(pca, "pca", minimum=1)
     if bias_correction == "wishart" and pca and n_samples is not None and n_samples <= 2 * pca:
         raise ValueError(f"bias_correction='wishart' with pca={pca} needs more than {2 * pca} samples, got {n_samples}")
 

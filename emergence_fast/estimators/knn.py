@@ -89,7 +89,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import as_samples, check_choice, check_paired, constant_cells, log_base
+from .._validation import (as_samples, check_choice, check_int, check_paired, check_positive_float, check_seed,
+                           constant_cells, log_base)
 from ..ops.knn import TILE_BYTES, check_tile_rows, knn_maxnorm, knn_radii, ksg_counts, pick_backend
 from .registry import Details, Estimator, register
 
@@ -100,17 +101,14 @@ _NATIVE = ("cpp", "triton", "cuda")
 
 
 def _check_k(k, n: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    check_int(k, "k", minimum=1)
     if k >= n:
         raise ValueError(f"k must be smaller than the number of samples N (k < N), got k={k} and N={n}")
 
 
 def _check_jitter(jitter, seed) -> None:
-    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not math.isfinite(jitter) or jitter < 0:
-        raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_positive_float(jitter, "jitter", allow_zero=True)
+    check_seed(seed)
 
 
 def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -290,8 +288,7 @@ def mutual_information(x, y, *, k: int = 3, variant: int = 1, jitter: float = 0.
     y = as_samples(y, "y")
     check_paired(x, y)
     chosen = pick_backend(backend, x.device, k)
-    if isinstance(variant, bool) or variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    check_int(variant, "variant", minimum=1, maximum=2)
     n = x.shape[-2]
     _check_k(k, n)
     _check_jitter(jitter, seed)

@@ -85,7 +85,7 @@ from .. import _dispatch
 from functools import partial
 
 from .._validation import (as_samples, check_choice, check_paired, check_positive_float, check_positive_int,
-                           constant_cells, log_base)
+                           check_probability, check_seed, constant_cells, log_base)
 from .registry import Details, Estimator, register
 from .uncertainty import batch_invariant_std
 
@@ -322,10 +322,8 @@ def mutual_information(x, y, *, method="infonce", critic="separable", hidden=64,
         check_positive_int(patience, "patience")
     check_positive_float(lr, "lr")
     check_positive_float(tau, "tau")
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
-        raise ValueError(f"holdout must be a number in (0, 1), got {holdout!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_probability(holdout, "holdout", low_open=True, high_open=True)
+    check_seed(seed)
     unit = log_base(base)
 
     lead, x3, y3 = _flatten(x, y)

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import torch
 
 from ..ops.gaussian_lse import gaussian_lse
-from .._validation import as_samples, check_paired, log_base
+from .._validation import as_samples, check_int, check_paired, check_positive_float, check_seed, log_base
 from .registry import Details, Estimator, register
 
 DEFAULT_SIGMA = 0.1  # chosen by the agreement study: README, benchmarks/ie_agreement.py
@@ -103,16 +103,12 @@ def check_options(sigma=DEFAULT_SIGMA, n_draws=DEFAULT_DRAWS, seed=0) -> None:
     The one place these options are checked: :func:`mutual_information` and Information Emergence
     (before its forward passes) both call it.
     """
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a finite number > 0 (noise scale relative to each cell's RMS radius), "
-                         f"got {sigma!r}")
+    check_positive_float(sigma, "sigma")
     if sigma < MIN_SIGMA:
         raise ValueError(f"sigma must be at least {MIN_SIGMA:g} (the noise would be lost to float64 rounding of the "
                          f"states scaled by 1/sigma; the sigma -> 0 limit is the discrete MI), got {sigma!r}")
-    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 2:
-        raise ValueError(f"n_draws must be an integer >= 2 (the Monte-Carlo error needs two draws per atom), "
-                         f"got {n_draws!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+    check_int(n_draws, "n_draws", minimum=2)  # the Monte-Carlo error needs two draws per atom
+    if not 0 <= check_seed(seed) < 2**63:  # the per-cell seeds are derived in int64
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
 
 

@@ -45,9 +45,8 @@ def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32
     """
     estimator = registry.get(method, "mutual_information").mutual_information
     check_int(n_permutations, "n_permutations", minimum=2)
-    if permutations_per_call is not None and (isinstance(permutations_per_call, bool) or
-                                              not isinstance(permutations_per_call, int) or permutations_per_call < 1):
-        raise ValueError(f"permutations_per_call must be a positive integer or None, got {permutations_per_call!r}")
+    if permutations_per_call is not None:
+        check_int(permutations_per_call, "permutations_per_call", minimum=1)
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)

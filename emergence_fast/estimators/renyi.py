@@ -79,7 +79,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import _dispatch
-from .._validation import as_samples, check_choice, check_int, check_paired, constant_cells, log_base
+from .._validation import (as_samples, check_choice, check_int, check_paired, check_positive_float, constant_cells,
+                           log_base)
 from .registry import Details, Estimator, register
 from .uncertainty import batch_invariant_std
 
@@ -105,17 +106,16 @@ class RenyiDiagnostics(Details):
 # --------------------------------------------------------------------------------------- checks
 
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a finite number > 0 (1 for the von Neumann limit), got {alpha!r}")
-    return float(alpha)
+    return check_positive_float(alpha, "alpha")
 
 
 def _check_bandwidth(bandwidth) -> None:
     if bandwidth == "scott" and isinstance(bandwidth, str):
         return
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not math.isfinite(bandwidth) \
-            or bandwidth <= 0:
-        raise ValueError(f"bandwidth must be 'scott' or a finite number > 0, got {bandwidth!r}")
+    try:
+        check_positive_float(bandwidth, "bandwidth")
+    except ValueError:
+        raise ValueError(f"bandwidth must be 'scott' or a finite number > 0, got {bandwidth!r}") from None
 
 
 def _check_options(alpha=1.01, kernel="rbf", bandwidth="scott", approx=None, n_probes=32, n_steps=40) -> float:

@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import as_samples, check_choice, check_int, check_paired, check_seed, constant_cells, log_base
+from .._validation import (as_samples, check_choice, check_int, check_paired, check_positive_float, check_probability,
+                           check_seed, constant_cells, log_base)
 from . import gaussian, knn, renyi
 from .registry import Details, Estimator, register
 
@@ -178,12 +179,9 @@ def _renyi2_mi(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
 
 def _check_ascent(steps, lr, restarts, batch_size, holdout) -> None:
     for name, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if isinstance(holdout, bool) or not isinstance(holdout, float) or not 0 < holdout < 1:
-        raise ValueError(f"holdout must be a float in (0, 1), got {holdout!r}")
+        check_int(value, name, minimum=1)
+    check_positive_float(lr, "lr")
+    check_probability(holdout, "holdout", low_open=True, high_open=True)
 
 
 def _ascend_slices(x, y, k, steps, lr, restarts, batch_size, generator):

@@ -106,9 +106,8 @@ def group_size(method: str, options: dict, samples: tuple, rows: int, total: int
 
 
 def _check_resamples_per_call(resamples_per_call) -> None:
-    if resamples_per_call is not None and (isinstance(resamples_per_call, bool) or
-                                           not isinstance(resamples_per_call, int) or resamples_per_call < 1):
-        raise ValueError(f"resamples_per_call must be a positive integer or None, got {resamples_per_call!r}")
+    if resamples_per_call is not None:
+        check_int(resamples_per_call, "resamples_per_call", minimum=1)
 
 
 def jackknife_stderr(estimator, samples: tuple, *, n_resamples: int = 32, seed: int = 0,

@@ -148,7 +148,7 @@ def test_the_permutation_null_runs_in_groups_that_fit(monkeypatch, generator):
     grouped = ef.permutation_null(x, y, "ksg", n_permutations=9)
     for field in ("estimate", "null_mean", "null_std", "p_value"):
         torch.testing.assert_close(getattr(grouped, field), getattr(whole, field), rtol=1e-12, atol=0)
-    with pytest.raises(ValueError, match="permutations_per_call must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="permutations_per_call must be an integer >= 1, got 0"):
         ef.permutation_null(x, y, permutations_per_call=0)
 
 

@@ -1,0 +1,104 @@
+"""An estimator registered in one place appears in every consumer: the API, return_stderr,
+permutation_null, Information Emergence and the CLI (issue #15)."""
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import emergence_fast as ef
+from emergence_fast import cli
+from emergence_fast._validation import as_samples, check_paired, log_base
+from emergence_fast.emergence import capture_states, estimate_from_states
+from emergence_fast.estimators import registry
+from emergence_fast.estimators.registry import Details, Estimator
+
+from .tiny_models import icl_ids, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
+
+
+@dataclass
+class FirstCoordinateDetails(Details):
+    rho: torch.Tensor
+    stderr: None = None
+
+
+def first_coordinate_mi(x, y, *, scale: float = 1.0, base=None, backend=None, details=False, seed=0):
+    """Gaussian MI of the first coordinates, ``-scale/2 log(1 - rho^2)``: a toy with a closed form."""
+    x, y = as_samples(x, "x"), as_samples(y, "y")
+    check_paired(x, y)
+    a = x[..., 0].double() - x[..., 0].double().mean(-1, keepdim=True)
+    b = y[..., 0].double() - y[..., 0].double().mean(-1, keepdim=True)
+    rho = (a * b).sum(-1) / ((a * a).sum(-1) * (b * b).sum(-1)).sqrt()
+    value = -0.5 * scale * torch.log1p(-rho.square()) / log_base(base)
+    return (value, FirstCoordinateDetails(rho=rho)) if details else value
+
+
+def check_scale(scale=1.0):
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+
+
+@pytest.fixture
+def toy():
+    spec = registry.register(Estimator(
+        name="first_coordinate", summary="Gaussian MI of the first coordinates (a test's toy)", kind="sample",
+        mutual_information=first_coordinate_mi, uncertainty="jackknife", ie=True, ie_defaults={"scale": 1.0},
+        check_options=check_scale))
+    yield spec
+    registry.unregister("first_coordinate")
+
+
+def correlated(n=400, rho=0.6, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    y = rho * x + math.sqrt(1 - rho**2) * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return x, y
+
+
+def test_the_api_return_stderr_and_the_permutation_null_see_it(toy):
+    x, y = correlated()
+    value = ef.mutual_information(x, y, method="first_coordinate")
+    assert float(value) == pytest.approx(float(first_coordinate_mi(x, y)), abs=0)
+    assert abs(float(value) + 0.5 * math.log(1 - 0.6**2)) < 0.06  # the closed form, within sampling error
+    assert "first_coordinate" in ef.estimators.MI_METHODS
+    _, stderr = ef.mutual_information(x, y, method="first_coordinate", return_stderr=True)
+    assert 0.01 < float(stderr) < 0.1  # the jackknife of a 400-sample correlation
+    null = ef.permutation_null(x, y, method="first_coordinate", n_permutations=20)
+    assert float(null.p_value) == pytest.approx(1 / 21) and abs(float(null.null_mean)) < 0.01
+
+
+def test_information_emergence_runs_it_from_the_reservoir(toy):
+    model, ids = tiny_model("gpt2"), icl_ids(40, k_shots=2)
+    states = capture_states(model, None, ids, batch_size=20)
+    result = estimate_from_states(states, "first_coordinate", {"scale": 2.0})
+    x, y, micro_x, micro_y = states.sample_pairs()
+    torch.testing.assert_close(result.macro, first_coordinate_mi(x, y, scale=2.0, base=2), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(result.micro, first_coordinate_mi(micro_x, micro_y, scale=2.0, base=2),
+                               rtol=1e-6, atol=1e-9)
+    assert result.config["estimator"] == "first_coordinate"
+    assert bool((result.macro_stderr > 0).all())  # the jackknife its declaration names
+    streamed = ef.information_emergence(model, None, ids, estimator="first_coordinate", batch_size=20,
+                                        reservoir_size=40)
+    torch.testing.assert_close(streamed.macro, first_coordinate_mi(x, y, base=2), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="scale must be > 0, got -1"):
+        ef.information_emergence(model, None, ids, estimator="first_coordinate", estimator_options={"scale": -1})
+
+
+def test_the_cli_offers_it(toy, tmp_path, capsys):
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path / "model")
+    torch.save(icl_ids(32, 2), tmp_path / "ids.pt")
+    code = cli.main(["ie", "--model", str(tmp_path / "model"), "--dataset", f"ids:{tmp_path / 'ids.pt'}",
+                     "--n-samples", "32", "--batch-size", "8", "--estimator", "first_coordinate",
+                     "--option", "scale=3.0", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    written = json.loads((tmp_path / "out" / "ie.json").read_text())
+    assert written["config"]["estimator"] == "first_coordinate"
+    assert written["config"]["estimator_options"]["scale"] == 3.0
+    capsys.readouterr()
+    try:
+        cli.main(["ie", "--help"])
+    except SystemExit:
+        pass
+    assert "first_coordinate" in capsys.readouterr().out
