@@ -40,6 +40,7 @@ import torch
 from benchmarks._results import emit, provenance
 from emergence_fast import datasets, models
 from emergence_fast.emergence import IEResult, capture_states, estimate_from_states
+from emergence_fast.ie.estimate import CellEstimates
 from emergence_fast.ie.result import _pearson, _result
 from emergence_fast.estimators.uncertainty import estimate_with_stderr
 from emergence_fast.estimators import MI_METHODS
@@ -99,7 +100,7 @@ def _ksg_on_components(states, options, base) -> IEResult:
         out += [torch.stack(values), torch.stack(errors), torch.full_like(torch.stack(values), float("nan"))]
     options = {**options, "pca": k_pcs}
     config = {**states.config, "estimator": "ksg-pca", "estimator_options": options, "base": base}
-    return _result(states.layers, out, states.input_ids, "ksg", options, base, config, {}, [])
+    return _result(states.layers, CellEstimates(*out), states.input_ids, "ksg", options, base, config, {}, [])
 
 
 def _metrics(result: IEResult, entity_positions, text: bool) -> dict:

@@ -58,6 +58,7 @@ from .ie.estimate import (
     NOISY_DEFAULT_OPTIONS,
     RESERVOIR_ESTIMATORS,
     SAMPLE_ESTIMATORS,
+    CellEstimates,
     _check_estimator_options,
     _estimate_from_moments,
     _estimate_from_reservoir,
@@ -361,7 +362,7 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
             per_layer.append(_estimate_from_moments(estimator, moments, states.micro_in[layer:layer + 1],
                                                     states.micro_out[layer:layer + 1], states.tokens, input_ids,
                                                     options, base, backend, world))
-        estimates = tuple(torch.cat([layer[i] for layer in per_layer]) for i in range(6))
+        estimates = CellEstimates(*(torch.cat(parts) for parts in zip(*per_layer)))
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(states.micro_in.device),
                   "timings": {**states.timings, "estimate_s": time.perf_counter() - start}}
     config = {**states.config, "estimator": estimator, "estimator_options": options, "base": base}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import NamedTuple
 
 import torch
 
@@ -28,6 +29,21 @@ ESTIMATORS = MOMENT_ESTIMATORS + SAMPLE_ESTIMATORS + ("noisy",)
 RESERVOIR_ESTIMATORS = SAMPLE_ESTIMATORS + ("noisy",)
 NOISY_WORKING_BYTES = 2**30  # the noisy estimator's temporaries per chunk of layers
 DEFAULT_ESTIMATOR = "noisy"  # chosen by the agreement study (README, benchmarks/ie_agreement.py)
+
+
+class CellEstimates(NamedTuple):
+    """What an estimate stage gives: six ``[L, T]`` float64 tensors (layers x positions) in the result's unit.
+
+    ``*_bias`` is the expected plug-in bias, NaN where the estimator does not model it; a
+    ``*_stderr`` is NaN where the estimator has no standard error there.
+    """
+
+    macro: torch.Tensor
+    macro_stderr: torch.Tensor
+    macro_bias: torch.Tensor
+    micro: torch.Tensor
+    micro_stderr: torch.Tensor
+    micro_bias: torch.Tensor
 
 
 def _probe_sample_estimator(estimator: str, options: dict, rows: int) -> None:
@@ -111,7 +127,7 @@ def _estimate(estimator, count, comoment, dx, options, base, subspace=False):
 
 def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
                            progress=False):
-    """Six ``[L, T]`` tensors; the layers are split over ranks and gathered exactly (each layer has one owner)."""
+    """:class:`CellEstimates`; the layers are split over ranks and gathered exactly (each layer has one owner)."""
     subspace = isinstance(state, SubspaceGaussianAccumulator)
     moments = state.inner if subspace else state
     n_layers, seq_len = moments.count.shape
@@ -130,7 +146,7 @@ def _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_
             micro = _estimate(estimator, count[0], comoment[0], moments.dx, options, base)
         out[:, layer] = torch.stack([t.to(out) for t in macro + micro])
     # NaN and inf (sliced bias, singular cells) pass through: other ranks add zeros to them.
-    return tuple(distributed.owner_sum(out, world))
+    return CellEstimates(*distributed.owner_sum(out, world))
 
 
 SAMPLE_WORKING_BYTES = 2**31  # estimate_from_states' room for the sample estimators' temporaries (no state budget there)
@@ -143,7 +159,7 @@ def _native_knn(backend, device) -> bool:
 
 def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, input_ids, options, base, world,
                              working=SAMPLE_WORKING_BYTES, progress=False, backend=None):
-    """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone. Six ``[L, T]`` tensors.
+    """The named estimator on the kept rows; micro rows are the kept samples' tokens fed alone: :class:`CellEstimates`.
 
     The ``L x T`` cells run in chunks (and KSG's or Rényi's jackknife in groups of resamples)
     whose modelled peak (:func:`estimate_memory.chunk_bytes`) fits in ``working`` bytes, the
@@ -190,7 +206,7 @@ def _estimate_from_reservoir(estimator, reservoir, micro_in, micro_out, tokens, 
     # Each chunk has one owner; NaN stderr (chen2024, a single held-out minibatch) passes through the zeros added.
     out = distributed.owner_sum(out, world).view(4, n_layers, seq_len)
     unknown = torch.full_like(out[0], float("nan"))
-    return out[0], out[1], unknown, out[2], out[3], unknown
+    return CellEstimates(out[0], out[1], unknown, out[2], out[3], unknown)
 
 
 def _atoms(keys: torch.Tensor):
@@ -204,7 +220,7 @@ def _atoms(keys: torch.Tensor):
 
 def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
                     budget=NOISY_WORKING_BYTES, causal=True, progress=False):
-    """Noisy-channel MI per (layer, position) on weighted atoms; six ``[L, T]`` tensors (bias not modelled: NaN).
+    """Noisy-channel MI per (layer, position) on weighted atoms: :class:`CellEstimates` (bias not modelled: NaN).
 
     Macro atoms at position ``t`` are the distinct prefixes ``s_0..s_t`` among the kept samples,
     each with its count and the states of its first sample (a causal model gives identical
@@ -243,7 +259,7 @@ def _estimate_noisy(reservoir, micro_in, micro_out, tokens, input_ids, options, 
                 layers = slice(owned.start + chunk.start, owned.start + chunk.stop)
                 out[3 * row, layers, t] = value.to(out) / unit
                 out[3 * row + 1, layers, t] = stderr.to(out) / unit
-    return tuple(distributed.owner_sum(out, world))
+    return CellEstimates(*distributed.owner_sum(out, world))
 
 
 def _progress(iterable, progress, world, desc, unit):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 from .. import distributed
-from ..ops.gram import gram
 from ..accumulators import standardised_basis
 from ..capture import BlockCapture
+from ..ops.gram import gram
 from .inputs import _prepend
 
 

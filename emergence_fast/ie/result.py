@@ -107,8 +107,9 @@ def _cumulative_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def _result(layers, estimates, input_ids, estimator, options, base, config, provenance, state_notes) -> IEResult:
-    """Emergence, ceilings and notes around the six ``[L, T]`` estimates: the end of every IE run."""
-    macro, macro_se, macro_bias, micro, micro_se, micro_bias = (t.cpu() for t in estimates)
+    """Emergence, ceilings and notes around the :class:`~emergence_fast.ie.estimate.CellEstimates`: the end of every IE run."""
+    macro, macro_se, macro_bias = estimates.macro.cpu(), estimates.macro_stderr.cpu(), estimates.macro_bias.cpu()
+    micro, micro_se, micro_bias = estimates.micro.cpu(), estimates.micro_stderr.cpu(), estimates.micro_bias.cpu()
     unit = "nats" if base is None else ("bits" if base == 2 else f"log{base}")
     seq_len = input_ids.shape[1]
     positions_count = torch.arange(1, seq_len + 1, dtype=torch.float64)
