@@ -176,20 +176,37 @@ class GaussianMIAccumulator:
         self.reference = torch.cat([x[..., 0, :], y[..., 0, :]], -1).to(device=self.count.device, dtype=torch.float64)
         return self
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> "GaussianMIAccumulator":
-        """Add paired samples ``x [*batch_shape, n, dx]``, ``y [*batch_shape, n, dy]``."""
+    def update(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> "GaussianMIAccumulator":
+        """Add paired samples ``x [*batch_shape, n, dx]``, ``y [*batch_shape, n, dy]``.
+
+        ``weights [*batch_shape, n]`` (integer counts >= 0, default all 1) adds row ``i`` as
+        ``weights[..., i]`` identical samples: the state of the rows repeated, without repeating them.
+        Raises ValueError, leaving the state unchanged, on another shape or a non-integer or negative weight.
+        """
         x, y = self._check_update(x, y)
+        if weights is not None and (not isinstance(weights, torch.Tensor) or tuple(weights.shape) != tuple(x.shape[:-1])
+                                    or weights.is_floating_point() or weights.is_complex() or bool((weights < 0).any())):
+            raise ValueError(f"weights must be an integer tensor of counts >= 0 of shape {tuple(x.shape[:-1])} "
+                             f"([*batch_shape, n]); the state is unchanged")
         if self.reference is None:
             self.set_reference(x[..., :1, :], y[..., :1, :])
         dtype = torch.promote_types(x.dtype, y.dtype)
         z = torch.cat([x.to(device=self.count.device, dtype=dtype), y.to(device=self.count.device, dtype=dtype)], -1)
         z, reference = z.reshape(-1, *z.shape[-2:]), self.reference.reshape(-1, 1, self.dx + self.dy)
+        if weights is not None:
+            weights = weights.to(self.count.device).reshape(-1, z.shape[-2])
         for cells in self._cell_chunks():
             # Shift in float64, then the Gram in the data's precision (float32 unless float64 came in).
             shifted = (z[cells].to(torch.float64) - reference[cells]).to(z.dtype if z.dtype == torch.float64
                                                                          else torch.float32)
-            self._add(cells, torch.full((shifted.shape[0],), shifted.shape[-2], dtype=torch.int64),
-                      shifted.sum(-2, dtype=torch.float64), gram(shifted, shifted, backend=self.backend))
+            if weights is None:
+                count = torch.full((shifted.shape[0],), shifted.shape[-2], dtype=torch.int64)
+                s1, rows = shifted.sum(-2, dtype=torch.float64), shifted
+            else:  # sum_i w_i z_i z_i^T is the Gram of the rows scaled by sqrt(w_i)
+                w = weights[cells].unsqueeze(-1)
+                count = w.sum((-2, -1))
+                s1, rows = (w * shifted).sum(-2, dtype=torch.float64), shifted * w.to(shifted.dtype).sqrt()
+            self._add(cells, count, s1, gram(rows, rows, backend=self.backend))
         return self
 
     def _add(self, cells, count, s1, s2, s1_lo=None, s2_lo=None):

@@ -58,6 +58,30 @@ def test_float32_streams_match_float64_one_shot(generator):
     assert abs(float(acc.mutual_information()) - float(ef.mutual_information(x, y))) < 1e-4
 
 
+def test_weighted_update_is_the_update_of_the_repeated_rows(generator):
+    x, y = paired(generator, n=9, offset=20.0)
+    counts = torch.randint(0, 4, (2, 3, 9), generator=generator)
+    weighted = GaussianMIAccumulator(5, 4, (2, 3)).update(x, y, counts)
+    for cell in range(6):  # each cell's rows repeated its own number of times
+        i, j = divmod(cell, 3)
+        repeat = counts[i, j]
+        alone = GaussianMIAccumulator(5, 4).update(x[i, j].repeat_interleave(repeat, 0), y[i, j].repeat_interleave(repeat, 0))
+        assert int(weighted.count[i, j]) == int(repeat.sum())
+        for got, expected in zip(weighted.moments((i, j)), alone.moments()):
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_bad_weights_are_refused_and_state_kept(generator):
+    x, y = paired(generator, lead=(), n=10)
+    acc = GaussianMIAccumulator(5, 4).update(x, y)
+    before = acc.state_dict()["s2"].clone()
+    message = r"^weights must be an integer tensor of counts >= 0 of shape \(10,\) \(\[\*batch_shape, n\]\); the state is unchanged$"
+    for weights in (torch.ones(10), torch.ones(9, dtype=torch.int64), -torch.ones(10, dtype=torch.int64)):
+        with pytest.raises(ValueError, match=message):
+            acc.update(x, y, weights)
+    assert torch.equal(acc.state_dict()["s2"], before) and int(acc.count) == 10
+
+
 def test_wrong_width_is_refused_and_state_kept(generator):
     x, y = paired(generator, lead=(), n=100)
     acc = GaussianMIAccumulator(5, 4).update(x, y)

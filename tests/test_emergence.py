@@ -9,11 +9,12 @@ import torch
 import emergence_fast as ef
 from emergence_fast import GaussianMIAccumulator
 from emergence_fast import emergence as ie
+from emergence_fast.accumulators import standardised_basis
 from emergence_fast.capture import BlockCapture
 from emergence_fast.datasets import TokenDataset, icl_ceiling_bits
 from emergence_fast.estimators import MI_METHODS, gaussian, sliced
 from emergence_fast.ie.checkpoint import CHECKPOINT_NAME
-from emergence_fast.ie.micro import micro_moments
+from emergence_fast.ie.micro import micro_moments, micro_subspace_moments
 from emergence_fast.report import write_json
 from tests.tiny_models import all_draws, icl_ids, one_thread, tiny_model, tiny_tokenizer  # noqa: F401 (autouse)
 
@@ -241,6 +242,34 @@ def test_full_width_gaussian_on_few_distinct_states_gives_nan_errors_and_exact_z
     undefined = int(result.micro_stderr.isnan().sum())
     assert undefined > 0 and any(note.startswith(f"micro: the standard error is NaN in {undefined} of 12 cells")
                                  for note in result.notes)
+
+
+def test_micro_moments_are_those_of_every_sample_fed_alone():
+    """The count-weighted moments of the distinct tokens' states equal the float64 moments of all N rows."""
+    ids = icl_ids(60, k_shots=3, n_entities=7)
+    tokens = torch.unique(ids)
+    generator = torch.Generator().manual_seed(0)
+    states_in = 30.0 + torch.randn(2, tokens.numel(), 6, generator=generator, dtype=torch.float64)
+    states_out = torch.tanh(states_in) + torch.randn(2, tokens.numel(), 6, generator=generator, dtype=torch.float64)
+    slot = torch.searchsorted(tokens, ids)  # [N, T]
+    count, mean, comoment = micro_moments(states_in, states_out, tokens, ids)
+    rows = torch.cat([states_in[:, slot.T], states_out[:, slot.T]], -1)  # [L, T, N, 2d]: each sample's token alone
+    expected = gaussian.moments(rows)
+    assert torch.equal(count, torch.full((2, ids.shape[1]), 60))
+    torch.testing.assert_close(mean, expected[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(comoment, expected[2], rtol=1e-10, atol=1e-9)
+    assert torch.equal(comoment[:, 1], torch.zeros_like(comoment[:, 1]))  # the separator: one token, exact zeros
+    rank = 3
+    count, comoment = micro_subspace_moments(states_in, states_out, tokens, ids, rank)
+    counts = (ids.T.unsqueeze(-1) == tokens).sum(1)  # [T, V]
+    for layer in range(2):
+        for t in range(ids.shape[1]):
+            sides = []
+            for states in (states_in[layer], states_out[layer]):
+                centre, scale, basis = standardised_basis(states.unsqueeze(0), rank, counts[t:t + 1])
+                sides.append(((states[slot[:, t]] - centre) / scale) @ basis[0])  # [N, r]: every sample's row
+            torch.testing.assert_close(comoment[layer, t], gaussian.moments(torch.cat(sides, -1))[2],
+                                       rtol=1e-10, atol=1e-9)
 
 
 def test_micro_cells_with_fewer_distinct_tokens_than_dimensions_are_infinite():

@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import distributed
-from ..accumulators import standardised_basis
+from ..accumulators import GaussianMIAccumulator, standardised_basis
 from ..capture import BlockCapture
-from ..ops.gram import gram
 from .inputs import _prepend
 
 
@@ -31,9 +30,9 @@ def _micro_states(capture: BlockCapture, tokens: torch.Tensor, bos, batch_size, 
     return states[0], states[1]
 
 
-def micro_weights(tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """``[T, V]`` float64: how often each distinct token appears at each position."""
-    return (input_ids.T.unsqueeze(-1) == tokens.view(1, 1, -1)).sum(1).to(torch.float64)
+def micro_counts(tokens: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``[T, V]`` int64: how often each distinct token of ``tokens [V]`` appears at each position of ``input_ids [N, T]``."""
+    return (input_ids.T.unsqueeze(-1) == tokens.view(1, 1, -1)).sum(1)
 
 
 def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
@@ -41,18 +40,21 @@ def micro_moments(states_in, states_out, tokens, input_ids, backend=None):
 
     ``states_* [L, V, d]`` belong to ``tokens [V]``; ``input_ids [N, T]`` gives the weights.
     """
-    n = input_ids.shape[0]
-    weights = micro_weights(tokens, input_ids).to(states_in.device)  # [T, V]
-    z = torch.cat([states_in, states_out], -1).to(torch.float64)  # [L, V, 2d]
-    # Centre through the most frequent token's state: a position holding one token gets exact zeros.
-    reference = z[:, weights.argmax(-1)]  # [L, T, 2d]
-    shifted = z.unsqueeze(1) - reference.unsqueeze(2)  # [L, T, V, 2d]
-    shift_mean = torch.einsum("tv,ltvd->ltd", weights, shifted) / n
-    centred = (shifted - shift_mean.unsqueeze(2)) * weights.sqrt().unsqueeze(-1)
-    mean = reference + shift_mean
-    comoment = gram(centred, centred, backend=backend)
-    count = torch.full(mean.shape[:2], n, dtype=torch.int64, device=mean.device)
-    return count, mean, comoment
+    counts = micro_counts(tokens, input_ids).to(states_in.device)  # [T, V]
+    n_layers, seq_len = states_in.shape[0], counts.shape[0]
+    x, y = (s.to(torch.float64).unsqueeze(1).expand(-1, seq_len, -1, -1) for s in (states_in, states_out))
+    return _weighted_moments(x, y, counts.expand(n_layers, -1, -1), backend)
+
+
+def _weighted_moments(x, y, counts, backend=None):
+    """``(count, mean, comoment)`` per cell of the rows ``x [*cells, V, dx]``, ``y [*cells, V, dy]`` each counted
+    ``counts [*cells, V]`` times: the :class:`~emergence_fast.GaussianMIAccumulator` of those repeated rows."""
+    state = GaussianMIAccumulator(x.shape[-1], y.shape[-1], counts.shape[:-1], device=x.device, backend=backend)
+    # Shift through each cell's most frequent row: a cell holding one token gets exact zeros.
+    top = counts.argmax(-1, keepdim=True).unsqueeze(-1)  # [*cells, 1, 1]
+    state.set_reference(x.gather(-2, top.expand(*top.shape[:-1], x.shape[-1])),
+                        y.gather(-2, top.expand(*top.shape[:-1], y.shape[-1])))
+    return state.update(x, y, counts).moments()
 
 
 def micro_subspace_moments(states_in, states_out, tokens, input_ids, rank: int):
@@ -63,20 +65,18 @@ def micro_subspace_moments(states_in, states_out, tokens, input_ids, rank: int):
     ``[V, d]`` states (:func:`~emergence_fast.accumulators.standardised_basis`); the result has
     width ``2 r`` with ``r = min(rank, V, d)`` and no ``d x d`` matrix is ever formed.
     """
-    weights = micro_weights(tokens, input_ids).to(states_in.device)  # [T, V]
-    n_layers, seq_len = states_in.shape[0], weights.shape[0]
-    count = torch.full((n_layers, seq_len), input_ids.shape[0], dtype=torch.int64, device=states_in.device)
-    comoments = []
+    counts = micro_counts(tokens, input_ids).to(states_in.device)  # [T, V]
+    n_layers, seq_len = states_in.shape[0], counts.shape[0]
+    count, comoments = [], []
     for layer in range(n_layers):
-        per_position = []
-        for t in range(seq_len):  # one [V, d] float64 copy at a time
-            sides = []
-            for states in (states_in[layer], states_out[layer]):
-                mean, scale, basis = standardised_basis(states.unsqueeze(0), rank, weights[t:t + 1])
-                sides.append(((states.to(torch.float64) - mean) / scale) @ basis[0])
-            z = torch.cat(sides, -1)  # [V, 2r]
-            w = weights[t].unsqueeze(-1)
-            centred = z - (w * z).sum(0) / w.sum()
-            per_position.append((centred * w).T @ centred)
-        comoments.append(torch.stack(per_position))
-    return count, torch.stack(comoments)
+        sides = []
+        for states in (states_in[layer], states_out[layer]):
+            projected = []
+            for t in range(seq_len):  # one [V, d] float64 copy at a time
+                mean, scale, basis = standardised_basis(states.unsqueeze(0), rank, counts[t:t + 1])
+                projected.append(((states.to(torch.float64) - mean) / scale) @ basis[0])
+            sides.append(torch.stack(projected))  # [T, V, r]
+        layer_count, _, comoment = _weighted_moments(*sides, counts)
+        count.append(layer_count)
+        comoments.append(comoment)
+    return torch.stack(count), torch.stack(comoments)
