@@ -9,10 +9,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gaussian_lse_cpu", &gaussian_lse_cpu,
         "Log-sum-exp of unit Gaussian kernels, x / y / joint, over [B, M, D] x [B, N, D] (CPU, OpenMP)",
         py::arg("queries"), py::arg("keys"), py::arg("log_weights"), py::arg("dx"));
+  // Largest k of the register-list kNN kernels (CUDA here, Triton in kernels/knn.py): one number.
+  m.attr("REGISTER_K_MAX") = kRegisterKMax;
 #ifdef WITH_CUDA
   m.def("gram_cuda", &gram_cuda, "Batched a^T b over [B, N, d] (CUDA, tiled)");
   m.def("softmax_entropy_cuda", &softmax_entropy_cuda, "Entropy of softmax over the last dim (CUDA)");
-  m.def("knn_maxnorm_cuda", &knn_maxnorm_cuda, "Exact max-norm k-NN radii and KSG counts over [B, N, D] (CUDA, k <= 32)",
+  m.def("knn_maxnorm_cuda", &knn_maxnorm_cuda, "Exact max-norm k-NN radii and KSG counts over [B, N, D] (CUDA, k <= REGISTER_K_MAX)",
         py::arg("z"), py::arg("dx"), py::arg("k"), py::arg("mode"));
   m.def("gaussian_lse_cuda", &gaussian_lse_cuda,
         "Log-sum-exp of unit Gaussian kernels, x / y / joint, over [B, M, D] x [B, N, D] (CUDA, tiled)",

@@ -15,7 +15,7 @@
 //                                n_x, n_y [B, N] int64}. mode 0: radii only (dx == D; n_x, n_y empty),
 //                            mode 1: KSG variant-1 counts (strict <, eps), mode 2: variant-2 counts
 //                            (<= the largest marginal distance to the k joint neighbours, the k
-//                            smallest (distance, index) pairs); 1 <= dx < D. CUDA: k <= 32.
+//                            smallest (distance, index) pairs); 1 <= dx < D. CUDA: k <= kRegisterKMax.
 //   gaussian_lse_*(q, k, w, dx): q [B, M, D], k [B, N, D], w [B, N, 3] log-weights, one dtype
 //                            (float32 or float64), contiguous; 0 <= dx <= D
 //                            -> out [B, M, 3] (that dtype): out[b, m, c] =
@@ -27,6 +27,8 @@
 //                            dropped (or N = 0) gets -inf. Inputs finite, weights < +inf.
 #pragma once
 #include <torch/extension.h>
+
+#include "native_limits.h"
 
 torch::Tensor gram_cpu(const torch::Tensor& a, const torch::Tensor& b);
 torch::Tensor softmax_entropy_cpu(const torch::Tensor& logits);

@@ -23,6 +23,18 @@
 #include "../ops.h"
 #endif
 
+// An attribute of the current device (SM count, compute capability), for the launch plans.
+inline int current_device_attribute(cudaDeviceAttr attr) {
+  int device = 0;
+  int value = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
+  return value;
+}
+
+// Streaming multiprocessors of the current device: the launch plans size their splits by it.
+inline int current_device_sms() { return current_device_attribute(cudaDevAttrMultiProcessorCount); }
+
 // Loads widen to the accumulation type: float for 16-bit and float inputs, double for double.
 __device__ __forceinline__ float to_acc(float x) { return x; }
 __device__ __forceinline__ double to_acc(double x) { return x; }

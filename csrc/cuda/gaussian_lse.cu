@@ -266,13 +266,6 @@ __global__ void __launch_bounds__(kThreads)
   out[o] = mx + log_acc(total);
 }
 
-int device_sms() {
-  int device = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
-
 template <typename T>
 void run_gaussian_lse(const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& log_weights, Shape s,
                       at::Tensor& out) {
@@ -284,7 +277,7 @@ void run_gaussian_lse(const at::Tensor& queries, const at::Tensor& keys, const a
   // registers a thread for float, so two blocks are resident per SM; 226 for double, one),
   // keeping at least 4 key tiles per split so the states written and merged stay small beside
   // the sweep.
-  const int64_t target = 4 * static_cast<int64_t>(device_sms());
+  const int64_t target = 4 * static_cast<int64_t>(current_device_sms());
   int64_t splits = 1;
   if (blocks < target) {
     splits = std::min<int64_t>({(target + blocks - 1) / blocks, kMaxSplits, std::max<int64_t>(1, s.N / (4 * kBN))});

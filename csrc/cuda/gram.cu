@@ -426,20 +426,12 @@ bool force_simt() {
   return e != nullptr && e[0] != '\0' && e[0] != '0';
 }
 
-int device_attribute(cudaDeviceAttr attr) {
-  int device = 0;
-  int value = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
-  return value;
-}
-
 // True when the device can run tensor-core code and this kernel's loaded image was built for
 // sm_80+ (an image built for an older target holds only the __trap stub, even when JIT-compiled
 // for a newer GPU).
 template <typename Kernel>
 bool wmma_usable(Kernel kernel) {
-  if (device_attribute(cudaDevAttrComputeCapabilityMajor) < 8) return false;
+  if (current_device_attribute(cudaDevAttrComputeCapabilityMajor) < 8) return false;
   cudaFuncAttributes attr;
   if (cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(kernel)) != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: clear it so the next launch check does not report it
@@ -461,7 +453,7 @@ at::Tensor launch_gram(TypedGramKernel<T, acc_t> kernel, int threads, int bm, in
 
   int occupancy = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, threads, 0));
-  const int64_t sms = device_attribute(cudaDevAttrMultiProcessorCount);
+  const int64_t sms = current_device_sms();
   const int64_t wave = sms * (occupancy > 0 ? occupancy : 1);
   const SplitPlan plan = plan_splits(N, B * tiles_i * tiles_j, wave, bk);
   const bool atomic = plan.splits > 1;

@@ -21,7 +21,7 @@
 //      of its k smallest (d, j). The list is KB = next bucket >= k long (4, 8, 16, 32), fully
 //      unrolled so it stays in registers; slots below KB - k hold -inf and never move, so the
 //      k-th distance is always slot KB - 1. A tile whose minimum is not below it skips the
-//      insertion code, which is the common case once the first tiles have been seen. k <= 32.
+//      insertion code, which is the common case once the first tiles have been seen. k <= kRegisterKMax.
 //      With one split the kernel writes eps (and the mode-2 extents) itself; with several it
 //      writes each split's sorted list and
 //   2. knn_merge_kernel merges them per row (S sorted lists, k steps).
@@ -32,6 +32,7 @@
 // finite (the estimators check); out-of-range points are padded with +inf so they never count.
 
 #include "common.cuh"
+#include "../native_limits.h"
 
 #include <algorithm>
 #include <climits>
@@ -43,7 +44,7 @@ namespace {
 
 constexpr int kRows = 128;      // query rows per block, one per thread
 constexpr int kCols = 32;       // columns per shared-memory chunk
-constexpr int kMaxK = 32;       // largest register list
+constexpr int kMaxK = kRegisterKMax;  // largest register list
 constexpr int kMaxSplits = 64;  // bounds the merge kernel's per-row head array
 
 // Points per tile: TN distances live in registers (x2 in the count kernel), 128 bytes of them.
@@ -317,13 +318,6 @@ __global__ void __launch_bounds__(kRows)
   atomicAdd(reinterpret_cast<unsigned long long*>(ny + row), static_cast<unsigned long long>(cy));
 }
 
-int device_sms() {
-  int device = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
-
 template <typename T, int KB>
 void launch_topk(dim3 grid, cudaStream_t stream, const T* z, const Shape& s, T* eps, T* bounds, T* part_d,
                  int* part_j) {
@@ -340,7 +334,7 @@ void run_knn(const at::Tensor& z, Shape s, at::Tensor& eps, at::Tensor& nx, at::
 
   // Split the points when the row blocks alone give under ~4 blocks per SM, keeping at least
   // 8 tiles per split so the per-split list and merge stay cheap beside the sweep.
-  const int64_t target = 4 * static_cast<int64_t>(device_sms());
+  const int64_t target = 4 * static_cast<int64_t>(current_device_sms());
   int64_t splits = 1;
   if (blocks < target) {
     splits = std::min<int64_t>({(target + blocks - 1) / blocks, kMaxSplits, std::max<int64_t>(1, s.N / (8 * TN))});

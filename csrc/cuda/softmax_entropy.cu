@@ -253,11 +253,7 @@ void launch_entropy(const at::Tensor& logits, at::Tensor& out) {
   }
 
   TORCH_CHECK(R <= INT_MAX, "softmax_entropy_cuda: too many rows (", R, ")");
-  int device = 0;
-  int sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int splits = plan_row_splits(R, V, static_cast<int>(16 / sizeof(T)), sms);
+  const int splits = plan_row_splits(R, V, static_cast<int>(16 / sizeof(T)), current_device_sms());
   const dim3 grid(static_cast<unsigned>(R), static_cast<unsigned>(splits));
   if (splits == 1) {
     softmax_entropy_kernel<T, acc_t, kWarps><<<grid, kThreads, 0, stream>>>(x, R, V, o, nullptr);
