@@ -90,6 +90,29 @@ def special_prefix(tokenizer) -> list[int]:
     return _special_tokens_added(tokenizer)["special_prefix_ids"]
 
 
+def bos_token(tokenizer, add_bos="auto") -> int | None:
+    """The BOS id to feed before every row under the ``add_bos`` policy, or None for no BOS.
+
+    ``"auto"``: the tokenizer's ``bos_token_id`` when its :func:`special_prefix` starts with it
+    (None without a tokenizer); ``True``: its ``bos_token_id``; ``False`` or ``None``: None; an
+    int: that id. Raises ValueError for ``True`` when the tokenizer has no ``bos_token_id``, and
+    for any other value of ``add_bos``.
+    """
+    if add_bos == "auto":
+        bos = getattr(tokenizer, "bos_token_id", None)
+        return bos if bos is not None and special_prefix(tokenizer)[:1] == [bos] else None
+    if add_bos is True:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        if bos is None:
+            raise ValueError("add_bos=True but the tokenizer has no bos_token_id")
+        return bos
+    if add_bos is False or add_bos is None:
+        return None
+    if isinstance(add_bos, int):
+        return add_bos
+    raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
+
+
 # What split_special_prefix found; every caller records it (IE's config["bos_handling"], the
 # mirage scores, the ICL runner's stats).
 PREFIX_ADDED, PREFIX_PRESENT, PREFIX_ABSENT = "added", "already present", "absent"

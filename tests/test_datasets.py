@@ -331,8 +331,8 @@ def test_smollm2_icl_animal():
 
 # ---- the one BOS rule, and ids outside the vocabulary ----------------------------------------------
 
-from emergence_fast.datasets import (PREFIX_ABSENT, PREFIX_ADDED, PREFIX_PRESENT, special_prefix,  # noqa: E402
-                                     split_special_prefix)
+from emergence_fast.datasets import (PREFIX_ABSENT, PREFIX_ADDED, PREFIX_PRESENT, bos_token,  # noqa: E402
+                                     special_prefix, split_special_prefix)
 
 
 @pytest.mark.parametrize("ids, prefix, content, status", [
@@ -365,6 +365,20 @@ def test_special_prefix_is_what_the_tokenizer_adds(bpe_tokenizer):
     assert special_prefix(tiny_tokenizer(True)) == [2]
     assert special_prefix(tiny_tokenizer(False)) == []
     assert special_prefix(bpe_tokenizer) == []  # GPT-2 style: a bos_token it never adds
+
+
+def test_bos_token_follows_the_add_bos_policy(bpe_tokenizer):
+    from tests.tiny_models import tiny_tokenizer
+
+    adds, never = tiny_tokenizer(True), tiny_tokenizer(False)
+    assert bos_token(adds) == 2 and bos_token(never) is None and bos_token(None) is None  # "auto": what it adds
+    assert bos_token(bpe_tokenizer) is None  # a bos_token_id the tokenizer does not put before a text
+    assert bos_token(never, True) == 2 and bos_token(adds, False) is None and bos_token(adds, None) is None
+    assert bos_token(None, 7) == 7
+    with pytest.raises(ValueError, match=r"^add_bos=True but the tokenizer has no bos_token_id$"):
+        bos_token(None, True)
+    with pytest.raises(ValueError, match=r"^add_bos must be 'auto', True, False or a token id, got 'yes'$"):
+        bos_token(adds, "yes")
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".npy"])

@@ -4,24 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..capture import vocab_size
-from ..datasets import PREFIX_ABSENT, check_token_ids, split_special_prefix
-
-
-def _uses_bos(tokenizer, add_bos) -> int | None:
-    if add_bos == "auto":
-        bos = getattr(tokenizer, "bos_token_id", None)
-        encoded = tokenizer("a").input_ids if tokenizer is not None else []
-        return bos if bos is not None and len(encoded) > 0 and encoded[0] == bos else None
-    if add_bos is True:
-        bos = getattr(tokenizer, "bos_token_id", None)
-        if bos is None:
-            raise ValueError("add_bos=True but the tokenizer has no bos_token_id")
-        return bos
-    if add_bos is False or add_bos is None:
-        return None
-    if isinstance(add_bos, int):
-        return add_bos
-    raise ValueError(f"add_bos must be 'auto', True, False or a token id, got {add_bos!r}")
+from ..datasets import PREFIX_ABSENT, bos_token, check_token_ids, split_special_prefix
 
 
 def _bos_plan(model, tokenizer, add_bos, input_ids, what: str = "dataset"):
@@ -35,7 +18,7 @@ def _bos_plan(model, tokenizer, add_bos, input_ids, what: str = "dataset"):
     """
     vocab = vocab_size(model)
     check_token_ids(input_ids, vocab, what)
-    bos = _uses_bos(tokenizer, add_bos)
+    bos = bos_token(tokenizer, add_bos)
     if bos is None:
         return input_ids, None, "off" if add_bos is False or add_bos is None else PREFIX_ABSENT
     if bos < 0 or (vocab is not None and bos >= vocab):
