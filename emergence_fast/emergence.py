@@ -36,6 +36,7 @@ own numbers (its MINE preset: biased upward).
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     T5) needs ``stack="encoder"`` or ``"decoder"`` (see :class:`~emergence_fast.capture.BlockCapture`)
     and is refused without it; both stacks are scored as non-causal (whole-sequence atoms and
     ceiling), and ``result.config["stack"]`` records the choice (None for other models).
+    ``result.provenance["dataset"]`` is how a :class:`TokenDataset` was made (its ``info``: seed,
+    entities kept and dropped, source...; None for a bare tensor).
 
     Scale: under ``torchrun``/``accelerate launch``, or inside a caller's process group, each
     rank (``world``: an :class:`emergence_fast.distributed.World`, default the current process
@@ -254,7 +257,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     timings["tokens_per_s_macro"] = timings["samples"] * (seq_len + offset) / max(timings["macro_pass_s"], 1e-9)
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(device),
                   "timings": timings, "resumed_from_batch": resumed_batches, "world": world.describe(),
-                  "state_bytes": plan.bytes, "state_memory": budget}
+                  "state_bytes": plan.bytes, "state_memory": budget, "dataset": _dataset_provenance(dataset)}
     if estimator in SAMPLE_ESTIMATORS:  # how the estimate stage was split to fit (the numbers do not depend on it)
         provenance["estimate_chunks"] = {"working_bytes": plan.working, "cells_per_chunk": plan.chunk_cells,
                                          "resamples_per_call": plan.chunk_resamples}
@@ -262,6 +265,11 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
         provenance["subspace_captured_variance"] = captured.cpu().tolist()
     return _result(capture.layers, estimates, input_ids, estimator, options, base, config, provenance,
                    _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples))
+
+
+def _dataset_provenance(dataset) -> dict | None:
+    """A copy of a :class:`TokenDataset`'s ``info`` (seed, entities kept and dropped, source...); None for a tensor."""
+    return copy.deepcopy(dataset.info) if isinstance(dataset, TokenDataset) else None
 
 
 @dataclass
@@ -281,6 +289,7 @@ class IEStates:
     micro_out: torch.Tensor
     config: dict
     timings: dict
+    dataset: dict | None = None  # how the data was made (_dataset_provenance)
 
     def sample_pairs(self):
         """``(macro_in, macro_out, micro_in, micro_out)``, each ``[L, T, N, d]``: the pairs an IE estimator reads
@@ -333,7 +342,8 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "bos": bos, "bos_handling": bos_handling,
               "stack": stack, "causal": _is_causal(model)}
-    return IEStates(capture.layers, input_ids, state, tokens.to(device), micro_in, micro_out, config, timings)
+    return IEStates(capture.layers, input_ids, state, tokens.to(device), micro_in, micro_out, config, timings,
+                    _dataset_provenance(dataset))
 
 
 def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=None, *, base=2,
@@ -364,6 +374,6 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
                                                     options, base, backend, world))
         estimates = CellEstimates(*(torch.cat(parts) for parts in zip(*per_layer)))
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(states.micro_in.device),
-                  "timings": {**states.timings, "estimate_s": time.perf_counter() - start}}
+                  "timings": {**states.timings, "estimate_s": time.perf_counter() - start}, "dataset": states.dataset}
     config = {**states.config, "estimator": estimator, "estimator_options": options, "base": base}
     return _result(states.layers, estimates, input_ids, estimator, options, base, config, provenance, [])

@@ -454,6 +454,30 @@ def test_to_dict_is_json_serialisable_with_infinities_as_null(enumerated, tmp_pa
     assert json.loads(json.dumps(result.to_dict(), allow_nan=True))["ceiling_macro"] == result.ceiling_macro.tolist()
 
 
+def test_dataset_provenance_reaches_the_result_and_its_json(gpt2, tmp_path):
+    """The seed and the entities a tokenizer could not write as one token travel with the numbers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from emergence_fast.datasets import entity_list, icl_dataset
+
+    kept = ["red", "green", "blue", "black", "white"]
+    vocab = {"[UNK]": 0, ",": 1, **{f" {word}": 2 + i for i, word in enumerate(kept)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_next")
+    data = icl_dataset("icl-color", PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]"), 40, 2, seed=5)
+    dropped = {word: "not one token" for word in entity_list("icl-color") if word not in kept}
+    result = run(gpt2, data, layers=[0])
+    assert result.provenance["dataset"]["seed"] == 5
+    assert result.provenance["dataset"]["entities_kept"] == kept
+    assert result.provenance["dataset"]["entities_dropped"] == dropped
+    loaded = json.loads(write_json(result, tmp_path / "ie.json").read_text())  # what the CLI writes
+    assert loaded["provenance"]["dataset"]["seed"] == 5 and loaded["provenance"]["dataset"]["entities_dropped"] == dropped
+    states = ie.capture_states(gpt2, None, data, layers=[0], add_bos=False, batch_size=N)
+    assert ie.estimate_from_states(states, "gaussian", dict(OPTIONS)).provenance["dataset"] == data.info
+    assert run(gpt2, data.input_ids, layers=[0]).provenance["dataset"] is None  # a bare tensor says nothing
+
+
 def test_to_rows_and_to_dataframe(reference):
     rows = reference.to_rows()
     assert len(rows) == 3 * T
