@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -50,7 +49,7 @@ from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussian
 from .capture import BlockCapture, input_device, model_identity
 from .datasets import TokenDataset
 from .estimators import noisy
-from .ie.checkpoint import _check_checkpoint_world, _fingerprint, _load_checkpoint, checkpoint_path
+from .ie.checkpoint import _fingerprint, checkpoint_path
 from .ie.estimate import (
     DEFAULT_ESTIMATOR,
     DEFAULT_ESTIMATOR_OPTIONS,
@@ -66,7 +65,7 @@ from .ie.estimate import (
     _estimate_noisy,
 )
 from .ie.inputs import _block_width, _bos_plan, _is_causal
-from .ie.macro import _load_state, _macro_pass, _new_state
+from .ie.macro import _macro_pass, _new_state, _resume
 from .ie.micro import _micro_states
 from .ie.notes import _state_notes
 from .ie.plan import DEFAULT_STATE_MEMORY, StatePlan, _plan_state
@@ -196,19 +195,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     checkpoint = checkpoint_path(checkpoint_dir, world)
     state, done, resumed_batches = None, 0, 0
     if resume and checkpoint is not None:
-        _check_checkpoint_world(Path(checkpoint_dir), world)
-        problem = None
-        if checkpoint.exists():
-            try:
-                payload = _load_checkpoint(checkpoint, {**config, "world_size": world.world_size})
-                state = _load_state(plan, payload, width, cells_shape, device, backend)
-                done, resumed_batches = payload["folds_done"], payload["batches_done"]
-            except ValueError as exc:
-                problem = str(exc).splitlines()[0]
-        # One rank's bad checkpoint stops every rank with its message, not the others with a broken pipe.
-        problems = [p for p in distributed.gather_ordered([problem], world) if p]
-        if problems:
-            raise ValueError(problems[0])
+        state, done, resumed_batches = _resume(plan, checkpoint, {**config, "world_size": world.world_size}, width,
+                                               cells_shape, device, backend, world)
     timings = {}
     start = time.perf_counter()
     # A rank without a checkpoint starts its share over. The pilot pass is collective, so when any

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -134,3 +135,33 @@ def _load_state(plan, payload, width, cells_shape, device, backend):
             payload["state"])
     return GaussianMIAccumulator(width, width, cells_shape, device=device, backend=backend).load_state_dict(
         payload["state"])
+
+
+class Resumed(NamedTuple):
+    """Where a resumed rank starts: its state (None: start over), the folds and the batches already in it."""
+
+    state: object
+    folds_done: int
+    batches_done: int
+
+
+def _resume(plan, checkpoint, config, width, cells_shape, device, backend, world) -> Resumed:
+    """This rank's state from its ``checkpoint`` file if it has one (written with ``config``), else ``Resumed(None, 0, 0)``.
+
+    Raises ValueError on every rank when another number of ranks wrote the folder's checkpoints
+    or any rank's checkpoint is corrupt or from another run: one rank's bad checkpoint stops every
+    rank with its message, not the others with a broken pipe.
+    """
+    checkpoint_file._check_checkpoint_world(checkpoint.parent, world)
+    resumed, problem = Resumed(None, 0, 0), None
+    if checkpoint.exists():
+        try:
+            payload = checkpoint_file._load_checkpoint(checkpoint, config)
+            resumed = Resumed(_load_state(plan, payload, width, cells_shape, device, backend), payload["folds_done"],
+                              payload["batches_done"])
+        except ValueError as exc:
+            problem = str(exc).splitlines()[0]
+    problems = [p for p in distributed.gather_ordered([problem], world) if p]
+    if problems:
+        raise ValueError(problems[0])
+    return resumed
