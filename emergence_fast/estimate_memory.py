@@ -71,7 +71,7 @@ def uses_jackknife(estimator: str) -> bool:
 
 def chunk_bytes(estimator: str, options: dict, m: int, width: int, cells: int, resamples: int, *,
                 native_knn: bool = True) -> int:
-    """Modelled peak bytes of one chunk of :func:`emergence._estimate_from_reservoir`.
+    """Modelled peak bytes of one chunk of :func:`emergence_fast.ie.estimate._estimate_from_reservoir`.
 
     ``cells`` cells of ``m`` reservoir rows of width ``width`` per side: the micro rows gathered
     for them (``cells x m x 2 width`` float32), then the larger of the value call on ``m`` rows and
