@@ -23,9 +23,8 @@ CHILD = r"""
 import json, re, sys, torch
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(spec["threads"])
-from emergence_fast.estimators import MI_METHODS
+from emergence_fast.estimators import MI_METHODS, registry
 from emergence_fast.estimators.uncertainty import estimate_with_stderr
-from emergence_fast.estimate_memory import uses_jackknife
 
 def status(key):
     return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -34,7 +33,8 @@ name, options = spec["estimator"], spec["options"]
 estimate = MI_METHODS[name]
 
 def run(x, y):
-    if uses_jackknife(name) or name in ("infonce", "nwj", "mine", "smile"):
+    declared = registry.get(name)  # as IE runs it: a standard error unless one costs a training per resample
+    if declared.ie_jackknife or declared.uncertainty == "own":
         return estimate_with_stderr(estimate, name, (x, y), {"base": 2, **options},
                                     resamples_per_call=spec["resamples"])
     return estimate(x, y, base=2, **options)
@@ -72,7 +72,8 @@ def measure(estimator: str, options: dict, cells: int, m: int, d: int, resamples
 
 
 def modelled(estimator: str, options: dict, cells: int, m: int, d: int, resamples: int | None) -> int:
-    from emergence_fast.estimate_memory import ITEMSIZE, chunk_bytes, native_knn_for
+    from emergence_fast.estimate_memory import ITEMSIZE, chunk_bytes
+    from emergence_fast.estimators.knn import native_knn_for
 
     micro = ITEMSIZE * cells * m * 2 * d
     return chunk_bytes(estimator, options, m, d, cells, resamples or 1, native_knn=native_knn_for("cpu")) - micro

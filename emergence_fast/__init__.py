@@ -6,12 +6,12 @@ public API of the estimate stage.
 from __future__ import annotations
 
 from ._dispatch import BACKEND_CHOICES, backends
+from ._version import __version__
 from .accumulators import GaussianMIAccumulator
 from .estimators import registry, token_entropy
 from .estimators.permutation import permutation_null
 from .estimators.uncertainty import estimate_with_stderr, warn_undefined
 
-__version__ = "0.1.0"
 
 
 def entropy(x, method: str = "gaussian", *, return_stderr: bool = False, n_resamples: int = 32, stderr_seed: int = 0,
@@ -70,6 +70,7 @@ __all__ = [
     "mutual_information",
     "permutation_null",
     "token_entropy",
+    "__version__",
 ]
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ._validation import check_positive_float, check_positive_int
+from ._version import __version__
 from .report import OutputFolder, text_table, write_json
 
 BENCH_FILE = "bench.json"
@@ -207,7 +208,6 @@ def machine_description(device) -> str:
 
 
 def _provenance(model, device, command, model_source) -> dict:
-    from . import __version__
     from .capture import model_identity
 
     identity = model_identity(model)

@@ -42,27 +42,22 @@ from dataclasses import dataclass
 
 import torch
 
-from . import __version__, distributed
+from . import distributed
+from ._version import __version__
 from ._dispatch import resolve_backend
 from ._validation import check_positive_int, format_bytes, log_base, parse_bytes
 from .accumulators import GaussianMIAccumulator, PairReservoir, SubspaceGaussianAccumulator
 from .capture import BlockCapture, input_device, model_identity
 from .datasets import TokenDataset
-from .estimators import noisy
+from .estimators import registry
 from .ie.checkpoint import _fingerprint, checkpoint_path
 from .ie.estimate import (
     DEFAULT_ESTIMATOR,
-    DEFAULT_ESTIMATOR_OPTIONS,
-    ESTIMATORS,
-    MOMENT_ESTIMATORS,
-    NOISY_DEFAULT_OPTIONS,
-    RESERVOIR_ESTIMATORS,
-    SAMPLE_ESTIMATORS,
     CellEstimates,
     _check_estimator_options,
     _estimate_from_moments,
     _estimate_from_reservoir,
-    _estimate_noisy,
+    _estimate_weighted,
 )
 from .ie.inputs import _block_width, _bos_plan, _is_causal
 from .ie.macro import _macro_pass, _new_state, _resume
@@ -71,16 +66,10 @@ from .ie.notes import _state_notes
 from .ie.plan import DEFAULT_STATE_MEMORY, StatePlan, _plan_state
 from .ie.result import IEResult, _result
 
-# The estimator tables and the state default are read from here by the CLI and by callers of the public API.
+# The defaults are read from here by the CLI; the estimators IE offers, and their options, from the registry.
 __all__ = [
     "DEFAULT_ESTIMATOR",
-    "DEFAULT_ESTIMATOR_OPTIONS",
     "DEFAULT_STATE_MEMORY",
-    "ESTIMATORS",
-    "MOMENT_ESTIMATORS",
-    "NOISY_DEFAULT_OPTIONS",
-    "RESERVOIR_ESTIMATORS",
-    "SAMPLE_ESTIMATORS",
     "IEResult",
     "IEStates",
     "capture_states",
@@ -150,8 +139,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
         Bad arguments (named), a budget too small for any state (with the minimum), more ranks
         than samples, ranks that disagree on the configuration, or a checkpoint of another run.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    spec = registry.get(estimator, "ie", "estimator")
     input_ids = dataset.input_ids if isinstance(dataset, TokenDataset) else dataset
     if (not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point()
             or input_ids.is_complex() or input_ids.dtype == torch.bool):
@@ -180,13 +168,13 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     offset = 0 if bos is None else 1
     width = _block_width(model, capture, input_ids, bos, device)
     cells_shape = (len(capture.layers), seq_len)
-    plan = _plan_state(estimator, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
+    plan = _plan_state(spec, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
                        reservoir_size, budget, micro_rows=cells_shape[0] * torch.unique(input_ids).numel(),
                        device=device, backend=backend)
     config = {"model": model_identity(model), "dataset": getattr(dataset, "name", "tensor"),
               "fingerprint": _fingerprint(input_ids), "n_samples": n_samples, "seq_len": seq_len,
               "layers": capture.layers, "batch_size": batch_size, "update_samples": update_samples,
-              "reservoir": [plan.capacity, reservoir_seed] if estimator in RESERVOIR_ESTIMATORS else None, "bos": bos,
+              "reservoir": [plan.capacity, reservoir_seed] if spec.kind == "sample" else None, "bos": bos,
               "bos_handling": bos_handling, "stack": stack,
               "estimator": estimator, "estimator_options": options, "base": base, "causal": _is_causal(model),
               "state": {key: value for key, value in plan.describe().items() if key != "bytes"}}
@@ -222,16 +210,16 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     timings["micro_pass_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if estimator == "noisy":  # the estimate stage gets what the plan left of the budget
+    if spec.weighted_mi is not None:  # the estimate stage gets what the plan left of the budget
         room = max(budget - plan.bytes - micro_in.numel() * 2 * micro_in.element_size(),
-                   noisy.working_bytes(1, plan.capacity, 2 * width, options["n_draws"]))
-        estimates = _estimate_noisy(state, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
-                                    budget=room, causal=_is_causal(model), progress=progress)
-    elif estimator in SAMPLE_ESTIMATORS:
-        estimates = _estimate_from_reservoir(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
+                   spec.weighted_working_bytes(plan.capacity, 2 * width, options))
+        estimates = _estimate_weighted(spec, state, micro_in, micro_out, tokens, input_ids, options, base, backend,
+                                       world, budget=room, causal=_is_causal(model), progress=progress)
+    elif spec.kind == "sample":
+        estimates = _estimate_from_reservoir(spec, state, micro_in, micro_out, tokens, input_ids, options, base,
                                              world, working=plan.working, progress=progress, backend=backend)
     else:
-        estimates = _estimate_from_moments(estimator, state, micro_in, micro_out, tokens, input_ids, options, base,
+        estimates = _estimate_from_moments(spec, state, micro_in, micro_out, tokens, input_ids, options, base,
                                            backend, world, progress=progress)
     timings["estimate_s"] = time.perf_counter() - start
 
@@ -246,13 +234,13 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(device),
                   "timings": timings, "resumed_from_batch": resumed_batches, "world": world.describe(),
                   "state_bytes": plan.bytes, "state_memory": budget, "dataset": _dataset_provenance(dataset)}
-    if estimator in SAMPLE_ESTIMATORS:  # how the estimate stage was split to fit (the numbers do not depend on it)
+    if plan.chunk_cells is not None:  # how the estimate stage was split to fit (the numbers do not depend on it)
         provenance["estimate_chunks"] = {"working_bytes": plan.working, "cells_per_chunk": plan.chunk_cells,
                                          "resamples_per_call": plan.chunk_resamples}
     if isinstance(state, SubspaceGaussianAccumulator):
         provenance["subspace_captured_variance"] = captured.cpu().tolist()
-    return _result(capture.layers, estimates, input_ids, estimator, options, base, config, provenance,
-                   _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples))
+    return _result(capture.layers, estimates, input_ids, spec, options, base, config, provenance,
+                   _state_notes(plan, captured, spec, options, reservoir_size, budget, n_samples))
 
 
 def _dataset_provenance(dataset) -> dict | None:
@@ -338,18 +326,17 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
                          backend=None) -> IEResult:
     """IE by ``estimator`` on captured ``states``: the numbers :func:`information_emergence` gives on the same
     data with a reservoir that keeps every sample (moment estimators: their full-width state)."""
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    spec = registry.get(estimator, "ie", "estimator")
     input_ids = states.input_ids
     options = _check_estimator_options(estimator, estimator_options, input_ids.shape[0], rows=input_ids.shape[0])
     log_base(base)
     world = distributed.World()
     start = time.perf_counter()
-    if estimator == "noisy":
-        estimates = _estimate_noisy(states.reservoir, states.micro_in, states.micro_out, states.tokens, input_ids,
-                                    options, base, backend, world, causal=states.config["causal"])
-    elif estimator in SAMPLE_ESTIMATORS:
-        estimates = _estimate_from_reservoir(estimator, states.reservoir, states.micro_in, states.micro_out,
+    if spec.weighted_mi is not None:
+        estimates = _estimate_weighted(spec, states.reservoir, states.micro_in, states.micro_out, states.tokens,
+                                       input_ids, options, base, backend, world, causal=states.config["causal"])
+    elif spec.kind == "sample":
+        estimates = _estimate_from_reservoir(spec, states.reservoir, states.micro_in, states.micro_out,
                                              states.tokens, input_ids, options, base, world, backend=backend)
     else:  # one layer's full-width moments at a time: 16 (2d)^2 bytes per position
         x, y = states.reservoir.pairs()
@@ -357,11 +344,11 @@ def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=
         for layer in range(x.shape[0]):
             moments = GaussianMIAccumulator(x.shape[-1], y.shape[-1], (1, x.shape[1]), device=x.device, backend=backend)
             moments.update(x[layer:layer + 1], y[layer:layer + 1])
-            per_layer.append(_estimate_from_moments(estimator, moments, states.micro_in[layer:layer + 1],
+            per_layer.append(_estimate_from_moments(spec, moments, states.micro_in[layer:layer + 1],
                                                     states.micro_out[layer:layer + 1], states.tokens, input_ids,
                                                     options, base, backend, world))
         estimates = CellEstimates(*(torch.cat(parts) for parts in zip(*per_layer)))
     provenance = {"emergence_fast": __version__, "torch": torch.__version__, "device": str(states.micro_in.device),
                   "timings": {**states.timings, "estimate_s": time.perf_counter() - start}, "dataset": states.dataset}
     config = {**states.config, "estimator": estimator, "estimator_options": options, "base": base}
-    return _result(states.layers, estimates, input_ids, estimator, options, base, config, provenance, [])
+    return _result(states.layers, estimates, input_ids, spec, options, base, config, provenance, [])

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 
 from .estimators import registry
-from .estimators.knn import native_knn_for
 from .estimators.uncertainty import estimate_with_stderr
 
 ITEMSIZE = 4  # float32 reservoir rows and micro states

@@ -16,6 +16,7 @@ from emergence_fast import distributed, estimate_memory
 from emergence_fast import emergence as ie
 from emergence_fast.estimators import MI_METHODS
 from emergence_fast.estimators.uncertainty import estimate_with_stderr
+from emergence_fast.estimators import registry
 from emergence_fast.ie.plan import _plan_state
 from tests.tiny_models import icl_ids, one_thread, tiny_model  # noqa: F401 (autouse)
 
@@ -41,7 +42,7 @@ def states(gpt2):
 
 
 def estimate(states, estimator, working):
-    return ie._estimate_from_reservoir(estimator, states.reservoir, states.micro_in, states.micro_out, states.tokens,
+    return ie._estimate_from_reservoir(registry.get(estimator), states.reservoir, states.micro_in, states.micro_out, states.tokens,
                                        states.input_ids, CASES[estimator], 2, distributed.World(), working=working)
 
 
@@ -123,11 +124,11 @@ def test_the_reservoir_shrinks_before_the_chunks_cannot_fit():
     """A budget that fits the smallest chunk but not the reservoir asked for keeps the most rows that fit."""
     # SmolLM2's shape (240 cells, width 576), batches of 8 (a fold buffer smaller than the estimate stage).
     budget = 64 * 240 * 1152 * 4 + 30 * 100 * 1152 * 4 + estimate_memory.minimum_bytes("ksg", {}, 64, 576, 240)
-    plan = _plan_state("ksg", {}, 240, 576, 1024, 8, 8, 1024, budget, micro_rows=30 * 100)
+    plan = _plan_state(registry.get("ksg"), {}, 240, 576, 1024, 8, 8, 1024, budget, micro_rows=30 * 100)
     assert plan.capacity == 64 and plan.chunk_cells == 2 and plan.chunk_resamples == 2 and plan.bytes == budget
     with pytest.raises(ValueError, match="state_memory=.* too small for the ksg estimator.*estimate stage"):
-        _plan_state("ksg", {}, 240, 576, 1024, 8, 8, 1024, budget - 1, micro_rows=30 * 100)
-    demo = _plan_state("ksg", {"jitter": 1e-4}, 240, 576, 1024, 64, 512, 1024, 8 * 10**9, micro_rows=30 * 110)
+        _plan_state(registry.get("ksg"), {}, 240, 576, 1024, 8, 8, 1024, budget - 1, micro_rows=30 * 100)
+    demo = _plan_state(registry.get("ksg"), {"jitter": 1e-4}, 240, 576, 1024, 64, 512, 1024, 8 * 10**9, micro_rows=30 * 110)
     assert demo.capacity == 1024 and demo.chunk_resamples == 32 and 2 <= demo.chunk_cells < 240
     assert demo.bytes <= 8 * 10**9
 

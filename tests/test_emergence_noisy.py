@@ -59,14 +59,15 @@ def test_bad_options_fail_before_any_forward_pass(options, message):
 def test_chunks_of_layers_give_the_numbers_of_one_chunk():
     from emergence_fast import distributed
     from emergence_fast.emergence import capture_states
-    from emergence_fast.ie.estimate import _estimate_noisy
+    from emergence_fast.estimators import registry
+    from emergence_fast.ie.estimate import _estimate_weighted
 
     states = capture_states(tiny_model("gpt2"), None, icl_ids(40, k_shots=2), batch_size=20)
     options = {"sigma": 0.3, "n_draws": 2, "seed": 0}
-    args = (states.reservoir, states.micro_in, states.micro_out, states.tokens, states.input_ids, options, 2, None,
+    args = (registry.get("noisy"), states.reservoir, states.micro_in, states.micro_out, states.tokens, states.input_ids, options, 2, None,
             distributed.World())
-    whole = _estimate_noisy(*args, budget=2**40)
-    one_layer = _estimate_noisy(*args, budget=1)  # one layer per chunk
+    whole = _estimate_weighted(*args, budget=2**40)
+    one_layer = _estimate_weighted(*args, budget=1)  # one layer per chunk
     for a, b in zip(whole, one_layer):
         assert torch.equal(a.nan_to_num(), b.nan_to_num())
 

@@ -7,6 +7,7 @@ import torch
 from emergence_fast import emergence as ie
 from emergence_fast import estimate_memory
 from emergence_fast._validation import parse_bytes
+from emergence_fast.estimators import registry
 from emergence_fast.ie.plan import _plan_state
 from tests.tiny_models import icl_ids, tiny_model
 
@@ -20,11 +21,11 @@ def gpt2():
 
 
 def test_full_state_when_it_fits_and_subspace_when_not():
-    plan = _plan_state("gaussian", {"pca": 8}, 240, 576, 1024, 64, 512, 1024, parse_bytes("8GB", "x"))
+    plan = _plan_state(registry.get("gaussian"), {"pca": 8}, 240, 576, 1024, 64, 512, 1024, parse_bytes("8GB", "x"))
     assert plan.kind == "full"  # the demo: SmolLM2, 30 blocks x 8 positions
-    plan = _plan_state("gaussian", {"pca": 8}, 256, 4096, 10**7, 8, 512, 1024, parse_bytes("8GB", "x"))
+    plan = _plan_state(registry.get("gaussian"), {"pca": 8}, 256, 4096, 10**7, 8, 512, 1024, parse_bytes("8GB", "x"))
     assert plan.kind == "subspace" and plan.rank >= 32 and plan.bytes <= 8e9  # a Llama-3-8B shape: 137 GB in full
-    plan = _plan_state("ksg", {}, 256, 4096, 10**7, 8, 512, 1024, parse_bytes("2GB", "x"))
+    plan = _plan_state(registry.get("ksg"), {}, 256, 4096, 10**7, 8, 512, 1024, parse_bytes("2GB", "x"))
     assert plan.kind == "reservoir" and plan.capacity < 1024 and plan.bytes <= 2e9
 
 

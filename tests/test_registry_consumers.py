@@ -13,7 +13,9 @@ from emergence_fast._validation import as_samples, check_paired, log_base
 from emergence_fast.emergence import capture_states, estimate_from_states
 from emergence_fast.estimators import registry
 from emergence_fast.estimators.registry import Details, Estimator
+from emergence_fast.estimators.uncertainty import estimate_with_stderr
 
+from .icl.coin import coin_tokenizer
 from .tiny_models import icl_ids, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 
 
@@ -29,7 +31,8 @@ def first_coordinate_mi(x, y, *, scale: float = 1.0, base=None, backend=None, de
     check_paired(x, y)
     a = x[..., 0].double() - x[..., 0].double().mean(-1, keepdim=True)
     b = y[..., 0].double() - y[..., 0].double().mean(-1, keepdim=True)
-    rho = (a * b).sum(-1) / ((a * a).sum(-1) * (b * b).sum(-1)).sqrt()
+    scale2 = (a * a).sum(-1) * (b * b).sum(-1)
+    rho = torch.where(scale2 > 0, (a * b).sum(-1) / scale2.clamp_min(1e-300).sqrt(), 0.0)  # a constant side: I = 0
     value = -0.5 * scale * torch.log1p(-rho.square()) / log_base(base)
     return (value, FirstCoordinateDetails(rho=rho)) if details else value
 
@@ -77,7 +80,10 @@ def test_information_emergence_runs_it_from_the_reservoir(toy):
     torch.testing.assert_close(result.micro, first_coordinate_mi(micro_x, micro_y, scale=2.0, base=2),
                                rtol=1e-6, atol=1e-9)
     assert result.config["estimator"] == "first_coordinate"
-    assert bool((result.macro_stderr > 0).all())  # the jackknife its declaration names
+    _, jackknife = estimate_with_stderr(first_coordinate_mi, "first_coordinate", (x.double(), y.double()),
+                                        {"scale": 2.0, "base": 2})
+    torch.testing.assert_close(result.macro_stderr, jackknife, rtol=1e-5, atol=1e-9)  # the rule it declares
+    assert bool((result.macro_stderr[result.macro > 0] > 0).all())
     streamed = ef.information_emergence(model, None, ids, estimator="first_coordinate", batch_size=20,
                                         reservoir_size=40)
     torch.testing.assert_close(streamed.macro, first_coordinate_mi(x, y, base=2), rtol=1e-6, atol=1e-9)
@@ -88,6 +94,7 @@ def test_information_emergence_runs_it_from_the_reservoir(toy):
 def test_the_cli_offers_it(toy, tmp_path, capsys):
     model = tiny_model("llama")
     model.save_pretrained(tmp_path / "model")
+    coin_tokenizer(chat=True).save_pretrained(tmp_path / "model")
     torch.save(icl_ids(32, 2), tmp_path / "ids.pt")
     code = cli.main(["ie", "--model", str(tmp_path / "model"), "--dataset", f"ids:{tmp_path / 'ids.pt'}",
                      "--n-samples", "32", "--batch-size", "8", "--estimator", "first_coordinate",

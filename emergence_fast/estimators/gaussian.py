@@ -347,11 +347,29 @@ def mutual_information(x, y, *, bias_correction="none", shrinkage=0.0, pca=None,
                                            shrinkage=shrinkage, pca=pca, base=base, details=details)
 
 
+def mutual_information_from_subspace_moments(count, comoment, dx, *, pca=None, **options):
+    """As :func:`mutual_information_from_moments`, for a comoment of coordinates already standardised
+    and rotated to principal directions (IE's subspace state): ``pca=k`` keeps the top ``k`` of them by
+    variance without standardising again."""
+    if pca:
+        comoment, dx = principal_subspace(comoment, dx, pca)
+    return mutual_information_from_moments(count, comoment, dx, **options)
+
+
+def _subspace_note(options, rank) -> str:
+    if options.get("pca"):
+        return f"Gaussian MI of the top-{options['pca']} principal components"
+    return (f"Gaussian MI of the whole rank-{rank} subspace (a lower bound on the full-width Gaussian MI by the "
+            "data-processing inequality)")
+
+
 register(Estimator(
     name="gaussian",
     summary="Gaussian log-det entropy and MI (Cover & Thomas Thm 8.4.1; Wishart bias: Misra et al. 2005)",
     kind="moment", mutual_information=mutual_information, entropy=entropy,
-    mi_from_moments=mutual_information_from_moments, uncertainty="own", ie=True,
+    mi_from_moments=mutual_information_from_moments,
+    mi_from_subspace_moments=mutual_information_from_subspace_moments, uncertainty="own", ie=True,
+    subspace_note=_subspace_note,
     # Full-width log-dets of hidden states (d ~ 10^3, low rank) are singular at any practical N:
     # IE takes the top 8 principal components per side and subtracts the Wishart bias.
     ie_defaults={"pca": 8, "bias_correction": "wishart"}, check_options=check_options))

@@ -286,8 +286,23 @@ def mutual_information(x, y, *, sigma: float = DEFAULT_SIGMA, weights=None, n_dr
     return value, NoisyDetails(*shaped[:4], sx.reshape(lead), sy.reshape(lead), shaped[4])
 
 
+def weighted_mi(x, y, weights, options, *, cells, backend=None):
+    """IE's atoms path (:class:`.registry.Estimator`): ``(value, stderr)`` in nats per cell of :func:`noisy_mi`."""
+    return noisy_mi(x, y, weights, options["sigma"], options["n_draws"], options["seed"], cells=cells,
+                    backend=backend)[:2]
+
+
+def _ie_note(options) -> str:
+    return (f"estimate: noisy-channel MI I(h_l + s Z; h_(l+1) + s Z') (Goldfeld et al. 2019) with s = "
+            f"{options['sigma']} x each cell's RMS radius, over the distinct prefixes (macro) or tokens (micro) "
+            "with their counts: finite for a deterministic network, at most the exact ceiling, and lower where the "
+            "block merges inputs or crowds them closer than s; sigma is the resolution.")
+
+
 register(Estimator(
     name="noisy",
     summary="Noisy-channel MI: I(X + sigma Z; Y + sigma Z') of the empirical atoms (module docstring)",
-    kind="sample", mutual_information=mutual_information, uncertainty="own", weighted=True, ie=True,
+    kind="sample", mutual_information=mutual_information, uncertainty="own", ie=True, ie_note=_ie_note,
+    weighted_mi=weighted_mi,
+    weighted_working_bytes=lambda n_atoms, dim, options: working_bytes(1, n_atoms, dim, options["n_draws"]),
     ie_defaults={"sigma": DEFAULT_SIGMA, "n_draws": DEFAULT_DRAWS, "seed": 0}, check_options=check_options))

@@ -67,12 +67,19 @@ class Estimator:
         The functions, in the common signature above.
     mi_from_moments : callable or None
         ``f(count, comoment, dx, *, base=None, details=False, **options)`` for moment estimators.
+    mi_from_subspace_moments : callable or None
+        As ``mi_from_moments``, for moments of coordinates already standardised and rotated to
+        principal directions (IE's bounded subspace state); default ``mi_from_moments``.
     uncertainty : {"own", "jackknife+own", "jackknife"}
         How ``return_stderr`` obtains a standard error (see the module comment).
-    weighted : bool
-        The method takes ``weights=`` of distinct atoms (IE feeds it one row per distinct prefix).
-    bias : str or None
-        A sentence every report carrying this estimator's numbers must show (a known bias).
+    weighted_mi : callable or None
+        ``weighted_mi(x, y, weights, options, *, cells, backend) -> (value, stderr)`` in nats on
+        distinct atoms ``x [C, n, dx]``, ``y [C, n, dy]`` with integer ``weights [C, n]``, its
+        randomness seeded by the cell ids ``cells [C]`` so that a cell's value does not depend on
+        its batch. With one, IE feeds the estimator one row per distinct prefix (macro) or token
+        (micro) with its count instead of every kept row.
+    weighted_working_bytes : callable or None
+        ``weighted_working_bytes(n_atoms, dim, options) -> int``: one cell's temporaries in ``weighted_mi``.
     ie : bool
         Whether Information Emergence offers it (``--estimator``).
     ie_defaults : Mapping
@@ -80,6 +87,14 @@ class Estimator:
         (the reason goes beside them, in the estimator's module).
     ie_jackknife : bool
         Whether IE may spend a jackknife on it (False where one resample costs a full training).
+    ie_note : callable or None
+        ``ie_note(options) -> str``: what an IE number by this estimator means, for the report.
+    ie_stderr_reason : callable or None
+        ``ie_stderr_reason(options, rows) -> str | None``: why IE's standard error is undefined on
+        ``rows`` kept rows per cell, where the estimator knows.
+    subspace_note : callable or None
+        ``subspace_note(options, rank) -> str``: what a moment estimator computed on IE's bounded
+        rank-``rank`` subspace state.
     check_options : callable or None
         ``check_options(**options)``: validates option values without data (ValueError/TypeError).
         Sample estimators are also probed on random rows before a long run.
@@ -98,12 +113,16 @@ class Estimator:
     mutual_information: Callable | None = None
     entropy: Callable | None = None
     mi_from_moments: Callable | None = None
+    mi_from_subspace_moments: Callable | None = None
     uncertainty: str = "jackknife"
-    weighted: bool = False
-    bias: str | None = None
+    weighted_mi: Callable | None = None
+    weighted_working_bytes: Callable | None = None
     ie: bool = False
     ie_defaults: Mapping = field(default_factory=dict)
     ie_jackknife: bool = True
+    ie_note: Callable | None = None
+    ie_stderr_reason: Callable | None = None
+    subspace_note: Callable | None = None
     check_options: Callable | None = None
     trained: bool = False
     working_bytes: Callable | None = None
@@ -119,6 +138,8 @@ class Estimator:
             raise ValueError(f"moment estimator {self.name!r} needs mi_from_moments")
         if self.ie and self.mutual_information is None:
             raise ValueError(f"estimator {self.name!r} is offered to IE but has no mutual_information")
+        if (self.weighted_mi is None) != (self.weighted_working_bytes is None):
+            raise ValueError(f"estimator {self.name!r}: weighted_mi and weighted_working_bytes come together")
 
     def options(self, quantity: str | None = None) -> dict:
         """The method's options and their defaults, read from its function's signature (``quantity``:
@@ -128,6 +149,11 @@ class Estimator:
         return {name: p.default for name, p in inspect.signature(function).parameters.items()
                 if p.kind is p.KEYWORD_ONLY and name not in COMMON_PARAMETERS and name not in bound
                 and not name.startswith("_") and name != "weights"}
+
+    @property
+    def subspace_estimate(self) -> Callable | None:
+        """The moments function for IE's subspace state (``mi_from_subspace_moments`` or ``mi_from_moments``)."""
+        return self.mi_from_subspace_moments or self.mi_from_moments
 
     def call_bytes(self, options: Mapping, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
         """Modelled peak bytes of one call on ``batch`` cells of ``n`` rows (see ``working_bytes``)."""

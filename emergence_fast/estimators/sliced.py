@@ -266,6 +266,7 @@ register(Estimator(
     summary="k-sliced MI: mean MI of random k-dim projections (Goldfeld & Greenewald 2021; Goldfeld et al. 2022)",
     kind="moment", mutual_information=mutual_information, mi_from_moments=mutual_information_from_moments,
     uncertainty="jackknife+own", ie=True,
+    subspace_note=lambda options, rank: f"sliced MI with slices drawn inside the rank-{rank} subspace",
     # IE: 4-dimensional slices see more of a block's map than 1-dimensional ones; 64 slices keep
     # the Monte-Carlo error below the sampling error at the demo's N (the agreement study).
     ie_defaults={"k": 4, "n_slices": 64, "seed": 0}, check_options=check_options))

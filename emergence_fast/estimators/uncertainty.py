@@ -110,9 +110,12 @@ def _check_resamples_per_call(resamples_per_call) -> None:
         check_int(resamples_per_call, "resamples_per_call", minimum=1)
 
 
-def jackknife_stderr(estimator, samples: tuple, *, n_resamples: int = 32, seed: int = 0,
-                     resamples_per_call: int | None = None, **options) -> torch.Tensor:
+def jackknife_stderr(estimator, samples: tuple, options: dict | None = None, *, n_resamples: int = 32, seed: int = 0,
+                     resamples_per_call: int | None = None) -> torch.Tensor:
     """Delete-half jackknife standard error of ``estimator(*samples, **options)`` per batch cell.
+
+    ``seed`` draws the subsets; an estimator's own ``seed`` (its jitter, projections, critics) is
+    one of ``options``, kept fixed across subsets.
 
     ``samples`` are tensors ``[..., N, d]`` sharing ``N``; the subsets index dim ``-2`` of all of
     them alike. ``resamples_per_call`` (default all ``n_resamples``) is how many subsets are
@@ -131,7 +134,7 @@ def jackknife_stderr(estimator, samples: tuple, *, n_resamples: int = 32, seed: 
     for part in torch.tensor_split(index, calls):
         stacked = [s.index_select(-2, part.flatten()).reshape(*s.shape[:-2], part.shape[0], n // 2, s.shape[-1])
                    for s in samples]
-        estimates.append(estimator(*stacked, **options).double())
+        estimates.append(estimator(*stacked, **(options or {})).double())
         del stacked
     estimates = torch.cat(estimates, -1)
     dropped = n - n // 2
@@ -177,8 +180,8 @@ def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, 
             return value, own
     if resamples_per_call is None:  # bound the stacked half-samples before any of them is made
         resamples_per_call = group_size(method, options, samples, samples[0].shape[-2] // 2, n_resamples)
-    spread = jackknife_stderr(estimator, samples, n_resamples=n_resamples, seed=stderr_seed,
-                              resamples_per_call=resamples_per_call, **options)
+    spread = jackknife_stderr(estimator, samples, options, n_resamples=n_resamples, seed=stderr_seed,
+                              resamples_per_call=resamples_per_call)
     if rule == "jackknife+own" and own is not None:
         spread = torch.sqrt(spread.square() + own.double().nan_to_num().square())
     return value, spread

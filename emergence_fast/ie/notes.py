@@ -6,7 +6,6 @@ import math
 import torch
 
 from .._validation import format_bytes
-from ..estimators import neural
 
 
 def _input_notes(config: dict) -> list[str]:
@@ -65,39 +64,26 @@ def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_mac
     return notes
 
 
-def _neural_stderr_reason(estimator, options, config) -> str | None:
-    """Why a neural bound's standard error is NaN on the kept rows (min of reservoir and samples), or None."""
-    if estimator not in neural.NEURAL_METHODS or not config.get("reservoir") or options.get("preset"):
+def _stderr_reason(spec, options, config) -> str | None:
+    """Why the estimator's standard error is NaN on the kept rows (min of reservoir and samples), where it says."""
+    if spec.ie_stderr_reason is None or not config.get("reservoir"):
         return None
-    rows = min(config["reservoir"][0], config["n_samples"])
-    if neural.heldout_minibatches(rows, options.get("holdout"), options.get("batch_size")) >= 2:
-        return None
-    return (f"undefined: {neural.SINGLE_MINIBATCH} ({rows} kept rows): raise n_samples/reservoir_size or lower the "
-            "option batch_size")
+    return spec.ie_stderr_reason(options, min(config["reservoir"][0], config["n_samples"]))
 
 
-def _meaning_note(estimator, options) -> str:
-    """What the number is, in one sentence per estimator family."""
-    if estimator == "noisy":
-        return (f"estimate: noisy-channel MI I(h_l + s Z; h_(l+1) + s Z') (Goldfeld et al. 2019) with s = "
-                f"{options['sigma']} x each cell's RMS radius, over the distinct prefixes (macro) or tokens (micro) "
-                "with their counts: finite for a deterministic network, at most the exact ceiling, and lower where the "
-                "block merges inputs or crowds them closer than s; sigma is the resolution.")
-    if estimator == "chen2024":
-        return (f"estimate: the paper-faithful number (Chen et al. 2024's own estimator): the original IE code's "
-                f"MINE, {options.get('steps') or 10_000} full-batch steps of a Donsker-Varadhan bound, reporting the "
-                "maximum over training steps of its training-set value, clipped at 0. It is biased upward (the "
-                "maximum of many noisy estimates on the data the critic fits exceeds the MI even for independent "
-                "data) and is for comparison with the paper only; the default estimator is the corrected number. "
-                + _CEILING_NOTE)
-    return "ceiling: " + _CEILING_NOTE
+def _meaning_note(spec, options) -> str:
+    """What the number is: the estimator's own sentence (:attr:`.registry.Estimator.ie_note`), and the ceiling
+    where the estimate can exceed it (a weighted-atoms estimate is at most the exact ceiling)."""
+    if spec.ie_note is None:
+        return "ceiling: " + _CEILING_NOTE
+    return spec.ie_note(options) + ("" if spec.weighted_mi is not None else " " + _CEILING_NOTE)
 
 
 _CEILING_NOTE = ("for injective blocks the true MI between consecutive hidden states equals the prefix entropy (macro) or "
                  "the token entropy (micro); estimates above it measure the estimator, not the data.")
 
 
-def _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_samples) -> list[str]:
+def _state_notes(plan, captured, spec, options, reservoir_size, budget, n_samples) -> list[str]:
     """Say which estimator was actually computed when the budget or the reservoir bounded the state."""
     if plan.kind == "reservoir":
         notes = []
@@ -107,16 +93,15 @@ def _state_notes(plan, captured, estimator, options, reservoir_size, budget, n_s
         if plan.capacity < n_samples:
             notes.append(f"state: the estimates read a seeded reservoir of {plan.capacity} of the {n_samples} samples "
                          f"per cell (raise --reservoir-size to read all), while the ceiling is over all {n_samples}: "
-                         + (f"the noisy MI cannot exceed log2({plan.capacity}) = {math.log2(plan.capacity):.3g} bits "
-                            "there." if estimator == "noisy" else "the two describe different samples."))
+                         + (f"the {spec.name} MI of {plan.capacity} weighted atoms cannot exceed log2({plan.capacity}) = "
+                            f"{math.log2(plan.capacity):.3g} bits there." if spec.weighted_mi is not None
+                            else "the two describe different samples."))
         return notes
     if plan.kind != "subspace":
         return []
     worst = float(captured.min())
-    what = {"gaussian": f"Gaussian MI of the top-{options['pca']} principal components" if options.get("pca")
-            else f"Gaussian MI of the whole rank-{plan.rank} subspace (a lower bound on the full-width Gaussian MI by "
-                 "the data-processing inequality)",
-            "sliced": f"sliced MI with slices drawn inside the rank-{plan.rank} subspace"}[estimator]
+    what = (spec.subspace_note(options, plan.rank) if spec.subspace_note is not None
+            else f"{spec.name} on the rank-{plan.rank} subspace")
     return [f"state: full-width moments exceed state_memory={format_bytes(budget)}; computed {what}, each side "
             f"projected on its top-{plan.rank} principal directions from a {plan.pilot}-sample pilot pass. The subspace "
             f"holds {worst:.1%} or more of every cell's standardised variance (mean {float(captured.mean()):.1%}); "

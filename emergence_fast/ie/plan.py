@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from .. import estimate_memory
 from .._validation import format_bytes
-from ..estimators import noisy
-from .estimate import SAMPLE_ESTIMATORS, _native_knn
+from ..estimators.knn import native_knn_for
 
 DEFAULT_STATE_MEMORY = "8GB"
 # The smallest useful bounded states: a subspace of rank >= max(pca, 8) from a pilot of >= 4 rows per
@@ -47,7 +46,7 @@ class StatePlan:
                 "pilot": self.pilot, "capacity": self.capacity}
 
 
-def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_samples, reservoir_size,
+def _plan_state(spec, options, cells, width, n_samples, batch_size, update_samples, reservoir_size,
                 budget, *, micro_rows=0, device=None, backend=None) -> StatePlan:
     """Fit the state into ``budget`` bytes: full moments if they fit, else a subspace (or a smaller reservoir).
 
@@ -60,13 +59,10 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
     fold_batches = max(1, math.ceil(update_samples / batch_size))
     fold_batches = max(1, min(fold_batches, budget // 4 // (row * batch_size)))
     fold = fold_batches * batch_size * row
-    if estimator in SAMPLE_ESTIMATORS:
-        return _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_size, budget, row,
-                                  fold_batches, fold, micro_rows, device, backend)
-    if estimator == "noisy":
+    if spec.weighted_mi is not None:
         # The reservoir, the fold buffer, the micro states, and one layer's estimate temporaries at the
-        # reservoir's size (_estimate_noisy takes layers in chunks of whatever room is left).
-        per_row = row + noisy.working_bytes(1, 1, 2 * width, options["n_draws"])
+        # reservoir's size (_estimate_weighted takes layers in chunks of whatever room is left).
+        per_row = row + spec.weighted_working_bytes(1, 2 * width, options)
         micro = micro_rows * 2 * width * 4
         for batches in (fold_batches, 1):  # a tight budget folds one batch at a time before it shrinks the rows
             fold = batches * batch_size * row
@@ -74,9 +70,12 @@ def _plan_state(estimator, options, cells, width, n_samples, batch_size, update_
             if capacity >= min(MIN_RESERVOIR, reservoir_size):
                 return StatePlan("reservoir", capacity * row + fold, batches, capacity=capacity)
         minimum = min(MIN_RESERVOIR, reservoir_size) * per_row + batch_size * row + micro
-        raise ValueError(f"state_memory={format_bytes(budget)} is too small for the noisy estimator here: a "
+        raise ValueError(f"state_memory={format_bytes(budget)} is too small for the {spec.name} estimator here: a "
                          f"reservoir of {min(MIN_RESERVOIR, reservoir_size)} rows for {cells} cells of width {width}, "
                          f"with its estimate stage and micro states, needs {format_bytes(minimum)} ({minimum} bytes)")
+    if spec.kind == "sample":
+        return _plan_sample_state(spec.name, options, cells, width, n_samples, reservoir_size, budget, row,
+                                  fold_batches, fold, micro_rows, device, backend)
     full = cells * (16 * (2 * width) ** 2 + 48 * width + 8)  # double-double sums (GaussianMIAccumulator)
     if full + fold <= budget:
         return StatePlan("full", full + fold, fold_batches)
@@ -117,7 +116,7 @@ def _plan_sample_state(estimator, options, cells, width, n_samples, reservoir_si
     of ``MIN_RESERVOIR`` rows with the smallest chunk fits -- before any forward pass.
     """
     micro = micro_rows * 2 * width * 4
-    native = _native_knn(backend, device or "cpu")
+    native = native_knn_for(device or "cpu", backend)
 
     def need(capacity):  # the larger stage's peak with a reservoir of `capacity` rows
         smallest_chunk = estimate_memory.minimum_bytes(estimator, options, min(capacity, n_samples), width, cells,

@@ -9,7 +9,7 @@ import torch
 
 from .._optional import require
 from ..datasets import prefix_entropy, token_entropy_per_position
-from .notes import _input_notes, _meaning_note, _neural_stderr_reason, _notes
+from .notes import _input_notes, _meaning_note, _notes, _stderr_reason
 
 
 @dataclass
@@ -106,7 +106,7 @@ def _cumulative_mean(x: torch.Tensor) -> torch.Tensor:
     return x.cumsum(-1) / torch.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device)
 
 
-def _result(layers, estimates, input_ids, estimator, options, base, config, provenance, state_notes) -> IEResult:
+def _result(layers, estimates, input_ids, spec, options, base, config, provenance, state_notes) -> IEResult:
     """Emergence, ceilings and notes around the :class:`~emergence_fast.ie.estimate.CellEstimates`: the end of every IE run."""
     macro, macro_se, macro_bias = estimates.macro.cpu(), estimates.macro_stderr.cpu(), estimates.macro_bias.cpu()
     micro, micro_se, micro_bias = estimates.micro.cpu(), estimates.micro_stderr.cpu(), estimates.micro_bias.cpu()
@@ -120,8 +120,8 @@ def _result(layers, estimates, input_ids, estimator, options, base, config, prov
         ceiling_macro = ceiling_macro[-1].expand_as(ceiling_macro).clone()
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
     notes = _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids,
-                   options, unit, _neural_stderr_reason(estimator, options, config))
-    notes += state_notes + [_meaning_note(estimator, options)]
+                   options, unit, _stderr_reason(spec, options, config))
+    notes += state_notes + [_meaning_note(spec, options)]
     if not config.get("causal", True):
         notes.append("ceiling: the model is bidirectional (not a decoder-only LM), so a state at any position can "
                      "carry the whole sequence: the macro ceiling is the entropy of whole sequences.")

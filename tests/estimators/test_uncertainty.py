@@ -159,3 +159,15 @@ def test_an_undefined_stderr_is_nan_with_a_warning_never_an_error(generator):
     with pytest.warns(RuntimeWarning, match=r"the standard error of the gaussian estimate is NaN in 1 of 2 cells"):
         value, stderr = ef.entropy(x, return_stderr=True, n_resamples=4)
     assert value[0].item() == -math.inf and math.isnan(stderr[0].item()) and math.isfinite(stderr[1].item())
+
+
+def test_an_estimators_own_seed_reaches_it_through_the_jackknife():
+    # The jackknife's subset seed (stderr_seed) and the estimator's seed (its jitter here) are two arguments.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 1, generator=generator, dtype=torch.float64)
+    y = x + torch.randn(200, 1, generator=generator, dtype=torch.float64)
+    value, stderr = ef.mutual_information(x, y, method="ksg", jitter=1e-3, seed=3, return_stderr=True, stderr_seed=1)
+    assert torch.equal(value, ef.mutual_information(x, y, method="ksg", jitter=1e-3, seed=3))
+    assert not torch.equal(value, ef.mutual_information(x, y, method="ksg", jitter=1e-3, seed=4))
+    _, again = ef.mutual_information(x, y, method="ksg", jitter=1e-3, seed=3, return_stderr=True, stderr_seed=1)
+    assert torch.equal(stderr, again) and 0 < float(stderr) < 0.2
