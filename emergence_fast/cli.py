@@ -12,7 +12,6 @@ import argparse
 import ast
 import difflib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,17 +20,12 @@ import torch
 
 import emergence_fast as ef
 from emergence_fast import bench, distributed
-from emergence_fast._dispatch import BACKENDS, ENV_VAR, resolve_backend
+from emergence_fast._dispatch import resolve_backend
 from emergence_fast._optional import MissingDependency
+from emergence_fast.cli_checks import check_backend, check_model_args, check_positive, claim_output, max_memory
+from emergence_fast.emergence import DEFAULT_ESTIMATOR, DEFAULT_STATE_MEMORY, checkpoint_path
+from emergence_fast.estimators import registry
 from emergence_fast.report import text_table
-from emergence_fast.emergence import (
-    DEFAULT_ESTIMATOR,
-    DEFAULT_STATE_MEMORY,
-    ESTIMATORS,
-    NOISY_DEFAULT_OPTIONS,
-    SAMPLE_ESTIMATORS,
-    checkpoint_path,
-)
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 
@@ -110,16 +104,6 @@ def _parse_option(text: str):
         return key, value
 
 
-def _max_memory(text):
-    """``--max-memory cpu=8GB,0=70GB`` -> ``{"cpu": "8GB", 0: "70GB"}``."""
-    if not text:
-        return None
-    pairs = [item.partition("=") for item in text.split(",")]
-    if any(not key or not sep or not value for key, sep, value in pairs):
-        raise ValueError(f"--max-memory must be DEVICE=SIZE[,DEVICE=SIZE...] (e.g. cpu=8GB,0=70GB), got {text!r}")
-    return {int(key) if key.isdigit() else key: int(value) if value.isdigit() else value for key, _, value in pairs}
-
-
 def _parse_layers(text):
     """``--layers 0,5,blocks.3.hook_resid_pre`` -> ``[0, 5, "blocks.3.hook_resid_pre"]`` (None: all blocks).
 
@@ -163,58 +147,6 @@ def _check_dataset(spec: str, n_samples: int):
                      f"got {spec!r}")
 
 
-def check_positive(args, minimums: dict) -> None:
-    """``ValueError`` naming the flag when an integer option in ``minimums`` (dest -> least value) is below it."""
-    for dest, least in minimums.items():
-        value = getattr(args, dest)
-        if value is not None and value < least:
-            raise ValueError(f"--{dest.replace('_', '-')} must be >= {least}, got {value}")
-
-
-def check_model_args(args) -> None:
-    """``--dtype`` and ``--device`` (or ``--device-map`` and its options) as the model loader checks them."""
-    from . import models
-
-    device_map = getattr(args, "device_map", None)
-    if device_map is None:
-        models.resolve_placement_options(args.dtype, args.device)
-    else:
-        models.resolve_placement_options(args.dtype, None, device_map, _max_memory(args.max_memory),
-                                         args.offload_folder)
-
-
-def claim_output(folder, world) -> None:
-    """Claim ``folder`` (:class:`~emergence_fast.report.OutputFolder`) on rank 0, which alone writes
-    results, and raise its refusal as a ``ValueError`` on every rank (none waits for a rank that stopped)."""
-    problem = None
-    if world.is_main:
-        try:
-            folder.claim()
-        except ValueError as exc:
-            problem = str(exc)
-    problem = distributed.broadcast_object(problem, world)
-    if problem:
-        raise ValueError(problem)
-
-
-def check_backend(backend, device: str | None, device_map=None) -> None:
-    """``--backend`` (or ``EMERGENCE_FAST_BACKEND``) known and able to run where the model's states will be.
-
-    The states live on the model's input device: ``device`` (default CPU), or with ``device_map`` a
-    device not known before the model loads, so then the backend need only run somewhere here.
-    """
-    from . import models
-
-    requested = backend if backend is not None else os.environ.get(ENV_VAR, "auto")
-    if device_map is None or requested not in BACKENDS:  # "auto" or a name resolve_backend refuses
-        resolve_backend(backend, models.resolve_placement_options(device=device)[1] if device_map is None
-                        else torch.device("cpu"))
-        return
-    status = ef.backends()[requested]
-    if not status.available:
-        raise ValueError(f"backend={requested!r} is not available here: {status.reason}")
-
-
 def _check_ie_args(args):
     """Every ``ie`` argument that can be checked without the model: ``(estimator options, layers, ids dataset)``."""
     from ._validation import parse_bytes
@@ -234,33 +166,52 @@ def _check_ie_args(args):
     return options, layers, _check_dataset(args.dataset, args.n_samples)
 
 
-def _estimator_options(args) -> dict | None:
-    """The estimator's options from its flags and ``--option``, checked as information_emergence checks them."""
+# Shorthand flags of ``ie`` for estimator options: flag -> (option, how the flag's value becomes the option's).
+# A flag applies to whichever estimator declares that option; the defaults are the registry's.
+OPTION_FLAGS = {
+    "--pca": ("pca", lambda v: v or None),  # 0 = full width
+    "--bias-correction": ("bias_correction", None),
+    "--shrinkage": ("shrinkage", None),
+    "--slice-k": ("k", None),
+    "--n-slices": ("n_slices", None),
+    "--sigma": ("sigma", None),
+    "--n-draws": ("n_draws", None),
+}
+
+
+def _ie_default(option: str) -> str:
+    """``"gaussian: 8"``-style text: the IE default of ``option`` for each estimator declaring it."""
+    found = []
+    for name in registry.names("ie"):
+        spec = registry.get(name)
+        if option in spec.options():
+            found.append(f"{name}: {spec.resolve_ie_options(None).get(option, spec.options()[option])}")
+    return "; ".join(found)
+
+
+def _estimator_options(args) -> dict:
+    """The estimator's options from the shorthand flags, ``--option`` and ``--seed``, checked as
+    information_emergence checks them (a sample estimator's values tried on as many rows as it keeps)."""
     from .emergence import _check_estimator_options
 
-    noisy_flags = {"--sigma": args.sigma, "--n-draws": args.n_draws}
-    given = [flag for flag, value in noisy_flags.items() if value is not None]
-    if args.estimator != "noisy" and given:
-        raise ValueError(f"{given[0]} applies to --estimator noisy only (this run uses --estimator {args.estimator})")
-    if args.estimator == "sliced":
-        options = {"k": args.slice_k, "n_slices": args.n_slices, "seed": args.seed}
-    elif args.estimator == "gaussian":
-        options = {"pca": args.pca or None, "bias_correction": args.bias_correction, "shrinkage": args.shrinkage}
-    elif args.estimator == "noisy":
-        options = {"sigma": NOISY_DEFAULT_OPTIONS["sigma"] if args.sigma is None else args.sigma,
-                   "n_draws": NOISY_DEFAULT_OPTIONS["n_draws"] if args.n_draws is None else args.n_draws,
-                   "seed": args.seed}
-    else:
-        options = None
+    spec = registry.get(args.estimator, "ie", "--estimator")
+    accepted = spec.options()
+    options = {}
+    for flag, (option, convert) in OPTION_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if option not in accepted:
+            raise ValueError(f"{flag} sets the option {option}, which --estimator {args.estimator} does not take "
+                             f"(its options: {', '.join(sorted(accepted))})")
+        options[option] = convert(value) if convert else value
     extra = dict(_parse_option(text) for text in args.option or [])
-    clash = [key for key in extra if key in ("sigma", "n_draws") and noisy_flags[f"--{key.replace('_', '-')}"] is not None]
+    flags = {option: flag for flag, (option, _) in OPTION_FLAGS.items()}
+    clash = [key for key in extra if key in options]
     if clash:
-        raise ValueError(f"--option {clash[0]}=... repeats --{clash[0].replace('_', '-')}: give it once")
-    if extra:
-        options = {**(options or {}), **extra}
-    if options is None and args.estimator not in SAMPLE_ESTIMATORS:
-        return None
-    # A sample estimator's defaults, and its option values tried on as many rows as it will keep.
+        raise ValueError(f"--option {clash[0]}=... repeats {flags[clash[0]]}: give it once")
+    options.update(extra)
+    options.setdefault("seed", args.seed)
     return _check_estimator_options(args.estimator, options, args.n_samples,
                                     rows=min(args.reservoir_size, args.n_samples))
 
@@ -285,7 +236,7 @@ def run_ie(args, out=None) -> None:
             distributed.barrier(world)
         model, tokenizer = models.load_model(args.model, gguf_file=args.gguf_file,
                                              device=distributed.rank_device(args.device, world), dtype=args.dtype,
-                                             device_map=args.device_map, max_memory=_max_memory(args.max_memory),
+                                             device_map=args.device_map, max_memory=max_memory(args.max_memory),
                                              offload_folder=args.offload_folder)
         if data is None:
             data = datasets.load_dataset(args.dataset, tokenizer, args.n_samples, k_shots=args.k_shots,
@@ -403,20 +354,26 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--seed", type=int, default=0, help="seed of the dataset draw and the estimators")
     ie.add_argument("--layers", help="comma-separated block indices or TransformerLens names "
                                      "blocks.L.hook_resid_pre|post, e.g. 0,5,blocks.3.hook_resid_post (default: all)")
-    ie.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=ESTIMATORS, help="MI estimator")
+    ie.add_argument("--estimator", default=DEFAULT_ESTIMATOR, choices=registry.names("ie"),
+                    help="MI estimator (emergence_fast.estimators.registry)")
     ie.add_argument("--option", action="append", metavar="KEY=VALUE",
                     help="estimator option, repeatable (e.g. --option k=5 --option jitter=1e-3) (default: none)")
     ie.add_argument("--reservoir-size", type=int, default=1024, help="rows kept per cell for sample-based estimators")
-    ie.add_argument("--pca", type=int, default=8, help="gaussian: principal components per side (0 = full width)")
-    ie.add_argument("--bias-correction", default="wishart", choices=("none", "wishart"), help="gaussian: bias correction")
-    ie.add_argument("--shrinkage", type=float, default=0.0, help="gaussian: covariance shrinkage in [0, 1]")
-    ie.add_argument("--slice-k", type=int, default=4, help="sliced: projection dimension per side")
-    ie.add_argument("--n-slices", type=int, default=64, help="sliced: random slices averaged")
+    ie.add_argument("--pca", type=int, default=None,
+                    help=f"option pca: principal components per side, 0 = full width (default: {_ie_default('pca')})")
+    ie.add_argument("--bias-correction", default=None, choices=("none", "wishart"),
+                    help=f"option bias_correction (default: {_ie_default('bias_correction')})")
+    ie.add_argument("--shrinkage", type=float, default=None,
+                    help=f"option shrinkage: covariance shrinkage in [0, 1) (default: {_ie_default('shrinkage')})")
+    ie.add_argument("--slice-k", type=int, default=None,
+                    help=f"option k: sliced's projection dimension per side, KSG's neighbours (default: {_ie_default('k')})")
+    ie.add_argument("--n-slices", type=int, default=None,
+                    help=f"option n_slices: random slices averaged (default: {_ie_default('n_slices')})")
     ie.add_argument("--sigma", type=float, default=None,
-                    help="noisy: channel noise relative to each cell's RMS radius, the resolution (default: "
-                         f"{NOISY_DEFAULT_OPTIONS['sigma']})")
+                    help="option sigma: channel noise relative to each cell's RMS radius, the resolution (default: "
+                         f"{_ie_default('sigma')})")
     ie.add_argument("--n-draws", type=int, default=None,
-                    help=f"noisy: Monte-Carlo noise draws per distinct state (default: {NOISY_DEFAULT_OPTIONS['n_draws']})")
+                    help=f"option n_draws: Monte-Carlo noise draws per distinct state (default: {_ie_default('n_draws')})")
     ie.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
     ie.add_argument("--update-samples", type=int, default=512,
                     help="samples folded into the state at once (a fold, rounded up to whole batches; smaller when "

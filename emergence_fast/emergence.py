@@ -93,8 +93,10 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     bias_correction="wishart"``) or ``"sliced"`` (``k=4, n_slices=64, seed=0``), both read from
     the same streaming Gaussian state; or a sample-based estimator (``"ksg"``, ``"renyi"``,
     ``"infonce"``, ``"nwj"``, ``"mine"``, ``"smile"``, ``"chen2024"``: the paper's MINE preset)
-    run on a seeded bottom-k reservoir of ``reservoir_size`` rows per (layer, position), with
-    ``estimator_options`` passed through.
+    run on a seeded bottom-k reservoir of ``reservoir_size`` rows per (layer, position); or any
+    estimator registered with ``ie=True`` (:mod:`emergence_fast.estimators.registry`). The
+    options run are the estimator's declared IE defaults (``ie_defaults``) overridden key by key
+    by ``estimator_options``; ``result.config["estimator_options"]`` records them.
     ``base=2`` reports bits (``None`` nats). ``add_bos``: ``"auto"`` prepends the tokenizer's BOS
     when it adds one, or ``True``/``False``/a token id. Captured batches are folded into the
     state ``update_samples`` samples at a time. ``checkpoint_dir`` + ``checkpoint_every`` write

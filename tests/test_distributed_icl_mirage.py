@@ -307,7 +307,7 @@ def test_ranks_reproduce_one_process(world_size, with_cli, single, single_cli, m
 def test_torchrun_icl_cli_matches_one_process(model_folder, single_cli, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "emergence_fast.icl.cli", "judge", "--model", str(model_folder), *JUDGE_ARGS,
+               "-m", "emergence_fast.cli", "icl", "judge", "--model", str(model_folder), *JUDGE_ARGS,
                "--out", str(tmp_path / "dist")]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .. import distributed
+from ..cli_checks import check_model_args, check_positive, claim_output
 from .prompts import P_TAILS_PAPER
 
 TASKS = ("judge", "tree", "generate")
@@ -119,7 +120,6 @@ def _agree(value, world):
 
 def _check_args(args):
     """Every argument that can be checked without the model: ``(concepts, p_tails)``; ValueError naming the flag."""
-    from .. import cli
     from . import concepts as C
     from . import randomness as R
 
@@ -127,9 +127,9 @@ def _check_args(args):
         if args.task not in TASK_OPTIONS[dest]:
             raise ValueError(f"{option} does not apply to icl {args.task} (only to icl "
                              f"{' and icl '.join(TASK_OPTIONS[dest])}); leave it out")
-    cli.check_positive(args, {"max_len": 1, "depth": 1, "n_samples": 1, "batch_size": 1, "max_new_tokens": 1,
+    check_positive(args, {"max_len": 1, "depth": 1, "n_samples": 1, "batch_size": 1, "max_new_tokens": 1,
                               "crop_length": 1, "n_random": 0, "n_boot": 0})
-    cli.check_model_args(args)
+    check_model_args(args)
     try:
         concepts = C.as_concepts(args.concepts)
     except ValueError as exc:
@@ -158,7 +158,6 @@ def run(args, out=None) -> list[Path]:
     (:func:`emergence_fast.distributed.init`); on ranks other than 0 nothing is printed or
     written and the list is empty.
     """
-    from .. import cli
     from ..report import OutputFolder
 
     out = out or sys.stdout
@@ -169,7 +168,7 @@ def run(args, out=None) -> list[Path]:
         raise ValueError(f"--dist-backend: {exc}") from None
     folder = OutputFolder(args.out)
     try:
-        cli.claim_output(folder, world)
+        claim_output(folder, world)
         written = _run(args, out, world, concepts, p_tails)
     except BaseException:
         folder.release(failed=True)
@@ -225,14 +224,3 @@ def _run(args, out, world, concepts, p_tails) -> list[Path]:
           f"calls{ranks}, {result.provenance['seconds']:.1f} s", file=out)
     print("wrote " + ", ".join(str(p) for p in written), file=out)
     return written
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry (``python -m emergence_fast.icl.cli judge ...``): ``emergence-fast icl ...``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["icl", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import distributed
+from ..cli_checks import check_model_args, check_positive, claim_output
 from ..report import optional_figures
 from .metrics import LIVE_METRICS
 from .tasks import TASKS
@@ -82,10 +83,9 @@ def _check_args(args) -> list[str] | None:
 
     Returns the metrics to keep for ``--models`` (None for ``--results``).
     """
-    from .. import cli
     from .readers import parse_params
 
-    cli.check_positive(args, {"n_examples": 1, "batch_size": 1, "n_boot": 0, "shots": 0})
+    check_positive(args, {"n_examples": 1, "batch_size": 1, "n_boot": 0, "shots": 0})
     if not 0 < args.ci < 1:
         raise ValueError(f"--ci must be a confidence level in (0, 1), got {args.ci}")
     if not math.isfinite(args.margin) or args.margin < 0:
@@ -101,7 +101,7 @@ def _check_args(args) -> list[str] | None:
         if missing:
             raise ValueError(f"--results: {missing[0]!r} does not exist")
         return None
-    cli.check_model_args(args)
+    check_model_args(args)
     from .live import check_distinct
     try:
         check_distinct(args.models)
@@ -128,7 +128,6 @@ def run(args, out=None) -> int:
     one (:func:`emergence_fast.distributed.init`); ranks other than 0 compute the same result
     but print and write nothing.
     """
-    from .. import cli
     from ..report import OutputFolder
 
     wanted = _check_args(args)
@@ -138,7 +137,7 @@ def run(args, out=None) -> int:
         raise ValueError(f"--dist-backend: {exc}") from None
     folder = OutputFolder(args.out)
     try:
-        cli.claim_output(folder, world)
+        claim_output(folder, world)
         code = _run(args, out or sys.stdout, world, wanted)
     except BaseException:
         folder.release(failed=True)
