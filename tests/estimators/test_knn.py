@@ -183,11 +183,20 @@ def test_default_tiling_chunks_batch_and_rows(monkeypatch, generator):
     """A tiny byte budget forces both batch chunks and row tiles through the automatic path."""
     x = torch.randn(5, 40, 3, generator=generator, dtype=torch.float64)
     y = torch.randn(5, 40, 2, generator=generator, dtype=torch.float64)
-    whole_h, whole_i = knn.entropy(x), knn.mutual_information(x, y, variant=2)
+    # The torch path is the one that tiles (the native kernels do not): count its distance blocks.
+    calls = []
+    distances = knn_op._distances
+    monkeypatch.setattr(knn_op, "_distances", lambda *a: calls.append(a[0].shape) or distances(*a))
+    whole_h, whole_i = knn.entropy(x, backend="torch"), knn.mutual_information(x, y, variant=2, backend="torch")
+    blocks = [len(calls)]
+    assert blocks == [3]  # one block each: the entropy's, and KSG's x and y
     for budget in (8 * 40 * 3 * 40 * 2, 8 * 40 * 3 * 7, 1):  # two cells per chunk, 7 rows per tile, 1 row
+        calls.clear()
         monkeypatch.setattr(knn_op, "TILE_BYTES", budget)
-        assert torch.equal(knn.entropy(x), whole_h)
-        assert torch.equal(knn.mutual_information(x, y, variant=2), whole_i)
+        assert torch.equal(knn.entropy(x, backend="torch"), whole_h)
+        assert torch.equal(knn.mutual_information(x, y, variant=2, backend="torch"), whole_i)
+        blocks.append(len(calls))
+    assert 3 < blocks[1] < blocks[2] < blocks[3] == 3 * 5 * 40  # finer tiles each time; at 1 byte, one row per block
 
 
 def test_leading_batch_dims_match_loops(generator):
