@@ -170,8 +170,8 @@ def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "g
 
 def _renyi2_mi(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     """Order-2 matrix-based Rényi MI of projections ``[..., m, k]``: the smooth ascent objective."""
-    ax, _ = renyi.gram_matrix(px)
-    ay, _ = renyi.gram_matrix(py)
+    ax, _ = renyi.gram_matrix(px, bandwidth="scott")
+    ay, _ = renyi.gram_matrix(py, bandwidth="scott")
     joint = renyi.joint_matrix(ax, ay)
     frobenius2 = lambda a: a.square().sum((-2, -1))  # noqa: E731
     return frobenius2(joint).log() - frobenius2(ax).log() - frobenius2(ay).log()
