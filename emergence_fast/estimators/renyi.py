@@ -38,25 +38,44 @@ categories and the joint is the plug-in Rényi entropy of the pairs.
 
 Kernels (``kernel=``):
 
-* ``"rbf"``: :math:`K_{ij} = \exp(-\lVert x_i - x_j\rVert^2 / 2\sigma^2)`. ``bandwidth="scott"``
-  is Scott's rule per dimension: each column is standardised (zero mean, unit variance over
-  the batch cell; a constant column is left at zero) and :math:`\sigma = N^{-1/(4+d)}`
-  (:math:`\gamma = 1`), i.e. a product kernel with per-dimension width
-  :math:`s_j N^{-1/(4+d)}`. A float bandwidth is an isotropic :math:`\sigma` on the data as
-  given. In high dimension Scott's :math:`\sigma \to 1` is small next to typical distances
-  :math:`\approx\sqrt{2d}` of standardised data, so :math:`A \to I/N` and
-  :math:`S_\alpha \to \log N`: choose the bandwidth deliberately there.
+* ``"rbf"``: :math:`K_{ij} = \exp(-\lVert x_i - x_j\rVert^2 / 2\sigma^2)`.
+  ``bandwidth="median"`` (the default) is the median heuristic: :math:`\sigma = m/\sqrt2` with
+  :math:`m` the median Euclidean distance over the row pairs :math:`i < j` of the cell (data as
+  given; the mean of the two middle values when the count is even), i.e.
+  :math:`K = \exp(-\lVert x-x'\rVert^2/m^2)`, so a typical pair has :math:`K_{ij} \approx e^{-1}`
+  in any dimension (one of the conventions discussed by Garreau, Jitkrittum & Kanagawa 2017,
+  "Large sample analysis of the median heuristic", arXiv:1707.07269; Gretton et al. take
+  :math:`\sigma = m`). Above ``MEDIAN_ROWS`` rows the median is taken on
+  a seeded (``seed``) subsample of ``MEDIAN_ROWS`` rows, the same rows for every batch cell.
+  Where more than half the pairs coincide (m = 0) the root-mean-square pairwise distance
+  replaces m. ``bandwidth="scott"`` is Scott's rule per dimension: each column is
+  standardised (zero mean, unit variance over the batch cell; a constant column is left at
+  zero) and :math:`\sigma = N^{-1/(4+d)}` (:math:`\gamma = 1`), i.e. a product kernel with
+  per-dimension width :math:`s_j N^{-1/(4+d)}`. In high dimension Scott's :math:`\sigma \to 1` is
+  small next to typical distances :math:`\approx\sqrt{2d}` of standardised data, so
+  :math:`A \to I/N` and :math:`S_\alpha \to \log N` (at N = 4096, d = 32 every entropy and MI
+  equals log N): that is why the default changed from ``"scott"`` to ``"median"`` (issue #14;
+  results with the default differ from earlier versions, pass ``bandwidth="scott"`` for the old
+  ones). A float bandwidth is an isotropic :math:`\sigma` on the data as given.
 * ``"linear"``: :math:`K = X X^\top` on the data as given (not centred), :math:`A = K/\operatorname{tr}K`.
   A batch cell whose rows are all zero has :math:`\operatorname{tr}K = 0` and gives NaN.
+  Exact paths never form the N×N Gram when d < N: the nonzero spectrum of :math:`XX^\top` is that
+  of :math:`X^\top X` (d×d), so :math:`S_\alpha` costs :math:`O(Nd^2 + d^3)` (Skean et al. 2025,
+  "Layer by Layer: uncovering hidden representations in language models", ICML). The joint
+  :math:`A_X \circ A_Y` is the Gram of the row-wise Kronecker features :math:`x_i \otimes y_i`
+  (dimension :math:`d_x d_y`), used in its :math:`d_x d_y \times d_x d_y` form when
+  :math:`d_x d_y < N`, else the N×N Hadamard product. Both forms are exact (the same eigenvalues,
+  with the same rounding threshold below).
 
-Exact path (``approx=None``): ``torch.linalg.eigvalsh`` of :math:`A` in float64.
-Eigenvalues at or below :math:`\lambda_{\max} N \varepsilon_{64}` (rounding level) are set to
-0, so a rank-deficient :math:`A` gives the entropy of its numerical range; sums use
-log-sum-exp, so large :math:`\alpha` does not underflow. Cost :math:`O(N^3)` per batch cell.
+Exact path (``approx=None``): ``torch.linalg.eigvalsh`` in float64 (of :math:`A`, or of the
+smaller linear-kernel form above). Eigenvalues at or below :math:`\lambda_{\max} N \varepsilon_{64}`
+(rounding level) are set to 0, so a rank-deficient :math:`A` gives the entropy of its numerical
+range; sums use log-sum-exp, so large :math:`\alpha` does not underflow. Cost :math:`O(N^3)` per
+batch cell for the RBF kernel.
 
 Fast path (``approx="lanczos"``): stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017,
 "Fast estimation of tr(f(A)) via stochastic Lanczos quadrature", SIAM J. Matrix Anal. Appl.
-38(4)): Hutchinson's estimator :math:`\operatorname{tr} f(A) \approx \frac1P\sum_p v_p^\top f(A) v_p`
+38(4)) on the N×N Gram, either kernel: Hutchinson's estimator :math:`\operatorname{tr} f(A) \approx \frac1P\sum_p v_p^\top f(A) v_p`
 with ``n_probes`` Rademacher probes :math:`v_p` (seeded by ``seed``, the same for every batch
 cell, so a cell's estimate does not depend on its batch, and errors correlate across cells), each quadratic form by
 ``n_steps``-point Gauss quadrature from Lanczos with full reorthogonalisation, with
@@ -67,6 +86,26 @@ That covers the probe noise only: the quadrature is exact for polynomials of deg
 converges slowly for :math:`\alpha < 1`, where :math:`\lambda^\alpha` is not smooth at the
 many near-zero eigenvalues of an RBF Gram; raise ``n_steps`` there. Cost
 :math:`O(\text{n\_steps}\cdot\text{n\_probes}\cdot N^2)`.
+
+Fast path (``approx="nystrom"``, RBF kernel): Nyström with a spectral shift. ``n_landmarks``
+rows drawn uniformly without replacement (seeded by ``seed``; the same rows for every batch
+cell and for x, y and the joint, so a cell's value does not depend on its batch and the three
+errors of an MI partly cancel) give :math:`Q = C W^{+} C^\top` (:math:`C = K_{:,L}`,
+:math:`W = K_{LL}`), whose r nonzero eigenvalues come from an m×m problem. The residual
+:math:`R = K - Q` is positive semi-definite with a known trace :math:`\operatorname{tr}K - \operatorname{tr}Q`;
+it is replaced by that trace spread evenly over the :math:`N - r` directions outside the range
+of :math:`Q` (in the spirit of the spectral-shifting Nyström of Wang, Zhang, Qian & Zhang 2014,
+KDD), which keeps :math:`\operatorname{tr}\hat A = 1`. With
+:math:`\varepsilon = \operatorname{tr}R/\operatorname{tr}K` (reported per cell as
+``details.residual``; the largest of the three matrices for an MI), :math:`\lVert A - \hat A\rVert_1 \le 2\varepsilon`,
+so by the Fannes–Audenaert inequality the von Neumann entropy (:math:`\alpha = 1`) is within
+:math:`\varepsilon\log(N-1) + h(\varepsilon)` nats of the exact one (:math:`h` the binary
+entropy; for :math:`\varepsilon \le 1 - 1/N`). The bound is tight only when :math:`\varepsilon` is
+small (low dimension, wide kernels); at d = 32 with the median bandwidth :math:`\varepsilon` is
+about 0.3–0.5 and the measured error is far below the bound but above 1 % at 10× the exact
+speed (a bulk of O(N) comparable eigenvalues that no rank-m form resolves; benchmarks/renyi.py
+and benchmarks/RESULTS.md give the trade-off curve). Cost :math:`O(N m (d + m) + m^3)`. For the
+linear kernel ``"nystrom"`` takes the exact path above (already :math:`O(Nd^2)` when d < N).
 
 Every backend runs the same torch ops here (``backend`` is validated, not used).
 """
@@ -85,7 +124,11 @@ from .registry import Details, Estimator, register
 from .uncertainty import batch_invariant_std
 
 KERNELS = ("rbf", "linear")
-APPROXIMATIONS = (None, "lanczos")
+BANDWIDTHS = ("median", "scott")
+APPROXIMATIONS = (None, "lanczos", "nystrom")
+# Rows the median heuristic looks at: ~5e5 pairs put the sample median within a fraction of a
+# percent of the all-pairs one, at 8 MB of distances per cell.
+MEDIAN_ROWS = 1024
 
 
 @dataclass
@@ -95,11 +138,16 @@ class RenyiDiagnostics(Details):
     n: int
     alpha: float
     kernel: str
-    bandwidth: float | None  # the sigma used (per side for MI: a tuple), None for the linear kernel
+    # The sigma used: a float (a given bandwidth, Scott's), a float64 tensor of the batch shape (the median
+    # heuristic), per side for MI (a tuple); None for the linear kernel.
+    bandwidth: float | torch.Tensor | tuple | None
     approx: str | None
-    stderr: torch.Tensor | None  # probe standard error for approx="lanczos", None for the exact path
+    stderr: torch.Tensor | None  # probe standard error for approx="lanczos", None otherwise
     n_probes: int | None = None
     n_steps: int | None = None
+    n_landmarks: int | None = None
+    # approx="nystrom": the trace fraction of the Gram the Nyström form leaves out (the module docstring's bound)
+    residual: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -110,22 +158,25 @@ def _check_alpha(alpha) -> float:
 
 
 def _check_bandwidth(bandwidth) -> None:
-    if bandwidth == "scott" and isinstance(bandwidth, str):
+    if isinstance(bandwidth, str) and bandwidth in BANDWIDTHS:
         return
     try:
         check_positive_float(bandwidth, "bandwidth")
     except ValueError:
-        raise ValueError(f"bandwidth must be 'scott' or a finite number > 0, got {bandwidth!r}") from None
+        raise ValueError(f"bandwidth must be 'median', 'scott' or a finite number > 0, got {bandwidth!r}") from None
 
 
-def _check_options(alpha=1.01, kernel="rbf", bandwidth="scott", approx=None, n_probes=32, n_steps=40) -> float:
+def _check_options(alpha=1.01, kernel="rbf", bandwidth="median", approx=None, n_probes=32, n_steps=40,
+                   n_landmarks=512) -> float:
     alpha = _check_alpha(alpha)
     check_choice(kernel, "kernel", KERNELS)
     _check_bandwidth(bandwidth)
     check_choice(approx, "approx", APPROXIMATIONS)
-    if approx is not None:
+    if approx == "lanczos":
         check_int(n_probes, "n_probes", minimum=2)
         check_int(n_steps, "n_steps", minimum=1)
+    if approx == "nystrom":
+        check_int(n_landmarks, "n_landmarks", minimum=1)
     return alpha
 
 
@@ -136,26 +187,75 @@ def scott_bandwidth(n: int, d: int) -> float:
     return float(n) ** (-1.0 / (4 + d))
 
 
-def gram_matrix(x: torch.Tensor, *, kernel: str = "rbf", bandwidth="scott") -> tuple[torch.Tensor, float | None]:
-    """Unit-trace Gram matrix ``A [..., N, N]`` (float64) of ``x [..., N, d]``, and the sigma used."""
-    check_choice(kernel, "kernel", KERNELS)
-    _check_bandwidth(bandwidth)
+def _sample_rows(n: int, m: int, seed: int, device) -> torch.Tensor:
+    """``m`` of ``n`` row indices, uniformly without replacement, from ``seed`` alone (so the same for every cell)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:m].to(device)
+
+
+def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``|a_i - b_j|^2 [..., N, M]`` by the Gram expansion (inputs centred by the caller for conditioning)."""
+    dist2 = a.square().sum(-1).unsqueeze(-1) + b.square().sum(-1).unsqueeze(-2) - 2 * (a @ b.transpose(-1, -2))
+    return dist2.clamp_min(0)
+
+
+def median_bandwidth(x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """Median-heuristic sigma of ``x [..., N, d]``: ``median_{i<j} |x_i - x_j| / sqrt(2)``, float64 ``[...]``.
+
+    Above ``MEDIAN_ROWS`` rows, on the rows ``seed`` draws (the same for every cell). Where the
+    median is 0 (more than half the pairs coincide) the root-mean-square pair distance replaces
+    it; a cell of one repeated point gets 1.0 (its Gram matrix is all ones for any sigma).
+    """
     x = x.to(torch.float64)
-    n, d = x.shape[-2], x.shape[-1]
-    if kernel == "linear":
-        k = x @ x.transpose(-1, -2)
-        return k / k.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None], None
+    n = x.shape[-2]
+    if n > MEDIAN_ROWS:
+        x = x[..., _sample_rows(n, MEDIAN_ROWS, seed, x.device), :]
+        n = MEDIAN_ROWS
+    x = x - x.mean(dim=-2, keepdim=True)
+    i, j = torch.triu_indices(n, n, 1, device=x.device)
+    dist2 = _squared_distances(x, x)[..., i, j]
+    ordered = dist2.sort(dim=-1).values.sqrt()
+    count = ordered.shape[-1]
+    median = (ordered[..., (count - 1) // 2] + ordered[..., count // 2]) / 2
+    rms = dist2.mean(-1).sqrt()
+    spread = torch.where(median > 0, median, torch.where(rms > 0, rms, torch.full_like(rms, math.sqrt(2))))
+    return spread / math.sqrt(2)
+
+
+def _rbf_features(x: torch.Tensor, bandwidth, seed: int):
+    """``(z, sigma)``: ``x [..., N, d]`` centred and scaled so that ``K = exp(-|z_i - z_j|^2 / 2)``, float64."""
+    x = x.to(torch.float64)
     x = x - x.mean(dim=-2, keepdim=True)  # translation invariant; keeps the distance expansion well conditioned
     if bandwidth == "scott":
         std = x.square().mean(dim=-2, keepdim=True).sqrt()
-        x = x / torch.where(std > 0, std, torch.ones_like(std))
-        sigma = scott_bandwidth(n, d)
-    else:
-        sigma = float(bandwidth)
-    sq = x.square().sum(-1)
-    dist2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * (x @ x.transpose(-1, -2))).clamp_min(0)
+        sigma = scott_bandwidth(x.shape[-2], x.shape[-1])
+        return x / torch.where(std > 0, std, torch.ones_like(std)) / sigma, sigma
+    if bandwidth == "median":
+        sigma = median_bandwidth(x, seed=seed)
+        return x / sigma[..., None, None], sigma
+    return x / float(bandwidth), float(bandwidth)
+
+
+def _rbf_gram(z: torch.Tensor) -> torch.Tensor:
+    """Unit-trace Gram ``exp(-|z_i - z_j|^2 / 2) / N``, ``[..., N, N]``."""
+    dist2 = _squared_distances(z, z)
     dist2.diagonal(dim1=-2, dim2=-1).zero_()
-    return torch.exp(dist2 / (-2 * sigma * sigma)) / n, sigma
+    return torch.exp(dist2 / -2) / z.shape[-2]
+
+
+def gram_matrix(x: torch.Tensor, *, kernel: str = "rbf", bandwidth="median", seed: int = 0):
+    """Unit-trace Gram matrix ``A [..., N, N]`` (float64) of ``x [..., N, d]``, and the sigma used.
+
+    The sigma is a float, a float64 tensor of the batch shape (``bandwidth="median"``; ``seed``
+    picks its subsample above ``MEDIAN_ROWS`` rows), or None for the linear kernel.
+    """
+    check_choice(kernel, "kernel", KERNELS)
+    _check_bandwidth(bandwidth)
+    x = x.to(torch.float64)
+    if kernel == "linear":
+        k = x @ x.transpose(-1, -2)
+        return k / k.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None], None
+    z, sigma = _rbf_features(x, bandwidth, seed)
+    return _rbf_gram(z), sigma
 
 
 def joint_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -166,15 +266,23 @@ def joint_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------- exact path
 
-def _spectral_entropy(eig: torch.Tensor, alpha: float) -> torch.Tensor:
-    """S_alpha (nats) from eigenvalues ``[..., N]`` of unit-trace PSD matrices."""
-    n = eig.shape[-1]
-    tol = eig[..., -1:].clamp_min(0) * n * torch.finfo(eig.dtype).eps
-    live = eig > tol
+def _spectral_entropy(eig: torch.Tensor, alpha: float, size: int | None = None,
+                      count: torch.Tensor | None = None) -> torch.Tensor:
+    """S_alpha (nats) from eigenvalues ``[..., k]`` of unit-trace PSD ``size``-square matrices.
+
+    ``size`` (default k) sets the rounding threshold, so the k < N nonzero eigenvalues of an N×N
+    matrix are thresholded as its full list would be; ``count [..., k]`` gives multiplicities
+    (the Nyström shift's repeated eigenvalue).
+    """
+    size = eig.shape[-1] if size is None else size
+    weight = torch.ones_like(eig) if count is None else count
+    tol = eig.amax(-1, keepdim=True).clamp_min(0) * size * torch.finfo(eig.dtype).eps
+    live = (eig > tol) & (weight > 0)
     log_eig = torch.where(live, eig.clamp_min(torch.finfo(eig.dtype).tiny).log(), torch.full_like(eig, -math.inf))
     if alpha == 1.0:
-        return -torch.where(live, eig * log_eig, torch.zeros_like(eig)).sum(-1)
-    return torch.logsumexp(alpha * log_eig, dim=-1) / (1 - alpha)
+        return -torch.where(live, weight * eig * log_eig, torch.zeros_like(eig)).sum(-1)
+    log_weight = torch.where(live, weight.clamp_min(1).log(), torch.zeros_like(eig))
+    return torch.logsumexp(alpha * log_eig + log_weight, dim=-1) / (1 - alpha)
 
 
 def matrix_entropy(a: torch.Tensor, alpha: float = 1.01, *, base=None) -> torch.Tensor:
@@ -183,6 +291,51 @@ def matrix_entropy(a: torch.Tensor, alpha: float = 1.01, *, base=None) -> torch.
     unit = log_base(base)
     eig = torch.linalg.eigvalsh(a.to(torch.float64))
     return _spectral_entropy(eig, alpha) / unit
+
+
+def _linear_entropy(features: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Exact S_alpha of ``A = F F^T / |F|^2`` for ``features [..., N, D]``: through ``F^T F`` (D×D) when D < N."""
+    n, dim = features.shape[-2:]
+    f = features.to(torch.float64)
+    small = f.transpose(-1, -2) @ f if dim < n else f @ f.transpose(-1, -2)
+    small = small / small.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    return _spectral_entropy(torch.linalg.eigvalsh(small), alpha, size=n)
+
+
+def _linear_joint_entropy(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Exact S_alpha of ``A_x ∘ A_y / tr``: the Gram of the row-wise ``x_i ⊗ y_i`` (dx·dy features) when dx·dy < N."""
+    n, dx, dy = x.shape[-2], x.shape[-1], y.shape[-1]
+    if dx * dy < n:
+        x, y = x.to(torch.float64), y.to(torch.float64)
+        return _linear_entropy((x.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2), alpha)
+    ax, _ = gram_matrix(x, kernel="linear")
+    ay, _ = gram_matrix(y, kernel="linear")
+    return _spectral_entropy(torch.linalg.eigvalsh(joint_matrix(ax, ay)), alpha)
+
+
+# --------------------------------------------------------------------------------- Nyström path
+
+def _nystrom_entropy(z: torch.Tensor, alpha: float, n_landmarks: int, seed: int):
+    """(S_alpha, residual trace fraction), each ``[...]``, of the unit-bandwidth RBF Gram of ``z [..., N, D]``
+    by the spectrally shifted Nyström form (module docstring)."""
+    n = z.shape[-2]
+    m = min(n_landmarks, n)
+    landmarks = z[..., _sample_rows(n, m, seed, z.device), :]
+    c = torch.exp(_squared_distances(z, landmarks) / -2)  # [..., N, m]
+    w = torch.exp(_squared_distances(landmarks, landmarks) / -2)
+    w.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+    lam, u = torch.linalg.eigh(w)
+    # The pseudo-inverse square root of W: directions at its rounding level carry only noise.
+    keep = lam > lam[..., -1:].clamp_min(0) * m * torch.finfo(lam.dtype).eps
+    inv_sqrt = torch.where(keep, lam.clamp_min(torch.finfo(lam.dtype).tiny).rsqrt(), torch.zeros_like(lam))
+    b = c @ (u * inv_sqrt.unsqueeze(-2))  # Q = C W^+ C^T = B B^T
+    mu = torch.linalg.eigvalsh(b.transpose(-1, -2) @ b).clamp_min(0)  # the nonzero spectrum of Q
+    outside = n - keep.sum(-1).to(torch.float64)  # directions outside the range of Q
+    left = (n - mu.sum(-1)).clamp_min(0)  # tr R = tr K - tr Q, with tr K = N
+    shift = torch.where(outside > 0, left / outside.clamp_min(1), torch.zeros_like(left))
+    eig = torch.cat([mu, shift.unsqueeze(-1)], -1) / n
+    count = torch.cat([torch.ones_like(mu), outside.unsqueeze(-1)], -1)
+    return _spectral_entropy(eig, alpha, size=n, count=count), left / n
 
 
 # --------------------------------------------------------------------------------- Lanczos path
@@ -259,86 +412,136 @@ def _lanczos_entropy(a: torch.Tensor, alpha: float, n_probes: int, n_steps: int,
 
 # ------------------------------------------------------------------------------------ public API
 
-def _entropy_of(a, alpha, approx, n_probes, n_steps, seed):
-    if approx is None:
-        return _spectral_entropy(torch.linalg.eigvalsh(a), alpha), None
-    return _lanczos_entropy(a, alpha, n_probes, n_steps, seed)
-
-
-def entropy(x, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="scott", approx=None, n_probes: int = 32,
-            n_steps: int = 40, seed: int = 0, base=None, backend=None, details=False):
+def entropy(x, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="median", approx=None, n_probes: int = 32,
+            n_steps: int = 40, n_landmarks: int = 512, seed: int = 0, base=None, backend=None, details=False):
     """Matrix-based Rényi alpha-entropy of ``x [..., N, d]`` per leading batch cell.
+
+    ``approx``: None (exact; for the linear kernel through the d×d form when d < N), ``"lanczos"``
+    (``n_probes``, ``n_steps``) or ``"nystrom"`` (``n_landmarks``; the RBF kernel, exact for the
+    linear one); see the module docstring for costs and errors. ``seed`` draws the probes, the
+    landmarks and the median heuristic's subsample (above ``MEDIAN_ROWS`` rows). The default
+    ``bandwidth="median"`` replaced ``"scott"`` (which saturates at log N in high dimension), so
+    RBF results with the default differ from earlier versions.
 
     Returns a float64 tensor of the batch shape, in nats unless ``base`` is given (and
     :class:`RenyiDiagnostics` when ``details``; with ``approx="lanczos"`` it carries the
-    standard error across probes). Holds ``[..., N, N]`` float64 Gram matrices in memory. A
-    constant cell (one point) gets exactly 0: its Gram matrix has rank one.
+    standard error across probes, with ``"nystrom"`` the residual trace fraction). The exact
+    RBF and Lanczos paths hold ``[..., N, N]`` float64 Gram matrices in memory. A constant cell
+    (one point) gets exactly 0: its Gram matrix has rank one. Raises ValueError on a bad option
+    or on samples with NaN/inf.
     """
-    alpha = _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps)
+    alpha = _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps, n_landmarks)
     unit = log_base(base)
     x = as_samples(x, "x")
     _dispatch.resolve_backend(backend, x.device)
-    a, sigma = gram_matrix(x, kernel=kernel, bandwidth=bandwidth)
-    value, stderr = _entropy_of(a, alpha, approx, n_probes, n_steps, seed)
+    sigma = stderr = residual = None
+    if approx == "lanczos":
+        a, sigma = gram_matrix(x, kernel=kernel, bandwidth=bandwidth, seed=seed)
+        value, stderr = _lanczos_entropy(a, alpha, n_probes, n_steps, seed)
+    elif kernel == "linear":
+        value = _linear_entropy(x, alpha)
+    else:
+        z, sigma = _rbf_features(x, bandwidth, seed)
+        if approx == "nystrom":
+            value, residual = _nystrom_entropy(z, alpha, n_landmarks, seed)
+        else:
+            value = _spectral_entropy(torch.linalg.eigvalsh(_rbf_gram(z)), alpha)
     # One point: a rank-one Gram matrix, S = 0 exactly (the eigensolver leaves rounding of ~1e-14).
     constant = constant_cells(x)
     value = torch.where(constant, torch.zeros_like(value), value) / unit
-    if stderr is not None:
-        stderr = torch.where(constant, torch.zeros_like(stderr), stderr)
     if not details:
         return value
-    return value, RenyiDiagnostics(x.shape[-2], alpha, kernel, sigma, approx,
-                                   None if stderr is None else stderr / unit,
-                                   n_probes if approx else None, n_steps if approx else None)
+    if stderr is not None:
+        stderr = torch.where(constant, torch.zeros_like(stderr), stderr) / unit
+    if residual is not None:
+        residual = torch.where(constant, torch.zeros_like(residual), residual)
+    return value, _diagnostics(x.shape[-2], alpha, kernel, sigma, approx, stderr, n_probes, n_steps, n_landmarks,
+                               residual)
 
 
-def mutual_information(x, y, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="scott", approx=None,
-                       n_probes: int = 32, n_steps: int = 40, seed: int = 0, base=None, backend=None,
-                       details=False):
+def _diagnostics(n, alpha, kernel, sigma, approx, stderr, n_probes, n_steps, n_landmarks, residual):
+    lanczos = approx == "lanczos"
+    nystrom = approx == "nystrom" and kernel == "rbf"
+    return RenyiDiagnostics(n, alpha, kernel, sigma, approx, stderr, n_probes if lanczos else None,
+                            n_steps if lanczos else None, n_landmarks if nystrom else None, residual)
+
+
+def mutual_information(x, y, *, alpha: float = 1.01, kernel: str = "rbf", bandwidth="median", approx=None,
+                       n_probes: int = 32, n_steps: int = 40, n_landmarks: int = 512, seed: int = 0, base=None,
+                       backend=None, details=False):
     """Matrix-based Rényi I_alpha(X;Y) = S(A_x) + S(A_y) - S(A_x ∘ A_y / tr) per batch cell, in nats unless ``base``.
 
-    Each side gets its own Gram matrix (with ``bandwidth="scott"``, its own sigma from its own
-    d). With ``approx="lanczos"`` the three entropies use independent probes (seeds ``seed``,
-    ``seed + 1``, ``seed + 2``) and the reported standard error is their root sum of squares.
-    A cell where x or y is constant gets exactly 0 (and a zero standard error).
+    ``x [..., N, dx]``, ``y [..., N, dy]``; returns float64 of the batch shape. Options as for
+    :func:`entropy`. Each side gets its own Gram matrix (its own sigma: the median heuristic or
+    Scott's rule from its own d). With ``approx="lanczos"`` the three entropies use independent
+    probes (seeds ``seed``, ``seed + 1``, ``seed + 2``) and the reported standard error is their
+    root sum of squares; with ``"nystrom"`` all three use the same landmark rows (the RBF joint
+    is the RBF Gram of the concatenated scaled rows) and ``details.residual`` is the largest
+    of their residual trace fractions. A cell where x or y is constant gets exactly 0 (and a
+    zero standard error). Raises ValueError on a bad option, NaN/inf samples or unequal N.
     """
-    alpha = _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps)
+    alpha = _check_options(alpha, kernel, bandwidth, approx, n_probes, n_steps, n_landmarks)
     unit = log_base(base)
     x = as_samples(x, "x")
     y = as_samples(y, "y")
     check_paired(x, y)
     _dispatch.resolve_backend(backend, x.device)
-    ax, sigma_x = gram_matrix(x, kernel=kernel, bandwidth=bandwidth)
-    ay, sigma_y = gram_matrix(y, kernel=kernel, bandwidth=bandwidth)
-    parts = [_entropy_of(m, alpha, approx, n_probes, n_steps, seed + i)
-             for i, m in enumerate((ax, ay, joint_matrix(ax, ay)))]
+    sigma_x = sigma_y = stderr = residual = None
+    if approx == "lanczos":
+        ax, sigma_x = gram_matrix(x, kernel=kernel, bandwidth=bandwidth, seed=seed)
+        ay, sigma_y = gram_matrix(y, kernel=kernel, bandwidth=bandwidth, seed=seed)
+        parts = [_lanczos_entropy(m, alpha, n_probes, n_steps, seed + i)
+                 for i, m in enumerate((ax, ay, joint_matrix(ax, ay)))]
+        (hx, sx), (hy, sy), (hj, sj) = parts
+        stderr = torch.sqrt(sx.square() + sy.square() + sj.square())
+    elif kernel == "linear":
+        hx, hy, hj = _linear_entropy(x, alpha), _linear_entropy(y, alpha), _linear_joint_entropy(x, y, alpha)
+    else:
+        zx, sigma_x = _rbf_features(x, bandwidth, seed)
+        zy, sigma_y = _rbf_features(y, bandwidth, seed)
+        if approx == "nystrom":
+            # exp(-|zx|^2/2) exp(-|zy|^2/2) = exp(-|[zx, zy]|^2/2): the joint is one more RBF Gram.
+            parts = [_nystrom_entropy(z, alpha, n_landmarks, seed) for z in (zx, zy, torch.cat([zx, zy], -1))]
+            (hx, rx), (hy, ry), (hj, rj) = parts
+            residual = torch.maximum(torch.maximum(rx, ry), rj)
+        else:
+            ax, ay = _rbf_gram(zx), _rbf_gram(zy)
+            hx, hy, hj = [_spectral_entropy(torch.linalg.eigvalsh(m), alpha) for m in (ax, ay, joint_matrix(ax, ay))]
     constant = constant_cells(x) | constant_cells(y)  # I(X; c) = 0 exactly, not the eigensolver's rounding
-    value = torch.where(constant, 0.0, parts[0][0] + parts[1][0] - parts[2][0]) / unit
+    value = torch.where(constant, 0.0, hx + hy - hj) / unit
     if not details:
         return value
-    stderr = None
-    if approx is not None:
-        stderr = torch.sqrt(parts[0][1].square() + parts[1][1].square() + parts[2][1].square())
+    if stderr is not None:
         stderr = torch.where(constant, 0.0, stderr) / unit
-    return value, RenyiDiagnostics(x.shape[-2], alpha, kernel, None if sigma_x is None else (sigma_x, sigma_y),
-                                   approx, stderr, n_probes if approx else None, n_steps if approx else None)
+    if residual is not None:
+        residual = torch.where(constant, 0.0, residual)
+    return value, _diagnostics(x.shape[-2], alpha, kernel, None if sigma_x is None else (sigma_x, sigma_y), approx,
+                               stderr, n_probes, n_steps, n_landmarks, residual)
 
 
 def working_bytes(options: dict, n: int, dx: int, dy: int, batch: int, *, native_knn: bool = True) -> int:
     """Modelled peak working memory (bytes) of one call on ``batch`` cells of ``n`` rows (inputs not counted;
-    ``native_knn`` unused). Gram matrices ``[n, n]`` float64: squared distances, kernel, both sides, their
-    Hadamard product and eigenvalue workspace (at most 8 live); Lanczos keeps fewer but stores its basis."""
+    ``native_knn`` unused). Exact RBF: Gram matrices ``[n, n]`` float64 (squared distances, kernel, both sides,
+    their Hadamard product and eigenvalue workspace: at most 8 live). Exact linear: the d×d and Kronecker forms
+    when ``dx * dy < n``. Lanczos keeps fewer Grams but stores its basis; Nyström ``[n, m]`` and ``[m, m]`` blocks."""
+    defaults = inspect.signature(mutual_information).parameters
+    option = lambda name: options.get(name) or defaults[name].default  # noqa: E731
     elements = n * (dx + dy)
-    if options.get("approx") == "lanczos":
+    approx, joint = options.get("approx"), dx * dy
+    if approx == "lanczos":
         # per probe: the Krylov basis [steps, n], the tridiagonal matrices and their eigenvectors, the iterates
-        defaults = inspect.signature(mutual_information).parameters
-        probes = options.get("n_probes") or defaults["n_probes"].default
-        steps = min(options.get("n_steps") or defaults["n_steps"].default, n)
+        probes, steps = option("n_probes"), min(option("n_steps"), n)
         per_cell = 6 * 8 * n * n + 8 * probes * (2 * steps * n + 6 * steps * steps + 6 * n)
+    elif option("kernel") == "linear" and joint < n:
+        # the Kronecker features [n, dx*dy], their square form and eigenvalue workspace, the sides' d×d forms
+        per_cell = 8 * (n * joint + 4 * joint * joint + 4 * (dx * dx + dy * dy))
+    elif approx == "nystrom" and option("kernel") == "rbf":
+        m, rows = min(option("n_landmarks"), n), min(n, MEDIAN_ROWS)
+        # C and B [n, m], W, its eigenvectors and B^T B [m, m], the scaled and joint rows, the median's distances
+        per_cell = 8 * (3 * n * m + 4 * m * m + 2 * elements + 3 * rows * rows)
     else:
         per_cell = 8 * 8 * n * n
     return batch * (per_cell + 16 * elements) + 3 * 8 * n * n
-
 
 register(Estimator(
     name="renyi",
