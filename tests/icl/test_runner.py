@@ -141,3 +141,80 @@ def test_full_prompts_of_mixed_lengths_come_back_in_order():
         got = runner._run_full(seqs)
     torch.testing.assert_close(got, brute_force(model, seqs), rtol=1e-4, atol=1e-5)
     assert runner.stats.forward_calls == 3
+
+
+def judgment_texts(tok, chat, concepts=((0, 1), (0, 1, 1)), max_len=8):
+    texts = [P.judgment_prompt(P.concept_context(c, n)) for c in concepts for n in range(1, max_len + 1)]
+    return P.format_prompts(tok, texts, chat)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("form", ["bos", "chat"])
+def test_packed_judgment_tails_equal_one_prompt_per_forward(kind, form):
+    """A judgment curve's tails run packed in one row: one trunk pass, the probe, then ONE forward for all 8
+    prompts; every row equals the prompt run alone, with the BOS once (also when the text holds it) or in
+    the chat template."""
+    model = tiny_model(kind)
+    tok = coin_tokenizer(chat=form == "chat", bos=form == "bos")
+    runner = PromptRunner(model, tok, batch_size=64)
+    texts = judgment_texts(tok, form == "chat", concepts=((0, 1),))
+    if form == "bos":
+        texts[3] = "<s>" + texts[3]
+    seqs = runner.encode(texts, chat=form == "chat")
+    if form == "bos":
+        assert all(s[0] == 1 and s[1] != 1 for s in seqs)
+    else:
+        assert seqs[0][0] == tok.convert_tokens_to_ids("<user>")
+    fast = runner.map_last_logits(seqs, lambda logits: logits)
+    torch.testing.assert_close(fast, brute_force(model, seqs), rtol=1e-4, atol=1e-5)
+    assert runner._packs is True
+    assert runner.stats.forward_calls == 1 + 3 + 1  # trunk, probe (2 rows alone + 2 packed), all tails packed
+
+
+def test_packed_curves_of_several_concepts_in_small_batches():
+    model = tiny_model("llama")
+    tok = coin_tokenizer()
+    runner = PromptRunner(model, tok, batch_size=3)
+    seqs = runner.encode(judgment_texts(tok, False) + tree_and_judgment_prompts())
+    torch.testing.assert_close(runner.map_last_logits(seqs, lambda x: x), brute_force(model, seqs),
+                               rtol=1e-4, atol=1e-5)
+    assert runner._packs is True
+
+
+class IgnoresCustomMasks(torch.nn.Module):
+    """A causal LM that drops a 4-D attention mask and attends causally instead, as a model with its own
+    mask logic might: packed tails would see each other."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config = model, model.config
+
+    def forward(self, input_ids=None, attention_mask=None, cache=None, logits_to_keep=0, **kwargs):
+        if attention_mask is not None and attention_mask.ndim == 4:
+            attention_mask = None
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                          logits_to_keep=logits_to_keep, **kwargs)
+
+
+def test_a_model_that_ignores_custom_masks_runs_one_tail_per_row():
+    model = IgnoresCustomMasks(tiny_model("llama"))
+    tok = coin_tokenizer()
+    seqs = PromptRunner(model, tok).encode(judgment_texts(tok, False))
+    runner = PromptRunner(model, tok, batch_size=4)
+    torch.testing.assert_close(runner.map_last_logits(seqs, lambda x: x), brute_force(model, seqs),
+                               rtol=1e-4, atol=1e-5)
+    assert runner._packs is False
+    forced = PromptRunner(model, tok, batch_size=4)
+    forced._packs = True  # skip the probe: the packed rows come out wrong on this model
+    wrong = forced.map_last_logits(seqs, lambda x: x)
+    assert (wrong - brute_force(model, seqs)).abs().max() > 1e-2
+
+
+def test_packed_tails_in_bfloat16_agree_to_its_precision():
+    model = tiny_model("llama").to(torch.bfloat16)
+    tok = coin_tokenizer()
+    runner = PromptRunner(model, tok, batch_size=16)
+    seqs = runner.encode(judgment_texts(tok, False))
+    fast = runner.map_last_logits(seqs, lambda x: x)
+    assert runner._packs is True
+    torch.testing.assert_close(fast, brute_force(model, seqs), rtol=0.05, atol=0.05)
