@@ -23,6 +23,7 @@ largest difference over all cells and steps).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import platform
 import time
@@ -152,7 +153,7 @@ def _best_time(fn, repeats, device):
 def flops_per_cell_step(n, d_in):
     """Multiply-adds x 2 of one step: two forward passes (joint, marginal) and their backward (about 2x forward)."""
     widths = [d_in] + [max(d_in >> k, 3) for k in range(1, 10)] + [1]
-    forward = 2 * n * sum(a * b for a, b in zip(widths, widths[1:]))
+    forward = 2 * n * sum(a * b for a, b in itertools.pairwise(widths))
     return 3 * 2 * forward
 
 
@@ -206,18 +207,20 @@ def main(argv=None) -> int:
         print(row, flush=True)
     ceiling = matmul_gflops(args.device)
     lines = ["#### `chen2024` preset against the original design: one critic per cell (issue #14, item 4)", "",
-             f"- machine: {platform.machine()}, {args.device}, 2 vCPU shared and loaded (a CI run and other "
-             f"engineers on the same cores), torch {torch.__version__}, torch threads {args.threads}",
+             (f"- machine: {platform.machine()}, {args.device}, 2 vCPU shared and loaded (a CI run and other "
+              f"engineers on the same cores), torch {torch.__version__}, torch threads {args.threads}"),
              *provenance("chen2024_peer", argv),
-             f"- N = {args.n} rows per cell, {args.steps} steps unless the row says, lr {args.lr}, seed {args.seed}; times are the "
-             f"best of {args.repeats}; fp32 {ceiling:.0f} GFLOP/s for a 1024-cubed matmul in the same run", "",
-             "| d per side | cells | steps | peer: loop of nn.Sequential (s) | ours: grouped (s) | peer per (cell, step) (ms) "
-             "| ours per (cell, step) (ms) | ratio | peer / ours GFLOP/s | max curve diff, shared draws (rel.) "
-             "| max value diff, shared draws (nats) | max value diff, each its own draws (nats) |",
+             (f"- N = {args.n} rows per cell, {args.steps} steps unless the row says, lr {args.lr}, seed {args.seed}; "
+              f"times are the best of {args.repeats}; fp32 {ceiling:.0f} GFLOP/s for a 1024-cubed matmul in the same run"),
+             "",
+             ("| d per side | cells | steps | peer: loop of nn.Sequential (s) | ours: grouped (s) "
+              "| peer per (cell, step) (ms) | ours per (cell, step) (ms) | ratio | peer / ours GFLOP/s "
+              "| max curve diff, shared draws (rel.) | max value diff, shared draws (nats) "
+              "| max value diff, each its own draws (nats) |"),
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['d']} | {r['cells']} | {r['steps']} | {r['peer_s']:.2f} | {r['ours_s']:.2f} | {r['peer_cs'] * 1e3:.3f} "
-                     f"| {r['ours_cs'] * 1e3:.3f} | {r['peer_cs'] / r['ours_cs']:.2f} "
+        lines.append(f"| {r['d']} | {r['cells']} | {r['steps']} | {r['peer_s']:.2f} | {r['ours_s']:.2f} "
+                     f"| {r['peer_cs'] * 1e3:.3f} | {r['ours_cs'] * 1e3:.3f} | {r['peer_cs'] / r['ours_cs']:.2f} "
                      f"| {r['peer_gflops']:.1f} / {r['gflops']:.1f} | {r['curve_diff']:.1e} | {r['value_diff']:.1e} "
                      f"| {r['own_draws_diff']:.2f} |")
     emit(lines, args.write)
