@@ -157,9 +157,16 @@ def flops_per_cell_step(n, d_in):
     return 3 * 2 * forward
 
 
-def compare(c, n, d, steps, lr, seed, repeats, device):
-    """Time ours and the peer on the same ``c`` cells; check their curves agree with shared draws."""
+def compare(c, n, d, steps, lr, seed, repeats, device, ceiling):
+    """Time ours and the peer on the same ``c`` cells; check their curves agree with shared draws.
+
+    Also times the peer on 8-row cells (its per-step cost that is not arithmetic) and bounds the
+    ratio any grouped path could reach: the peer's time over the same arithmetic at ``ceiling``
+    GFLOP/s (a large fp32 matmul's rate on this machine).
+    """
     x, y = cells(c, n, d, seed, device)
+    xs, ys = cells(c, 8, d, seed, device)
+    t_fixed, _ = _best_time(lambda: original_cells(xs, ys, steps, lr, seed), repeats, device)
     t_ours, (v_ours, diag) = _best_time(lambda: neural.chen2024(x, y, steps=steps, lr=lr, seed=seed, details=True),
                                         repeats, device)
     t_peer, (v_peer, _) = _best_time(lambda: original_cells(x, y, steps, lr, seed), repeats, device)
@@ -171,7 +178,8 @@ def compare(c, n, d, steps, lr, seed, repeats, device):
             "ours_cs": t_ours / (c * steps), "peer_cs": t_peer / (c * steps),
             "curve_diff": float((curve_ours - curve_shared).abs().max() / scale),
             "value_diff": float((v_ours - v_shared).abs().max()),
-            "own_draws_diff": float((v_ours - v_peer).abs().max()),
+            "own_draws_diff": float((v_ours - v_peer).abs().max()), "peer_fixed_cs": t_fixed / (c * steps),
+            "ratio_bound": t_peer / (flops_per_cell_step(n, 2 * d) * c * steps / (ceiling * 1e9)),
             "gflops": flops_per_cell_step(n, 2 * d) * c * steps / t_ours / 1e9,
             "peer_gflops": flops_per_cell_step(n, 2 * d) * c * steps / t_peer / 1e9}
 
@@ -198,14 +206,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    compare(2, 64, 4, 3, args.lr, args.seed, 1, args.device)  # untimed warm-up: first-call costs of both paths
+    compare(2, 64, 4, 3, args.lr, args.seed, 1, args.device, 1.0)  # untimed warm-up: first-call costs of both paths
+    ceiling = matmul_gflops(args.device)
     rows = []
     for spec in args.configs.split(","):
         d, c, *s = (int(v) for v in spec.split("x"))
-        row = compare(c, args.n, d, s[0] if s else args.steps, args.lr, args.seed, args.repeats, args.device)
+        row = compare(c, args.n, d, s[0] if s else args.steps, args.lr, args.seed, args.repeats, args.device, ceiling)
         rows.append(row)
         print(row, flush=True)
-    ceiling = matmul_gflops(args.device)
     lines = ["#### `chen2024` preset against the original design: one critic per cell (issue #14, item 4)", "",
              (f"- machine: {platform.machine()}, {args.device}, 2 vCPU shared and loaded (a CI run and other "
               f"engineers on the same cores), torch {torch.__version__}, torch threads {args.threads}"),
@@ -215,13 +223,15 @@ def main(argv=None) -> int:
              "",
              ("| d per side | cells | steps | peer: loop of nn.Sequential (s) | ours: grouped (s) "
               "| peer per (cell, step) (ms) | ours per (cell, step) (ms) | ratio | peer / ours GFLOP/s "
+              "| peer per (cell, step) at N = 8 (ms) | ratio if ours ran at the matmul rate "
               "| max curve diff, shared draws (rel.) | max value diff, shared draws (nats) "
               "| max value diff, each its own draws (nats) |"),
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['d']} | {r['cells']} | {r['steps']} | {r['peer_s']:.2f} | {r['ours_s']:.2f} "
                      f"| {r['peer_cs'] * 1e3:.3f} | {r['ours_cs'] * 1e3:.3f} | {r['peer_cs'] / r['ours_cs']:.2f} "
-                     f"| {r['peer_gflops']:.1f} / {r['gflops']:.1f} | {r['curve_diff']:.1e} | {r['value_diff']:.1e} "
+                     f"| {r['peer_gflops']:.1f} / {r['gflops']:.1f} | {r['peer_fixed_cs'] * 1e3:.3f} "
+                     f"| {r['ratio_bound']:.1f} | {r['curve_diff']:.1e} | {r['value_diff']:.1e} "
                      f"| {r['own_draws_diff']:.2f} |")
     emit(lines, args.write)
     return 0
