@@ -122,7 +122,8 @@ class PromptRunner:
 
     ``batch_size`` prompts per forward call (rows, or tails packed into one row: see the module
     docstring); ``prefix_cache=False`` runs every distinct prompt in full (still batched, one prompt
-    per row): the reference for tests and benchmarks. Models whose cache is not a
+    per row): the reference for tests and benchmarks. ``pack_tails=False`` runs the cached tails one
+    per row (the path for models that fail the packing probe; kept selectable for benchmarks). Models whose cache is not a
     plain per-layer key/value store (sliding-window layers, recurrent state) fall back to full
     prompts automatically.
 
@@ -135,7 +136,7 @@ class PromptRunner:
     """
 
     def __init__(self, model, tokenizer, *, batch_size: int = 32, prefix_cache: bool = True,
-                 world: distributed.World | None = None, progress: bool = False):
+                 world: distributed.World | None = None, progress: bool = False, pack_tails: bool = True):
         if not callable(model) or not hasattr(model, "parameters"):
             raise TypeError(f"model must be a torch causal language model, got {type(model).__name__}")
         if not callable(tokenizer) or not hasattr(tokenizer, "batch_decode"):
@@ -159,7 +160,8 @@ class PromptRunner:
         self._keep_arg = "logits_to_keep" in parameters
         # transformers 5 renamed the cache argument (past_key_values still works, with a deprecation warning)
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
-        self._packs: bool | None = None  # packed tails work with this model: probed on the first trunk
+        # Packed tails work with this model: probed on the first trunk (None: not yet).
+        self._packs: bool | None = None if check_bool(pack_tails, "pack_tails") else False
         self._vocab = vocab_size(model)
 
     # -- encoding ---------------------------------------------------------------------------
@@ -303,19 +305,18 @@ class PromptRunner:
                     self._packs = self._keep_arg and self._packing_agrees(unique, *groups[probe], kv)
         plan = []
         for trunk, members, prefix_len in groups:
-            if trunk is not None and self._packs:  # tails of any length share a row: order by prefix only
-                def key(j):
-                    return prefix_len[j]
-            else:  # bucket by tail length (no padding); within a bucket, short prefixes first
-                def key(j):
-                    return len(unique[members[j]]) - prefix_len[j], prefix_len[j]
-            order = sorted(range(len(members)), key=key)
+            packed = trunk is not None and bool(self._packs)
+
+            def bucket(j):  # packed tails of any length share a row; rows need equal tails (no padding)
+                return 0 if packed else len(unique[members[j]]) - prefix_len[j]
+
+            # Within a bucket, short prefixes first: each batch carries only the trunk cache it needs.
+            order = sorted(range(len(members)), key=lambda j: (bucket(j), prefix_len[j]))
             batches, start = [], 0
             while start < len(order):
-                tail = key(order[start])
                 stop = start
-                while stop < len(order) and stop - start < self.batch_size and (
-                        key(order[stop]) == tail or (trunk is not None and self._packs)):
+                while (stop < len(order) and stop - start < self.batch_size
+                       and bucket(order[stop]) == bucket(order[start])):
                     stop += 1
                 picked = order[start:stop]
                 batches.append(([members[j] for j in picked], [prefix_len[j] for j in picked]))

@@ -58,6 +58,8 @@ def test_bad_options_give_the_standard_message(model):
         PromptRunner(model, char_tokenizer(), prefix_cache=1)
     with pytest.raises(TypeError, match=r"^progress must be a bool, got str 'yes'$"):
         PromptRunner(model, char_tokenizer(), progress="yes")
+    with pytest.raises(TypeError, match=r"^pack_tails must be a bool, got int 0$"):
+        PromptRunner(model, char_tokenizer(), pack_tails=0)
     runner = PromptRunner(model, char_tokenizer())
     with pytest.raises(ValueError, match=r"^max_new_tokens must be an integer >= 1, got 1\.5$"):
         runner.sample_many([(3, 4)], 2, 1.5)
