@@ -66,8 +66,9 @@ step() {
     return 0
   fi
   ((limit > left)) && limit=$left
-  local missing
-  if [ -n "$needs" ] && ! missing=$("$PY" -m benchmarks.gpu_report needs $needs); then
+  local missing modules
+  read -ra modules <<<"$needs"
+  if ((${#modules[@]})) && ! missing=$("$PY" -m benchmarks.gpu_report needs "${modules[@]}"); then
     record "$name" skipped 0 0 "$limit" "missing module(s): $missing (not on the machine nor in $WHEELS)" "$*"
     return 0
   fi
@@ -102,8 +103,15 @@ preflight() {  # returns 1 (after writing the summary) when there is no CUDA dev
     return 1
   fi
   "$PY" -m benchmarks.gpu_report header "$OUT/results.md"
-  # Wheels installed by the first step are found by every later one; ninja's binary by torch's build.
-  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$PATH
+  # Wheels installed by the first step are found by every later one. torch's build looks for ninja and
+  # setup.py for nvcc on PATH: add the python's own scripts folder (its ninja) and CUDA's bin folder.
+  local scripts cuda_bin=${CUDA_HOME:-/usr/local/cuda}/bin
+  scripts=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$scripts:$PATH
+  if ! command -v nvcc >/dev/null && [ -x "$cuda_bin/nvcc" ]; then
+    export PATH=$PATH:$cuda_bin
+  fi
+  command -v nvcc >/dev/null || echo "[gpu.sh] no nvcc on PATH nor in $cuda_bin: the cuda backend will not be built"
 }
 
 run_steps() {
@@ -114,9 +122,14 @@ run_steps() {
     "$PY" -m pip install -v --no-build-isolation --no-deps --no-index -e .
   step backends 30 "torch emergence_fast" "$PY" -m emergence_fast.cli backends
   # Real Triton compilation, not the interpreter that tests/conftest.py selects by default on a CPU.
+  # Triton compiles each kernel variant on first use, one at a time per process: the tests are spread
+  # over 8 processes when pytest-xdist is there (the image has it), else they run in one.
   # addopts is replaced so that the run does not need pytest-benchmark's --benchmark-disable option.
-  step tests 150 "pytest hypothesis torch emergence_fast" env TRITON_INTERPRET=0 \
-    "$PY" -m pytest "${GPU_TESTS[@]}" -m gpu -q -o addopts=-ra -p no:cacheprovider --junitxml="$OUT/tests.xml"
+  local parallel=()
+  "$PY" -c "import xdist" 2>/dev/null && parallel=(-n 8)
+  step tests 180 "pytest hypothesis torch emergence_fast" env TRITON_INTERPRET=0 \
+    "$PY" -m pytest "${GPU_TESTS[@]}" -m gpu "${parallel[@]}" -q -o addopts=-ra -p no:cacheprovider \
+    --junit-xml="$OUT/tests.xml"
   # Kernels against dense matmul (Gram) and copy bandwidth (token entropy), then the fused Gaussian LSE.
   step roofline 90 "torch emergence_fast" env TRITON_INTERPRET=0 \
     "$PY" -m benchmarks.roofline --reps 10 --write "$OUT/results.md"

@@ -194,14 +194,17 @@ def summary(steps_path: Path, out: Path, budget_s: int) -> int:
     tests = junit_counts(out / TESTS_FILE)
     bench = out / BENCH_FILE
     n_bench = len(json.loads(bench.read_text()).get("benchmarks", [])) if bench.is_file() else None
-    ok = all(step["status"] in ("ok", "skipped") for step in steps)
-    record = {"ok": ok, "budget_s": budget_s, "total_s": sum(s["seconds"] for s in steps), "env": env,
+    # On a GPU, a build that left the cuda or triton backend off has not tested or measured that backend.
+    gpu_off = ({name: s["reason"] for name, s in env["backends"].items() if name in ("cuda", "triton") and not s["available"]}
+               if env["cuda_available"] and isinstance(env.get("backends"), dict) else {})
+    ok = all(step["status"] in ("ok", "skipped") for step in steps) and not gpu_off
+    record = {"ok": ok, "gpu_backends_off": gpu_off, "budget_s": budget_s, "total_s": sum(s["seconds"] for s in steps), "env": env,
               "steps": steps, "tests": tests, "pytest_benchmarks": n_bench}
     (out / SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
     table = ["| step | status | s | limit s | note |", "|---|---|---|---|---|"]
     table += [f"| {s['name']} | {s['status']} | {s['seconds']} | {s['timeout_s']} | {s['reason'] or ''} |" for s in steps]
-    notes = []
+    notes = [f"- the {name} backend is OFF on this GPU: {reason}" for name, reason in gpu_off.items()]
     if tests is not None:
         notes.append(f"- GPU tests (`pytest -m gpu`): {tests['tests']} collected, {tests['failures']} failed, "
                      f"{tests['errors']} errors, {tests['skipped']} skipped")
