@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             t_sk = "–"
             if d == 1:
                 t_sk = f"{best_of(lambda: mutual_info_regression(x.numpy(), y[:, 0].numpy(), n_neighbors=3), args.reps):,.1f}"
-            picks = "kd_tree" if knn._use_tree("auto", x, 2 * d) else "brute"
+            picks = knn._pick_algorithm("auto", x, 2 * d, d == 1)
             rows.append(f"| {n:,} | {d}, {d} | {t_brute:,.1f} | {t_tree:,.1f} | {t_sk} | {picks} |")
     lines = [f"### KSG: brute force vs KD-tree ({platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} threads)", "", *provenance("knn_algorithms", argv), "", *rows]

@@ -374,14 +374,15 @@ def test_kd_tree_entropy_equals_brute_force(metric, generator):
 
 
 def test_auto_takes_the_tree_only_for_low_dimensions_and_large_n(monkeypatch, generator):
+    # dx = 1, dy = 2 (D = 3): the tree from N = 2500 D = 7500 (1-D pairs take the sorted search instead).
     calls = []
     original = knn._tree_ksg_counts
     monkeypatch.setattr(knn, "_tree_ksg_counts", lambda *a: calls.append(a[0].shape) or original(*a))
-    small = torch.randn(4999, 1, generator=generator, dtype=torch.float64)
-    large = torch.randn(5000, 1, generator=generator, dtype=torch.float64)
-    knn.mutual_information(small, small + 1e-3 * torch.randn(4999, 1, generator=generator, dtype=torch.float64))
+    small = torch.randn(7499, 1, generator=generator, dtype=torch.float64)
+    large = torch.randn(7500, 1, generator=generator, dtype=torch.float64)
+    knn.mutual_information(small, small + 1e-3 * torch.randn(7499, 2, generator=generator, dtype=torch.float64))
     assert calls == []
-    knn.mutual_information(large, large + torch.randn(5000, 1, generator=generator, dtype=torch.float64))
+    knn.mutual_information(large, large + torch.randn(7500, 2, generator=generator, dtype=torch.float64))
     assert len(calls) == 1
     wide = torch.randn(20000, 3, generator=generator, dtype=torch.float64)
     knn.mutual_information(wide[:5000], wide[:5000] ** 3, algorithm="brute")
@@ -394,3 +395,108 @@ def test_kd_tree_argument_errors(generator):
         knn.entropy(x, algorithm="ball_tree")
     with pytest.raises(ValueError, match="algorithm"):
         knn.mutual_information(x, x[:, :1], algorithm=None)
+
+
+# --- sorted path (one-dimensional samples) ----------------------------------------------------
+
+def one_d_pairs(generator):
+    """1-D pairs that exercise every exactness rule of the sorted path: continuous data, data on a grid (many
+    joint distances tied at the radius: variant 2's lowest-index rule), and a large offset (float32 rounding
+    of |x_i - x_j| moves the ends of the marginal runs found by searchsorted)."""
+    x = torch.randn(3, 400, 1, generator=generator, dtype=torch.float64)
+    yield "continuous", x, 0.6 * x + torch.randn(3, 400, 1, generator=generator, dtype=torch.float64)
+    grid_x = torch.randint(0, 60, (3, 400, 1), generator=generator).double() * 0.25
+    grid_y = torch.randint(0, 60, (3, 400, 1), generator=generator).double() * 0.5
+    yield "grid", grid_x, grid_y
+    yield "offset", x * 1e-3 + 3e3, x - torch.randn(3, 400, 1, generator=generator, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("variant", knn.VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sorted_ksg_counts_equal_brute_force(variant, dtype, generator):
+    tied_rows = []
+    original = knn._tied_extents
+    for name, x, y in one_d_pairs(generator):
+        x, y = x.to(dtype), y.to(dtype)
+        for k in (1, 3, 6):
+            want = knn_op.ksg_counts(x, y, k, variant)
+            got = knn._sorted_ksg_counts(x, y, k, variant)
+            assert got[0].dtype == dtype and got[1].dtype == got[2].dtype == torch.int64
+            for part, (a, b) in zip(("radius", "n_x", "n_y"), zip(want, got)):
+                assert torch.equal(a, b), (name, k, part, int((a != b).sum()))
+            if variant == 2 and name == "grid":
+                knn._tied_extents = lambda *a: tied_rows.append(a[2].numel()) or original(*a)
+                try:
+                    knn._sorted_ksg_counts(x, y, k, variant)
+                finally:
+                    knn._tied_extents = original
+    if variant == 2:
+        assert sum(tied_rows) > 100  # the grid did send rows through the lowest-index tie rule
+
+
+def test_sorted_run_ends_are_exact_comparisons(generator):
+    """_count_within against the full comparison, with radii that are actual distances (the worst case for a
+    searchsorted on q -/+ r, whose rounding alone gets thousands of these rows wrong)."""
+    for dtype in (torch.float32, torch.float64):
+        xs = (torch.randint(0, 500, (3000,), generator=generator) * 0.37 + 1e4).to(dtype).sort().values.numpy()
+        q = xs[torch.randint(0, 3000, (3000,), generator=generator).numpy()]
+        r = abs(xs[torch.randint(0, 3000, (3000,), generator=generator).numpy()] - q)
+        for strict in (True, False):
+            d = abs(xs[None, :] - q[:, None])
+            want = (d < r[:, None] if strict else d <= r[:, None]).sum(1)
+            assert (knn._count_within(xs, q, r, strict) == want).all(), (dtype, strict)
+
+
+@pytest.mark.parametrize("variant", knn.VARIANTS)
+def test_sorted_ksg_equals_brute_force_end_to_end(variant, generator):
+    """Through mutual_information: batched cells (leading dims), jitter on tied data, and the C++ kernel."""
+    x = torch.randint(0, 8, (2, 3, 500, 1), generator=generator).float()
+    y = x + torch.randint(0, 3, (2, 3, 500, 1), generator=generator).float()
+    for k in (2, 5):
+        sorted_ = knn.mutual_information(x, y, k=k, variant=variant, jitter=1e-3, algorithm="sorted")
+        for backend in ("torch", "cpp"):
+            brute = knn.mutual_information(x, y, k=k, variant=variant, jitter=1e-3, algorithm="brute", backend=backend)
+            assert torch.equal(sorted_, brute), (k, backend)
+    with pytest.raises(ValueError, match="pass jitter > 0"):
+        knn.mutual_information(x, y, variant=variant, algorithm="sorted")  # the ties, as every path reports them
+    z = torch.randn(700, 1, generator=generator, dtype=torch.float64)
+    w = z ** 3 + 0.1 * torch.randn(700, 1, generator=generator, dtype=torch.float64)
+    value, details = knn.mutual_information(z, w, variant=variant, algorithm="sorted", details=True)
+    assert details.algorithm == "sorted"
+    assert torch.equal(value, knn.mutual_information(z, w, variant=variant, algorithm="brute", backend="torch"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sorted_entropy_radii_equal_brute_force(dtype, generator):
+    x = torch.randn(3, 600, 1, generator=generator, dtype=torch.float64).to(dtype)
+    x[1] = (x[1] * 4).round() / 4 + 1e-3 * torch.arange(600, dtype=dtype).unsqueeze(-1) % 7  # tied distances
+    for k in (1, 4, 9):
+        got = knn._sorted_radii(x, k)
+        assert torch.equal(got, knn_op.knn_radii(x, k, metric="max")), k
+        assert torch.equal(got, knn_op.knn_radii(x, k, metric="euclidean")), k  # one dimension: the same number
+    for metric in knn.METRICS:
+        assert torch.equal(knn.entropy(x, metric=metric, algorithm="sorted"),
+                           knn.entropy(x, metric=metric, algorithm="brute", backend="torch"))
+
+
+def test_auto_takes_the_sorted_search_for_one_dimensional_samples(generator):
+    x = torch.randn(knn._SORTED_MIN_N, 1, generator=generator, dtype=torch.float64)
+    y = x + torch.randn(knn._SORTED_MIN_N, 1, generator=generator, dtype=torch.float64)
+    assert knn.mutual_information(x, y, details=True)[1].algorithm == "sorted"
+    assert knn.mutual_information(x[1:], y[1:], details=True)[1].algorithm == "brute"
+    assert knn.entropy(x, details=True)[1].algorithm == "sorted"
+    two = torch.cat([x, y], dim=-1)
+    assert knn.mutual_information(two, y, details=True)[1].algorithm == "brute"  # D = 3: the tree from N = 7500
+    assert knn.entropy(two, details=True)[1].algorithm == "brute"
+
+
+def test_sorted_argument_errors(generator):
+    x = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"algorithm='sorted' needs one-dimensional samples .* got a 3-dimensional"):
+        knn.mutual_information(x, x[:, :1], algorithm="sorted")
+    with pytest.raises(ValueError, match=r"algorithm='sorted' needs one-dimensional samples .* got a 2-dimensional"):
+        knn.entropy(x, algorithm="sorted")
+    meta = torch.zeros(50, 1, device="meta")
+    with pytest.raises(ValueError, match=r"algorithm='sorted' runs on CPU tensors only, got a tensor on meta"):
+        knn._pick_algorithm("sorted", meta, 1, True)
+    assert knn._pick_algorithm("auto", torch.zeros(5000, 1, device="meta"), 1, True) == "brute"
