@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -108,8 +109,11 @@ def test_bad_arguments():
         runner.map_last_logits([(1, 2), ()], lambda x: x)
     with pytest.raises(ValueError, match="empty"):
         runner.map_last_logits([], lambda x: x)
-    with pytest.raises(ValueError, match="non-negative int"):
-        runner.map_last_logits([(1, -2)], lambda x: x)
+    for bad in ((1, -2), (1, True), (1, 2.0), (3, np.int64(-1))):
+        with pytest.raises(ValueError, match=r"^sequences\[1\] must hold non-negative int token ids$"):
+            runner.map_last_logits([(1, 2), bad], lambda x: x)
+    # numpy integers are ids too, not only Python ints
+    assert runner.map_last_logits([(np.int64(3), 4)], lambda x: x).shape == (1, 64)
     with pytest.raises(TypeError, match="texts"):
         runner.encode("one string")
     with pytest.raises(ValueError, match="temperature"):
@@ -168,7 +172,7 @@ def test_packed_judgment_tails_equal_one_prompt_per_forward(kind, form):
     fast = runner.map_last_logits(seqs, lambda logits: logits)
     torch.testing.assert_close(fast, brute_force(model, seqs), rtol=1e-4, atol=1e-5)
     assert runner._packs is True
-    assert runner.stats.forward_calls == 1 + 3 + 1  # trunk, probe (2 rows alone + 2 packed), all tails packed
+    assert runner.stats.forward_calls == 1 + 2 + 1  # trunk, probe (2 equal tails as rows, then packed), all tails
 
 
 def test_packed_curves_of_several_concepts_in_small_batches():
