@@ -28,7 +28,8 @@ logits kept only at each tail's last token (``logits_to_keep`` as an index tenso
 curve is then one trunk pass plus a few forward calls over its ~11-token tails: no per-prompt
 copy of the trunk cache (expanding the cache to the batch rows made the attention layers copy
 ``rows x cut`` keys and values per layer: 28 % of the time of a SmolLM2 judgment run), no padding,
-and tails of any lengths in one call. Whether a model honours a custom 4-D mask and an index
+and tails of any lengths in one call (up to ``batch_size`` tails and 512 tokens a row, so that the
+attention over a row's masked keys stays small). Whether a model honours a custom 4-D mask and an index
 ``logits_to_keep`` is probed once, on the first trunk: two tails packed against the same two run
 one per row (below); a model that fails the probe, or has no ``logits_to_keep``, runs the rows
 path. Rows path: tails bucketed by length, so no batch holds a padded token (a fully masked padded
@@ -67,6 +68,13 @@ from .._validation import check_bool, check_positive_float, check_positive_int, 
 from ..capture.blocks import is_encoder_decoder, vocab_size
 from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
+
+
+# At most this many tail tokens packed into one row (a single longer tail runs alone): a packed query
+# attends over every key of its row before the mask drops the other tails' keys, so the attention work
+# grows with the row length squared; at 512 it stays under Q / (6 d) of the linear layers' work
+# (15 % for SmolLM2-135M's d = 576; judgment tails are ~11 tokens, 32 of them fill 352).
+_PACKED_TOKENS = 512
 
 
 @dataclass
@@ -314,9 +322,12 @@ class PromptRunner:
             order = sorted(range(len(members)), key=lambda j: (bucket(j), prefix_len[j]))
             batches, start = [], 0
             while start < len(order):
-                stop = start
+                stop, tokens = start, 0
                 while (stop < len(order) and stop - start < self.batch_size
-                       and bucket(order[stop]) == bucket(order[start])):
+                       and bucket(order[stop]) == bucket(order[start])
+                       and (not packed or stop == start
+                            or tokens + len(unique[members[order[stop]]]) - prefix_len[order[stop]] <= _PACKED_TOKENS)):
+                    tokens += len(unique[members[order[stop]]]) - prefix_len[order[stop]]
                     stop += 1
                 picked = order[start:stop]
                 batches.append(([members[j] for j in picked], [prefix_len[j] for j in picked]))

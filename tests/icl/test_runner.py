@@ -198,6 +198,21 @@ def test_pack_tails_false_runs_one_tail_per_row_with_the_same_result():
     assert rows.stats.forward_calls == 3
 
 
+def test_packed_rows_hold_at_most_the_token_budget(monkeypatch):
+    import emergence_fast.icl.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "_PACKED_TOKENS", 20)
+    model = tiny_model("llama")
+    tok = coin_tokenizer()
+    runner = PromptRunner(model, tok, batch_size=64)
+    seqs = runner.encode(judgment_texts(tok, False, concepts=((0, 1),)))
+    torch.testing.assert_close(runner.map_last_logits(seqs, lambda x: x), brute_force(model, seqs),
+                               rtol=1e-4, atol=1e-5)
+    # tails 9, 9, ..., 9 and 1 (the trunk prompt's own last token), shortest prefix first: rows of
+    # 9 + 9, 9 + 9, 9 + 9, 9 + 1 tokens after the trunk pass and the two-call probe
+    assert runner.stats.forward_calls == 1 + 2 + 4
+
+
 class IgnoresCustomMasks(torch.nn.Module):
     """A causal LM that drops a 4-D attention mask and attends causally instead, as a model with its own
     mask logic might: packed tails would see each other."""
