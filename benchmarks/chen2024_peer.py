@@ -78,7 +78,8 @@ def original_mine(x, y, steps, lr, seed, *, draws="torch"):
     does (``xavier_normal_``, ``randperm``); ``draws="ours"`` instead takes the initial weights and
     the per-step shuffles from the generator sequence of
     :func:`emergence_fast.estimators.neural.chen2024` (same ``seed``), so the two curves can be
-    compared step by step.
+    compared step by step. ``steps=5`` raises ZeroDivisionError, as in the original: transformers'
+    schedule divides by ``steps - 5`` after the fifth step (the preset returns lr 1e-8 there).
     """
     if draws not in ("torch", "ours"):
         raise ValueError(f"draws must be 'torch' or 'ours', got {draws!r}")
