@@ -58,7 +58,9 @@ Kernels (``kernel=``):
   results with the default differ from earlier versions, pass ``bandwidth="scott"`` for the old
   ones). A float bandwidth is an isotropic :math:`\sigma` on the data as given.
 * ``"linear"``: :math:`K = X X^\top` on the data as given (not centred), :math:`A = K/\operatorname{tr}K`.
-  A batch cell whose rows are all zero has :math:`\operatorname{tr}K = 0` and gives NaN.
+  A batch cell whose rows are all zero is constant and gets 0 like any constant cell; a joint
+  with :math:`\operatorname{tr}(K_X \circ K_Y) = 0` (each row zero in x or in y) has no
+  unit-trace form and gives NaN.
   Exact paths never form the N×N Gram when d < N: the nonzero spectrum of :math:`XX^\top` is that
   of :math:`X^\top X` (d×d), so :math:`S_\alpha` costs :math:`O(Nd^2 + d^3)` (Skean et al. 2025,
   "Layer by Layer: uncovering hidden representations in language models", ICML). The joint
@@ -245,23 +247,27 @@ def _rbf_gram(z: torch.Tensor) -> torch.Tensor:
 def gram_matrix(x: torch.Tensor, *, kernel: str = "rbf", bandwidth="median", seed: int = 0):
     """Unit-trace Gram matrix ``A [..., N, N]`` (float64) of ``x [..., N, d]``, and the sigma used.
 
-    The sigma is a float, a float64 tensor of the batch shape (``bandwidth="median"``; ``seed``
+    A linear-kernel cell of zero rows gets the zero matrix. The sigma is a float, a float64 tensor of the batch shape (``bandwidth="median"``; ``seed``
     picks its subsample above ``MEDIAN_ROWS`` rows), or None for the linear kernel.
     """
     check_choice(kernel, "kernel", KERNELS)
     _check_bandwidth(bandwidth)
     x = x.to(torch.float64)
     if kernel == "linear":
-        k = x @ x.transpose(-1, -2)
-        return k / k.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None], None
+        return _unit_trace(x @ x.transpose(-1, -2)), None
     z, sigma = _rbf_features(x, bandwidth, seed)
     return _rbf_gram(z), sigma
 
 
+def _unit_trace(k: torch.Tensor) -> torch.Tensor:
+    """``k / tr k`` for PSD ``k [..., N, N]``; left at zero where the trace is 0 (0/0 would break the eigensolver)."""
+    trace = k.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return k / torch.where(trace > 0, trace, torch.ones_like(trace))[..., None, None]
+
+
 def joint_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``A ∘ B / tr(A ∘ B)``: the normalised Hadamard product used for joint entropy."""
-    h = a * b
-    return h / h.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+    """``A ∘ B / tr(A ∘ B)``: the normalised Hadamard product used for joint entropy (zero where the trace is 0)."""
+    return _unit_trace(a * b)
 
 
 # ----------------------------------------------------------------------------------- exact path
@@ -293,24 +299,28 @@ def matrix_entropy(a: torch.Tensor, alpha: float = 1.01, *, base=None) -> torch.
     return _spectral_entropy(eig, alpha) / unit
 
 
+def _unit_trace_entropy(k: torch.Tensor, alpha: float, size: int) -> torch.Tensor:
+    """Exact S_alpha of ``k / tr k`` for PSD ``k [..., D, D]`` holding the nonzero spectrum of a ``size``-square
+    matrix; NaN where ``tr k = 0`` (no unit-trace form exists; LAPACK would fail on the 0/0 matrix)."""
+    live = k.diagonal(dim1=-2, dim2=-1).sum(-1) > 0
+    value = _spectral_entropy(torch.linalg.eigvalsh(_unit_trace(k)), alpha, size=size)
+    return torch.where(live, value, torch.full_like(value, math.nan))
+
+
 def _linear_entropy(features: torch.Tensor, alpha: float) -> torch.Tensor:
     """Exact S_alpha of ``A = F F^T / |F|^2`` for ``features [..., N, D]``: through ``F^T F`` (D×D) when D < N."""
     n, dim = features.shape[-2:]
     f = features.to(torch.float64)
-    small = f.transpose(-1, -2) @ f if dim < n else f @ f.transpose(-1, -2)
-    small = small / small.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-    return _spectral_entropy(torch.linalg.eigvalsh(small), alpha, size=n)
+    return _unit_trace_entropy(f.transpose(-1, -2) @ f if dim < n else f @ f.transpose(-1, -2), alpha, n)
 
 
 def _linear_joint_entropy(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
     """Exact S_alpha of ``A_x ∘ A_y / tr``: the Gram of the row-wise ``x_i ⊗ y_i`` (dx·dy features) when dx·dy < N."""
     n, dx, dy = x.shape[-2], x.shape[-1], y.shape[-1]
+    x, y = x.to(torch.float64), y.to(torch.float64)
     if dx * dy < n:
-        x, y = x.to(torch.float64), y.to(torch.float64)
         return _linear_entropy((x.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2), alpha)
-    ax, _ = gram_matrix(x, kernel="linear")
-    ay, _ = gram_matrix(y, kernel="linear")
-    return _spectral_entropy(torch.linalg.eigvalsh(joint_matrix(ax, ay)), alpha)
+    return _unit_trace_entropy((x @ x.transpose(-1, -2)) * (y @ y.transpose(-1, -2)), alpha, n)
 
 
 # --------------------------------------------------------------------------------- Nyström path

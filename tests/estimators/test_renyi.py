@@ -369,3 +369,23 @@ def test_nystrom_options_are_checked():
         renyi.entropy(x, approx="nystrom", n_landmarks=0)
     with pytest.raises(ValueError, match="bandwidth must be 'median', 'scott' or a finite number > 0"):
         renyi.mutual_information(x, x, bandwidth="silverman")
+
+
+def test_linear_kernel_zero_trace():
+    # An all-zero cell is constant: 0 like any constant cell (LAPACK used to fail on its 0/0 matrix), and the
+    # other cells of the batch are unaffected. A joint with zero trace (x zero where y is not) has no unit-trace form.
+    x = torch.randn(2, 40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = x[..., :2] + 1.0
+    x[0] = 0.0
+    for dy in (2, 20):  # the Kronecker form (dx*dy < N) and the Gram form
+        yy = y.repeat(1, 1, dy // 2)
+        h, mi = renyi.entropy(x, kernel="linear"), renyi.mutual_information(x, yy, kernel="linear")
+        assert float(h[0]) == 0.0 and float(mi[0]) == 0.0
+        assert abs(float(h[1]) - gram_form(x[1])) < 1e-10 and abs(float(mi[1]) - gram_form(x[1], yy[1])) < 1e-10
+    lanczos = renyi.entropy(x, kernel="linear", approx="lanczos", n_probes=4, n_steps=5)
+    assert float(lanczos[0]) == 0.0 and math.isfinite(float(lanczos[1]))
+    half = torch.zeros(40, 2, dtype=torch.float64)
+    a, b = half.clone(), half.clone()
+    a[:20] = torch.randn(20, 2, dtype=torch.float64)
+    b[20:] = torch.randn(20, 2, dtype=torch.float64)
+    assert math.isnan(float(renyi.mutual_information(a, b, kernel="linear")))
