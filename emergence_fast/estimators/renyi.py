@@ -102,11 +102,14 @@ KDD), which keeps :math:`\operatorname{tr}\hat A = 1`. With
 ``details.residual``; the largest of the three matrices for an MI), :math:`\lVert A - \hat A\rVert_1 \le 2\varepsilon`,
 so by the Fannes–Audenaert inequality the von Neumann entropy (:math:`\alpha = 1`) is within
 :math:`\varepsilon\log(N-1) + h(\varepsilon)` nats of the exact one (:math:`h` the binary
-entropy; for :math:`\varepsilon \le 1 - 1/N`). The bound is tight only when :math:`\varepsilon` is
-small (low dimension, wide kernels); at d = 32 with the median bandwidth :math:`\varepsilon` is
-about 0.3–0.5 and the measured error is far below the bound but above 1 % at 10× the exact
-speed (a bulk of O(N) comparable eigenvalues that no rank-m form resolves; benchmarks/renyi.py
-and benchmarks/RESULTS.md give the trade-off curve). Cost :math:`O(N m (d + m) + m^3)`. For the
+entropy; for :math:`\varepsilon \le 1 - 1/N`). The bound is informative only when :math:`\varepsilon` is
+small (low dimension, wide kernels: d = 2, N = 600, m = 100 gives ε < 0.01 and S within 1 %).
+In high dimension it is uninformative: at N = 4096, d = 32 with the median bandwidth
+(benchmarks/RESULTS.md, issue #14) ε is 0.47 at the default m = 512, where S is +4.6 % and
+I +4.7 % off at 14× the exact speed (m = 1024: ε = 0.36, +2.3 % / +0.5 % at 4.4×): the Gram has a
+bulk of O(N) comparable eigenvalues that no rank-m form holds, and the even spread overstates
+its entropy. Random Fourier features (Rahimi & Recht 2007) were measured worse at every speed
+and are not offered. Cost :math:`O(N m (d + m) + m^3)`. For the
 linear kernel ``"nystrom"`` takes the exact path above (already :math:`O(Nd^2)` when d < N).
 
 Every backend runs the same torch ops here (``backend`` is validated, not used).
