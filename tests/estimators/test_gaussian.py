@@ -162,6 +162,54 @@ def test_pca_at_full_width_is_exact_and_narrower_is_a_lower_bound(generator):
     assert 0.6 * full < two <= full  # the shared signal lives in two components, the rest averages noise
 
 
+def _spectrum_matrix(eigenvalues, generator):
+    """A symmetric matrix with the given eigenvalues in a random orthonormal basis: ``(matrix, basis)``."""
+    n = eigenvalues.shape[-1]
+    basis = torch.linalg.qr(torch.randn(*eigenvalues.shape[:-1], n, n, generator=generator, dtype=torch.float64))[0]
+    return basis @ torch.diag_embed(eigenvalues) @ basis.transpose(-1, -2), basis
+
+
+def test_top_eigenvectors_span_eighs_top_subspace_with_a_gap(generator):
+    # Cells of width 200 whose spectra decay slowly (as hidden states' do) with a gap after the 8th eigenvalue.
+    decay = torch.linspace(1, 0.01, 200, dtype=torch.float64).expand(2, 3, -1).clone()
+    decay[..., :8] += 0.5 + torch.rand(2, 3, 8, generator=generator, dtype=torch.float64)
+    mat, _ = _spectrum_matrix(decay, generator)
+    vectors = gaussian.top_eigenvectors(mat, 8)
+    exact = torch.linalg.eigh(mat)[1][..., -8:]
+    assert vectors.shape == (2, 3, 200, 8) and vectors.dtype == torch.float64
+    eye = torch.eye(8, dtype=torch.float64)
+    assert torch.allclose(vectors.transpose(-1, -2) @ vectors, eye.expand(2, 3, 8, 8), atol=1e-12)
+    # sine of the largest principal angle between the two subspaces
+    sine = torch.linalg.matrix_norm(vectors - exact @ (exact.transpose(-1, -2) @ vectors), ord=2)
+    assert float(sine.max()) < 1e-12
+
+
+def test_top_eigenvectors_with_a_tie_at_k_are_eigenvectors_of_the_top_k_eigenvalues(generator):
+    # No gap: eigenvalues 7..10 equal 1.0, so any 3 of those 4 directions make a valid top-10 basis.
+    eigenvalues = torch.cat([torch.full((4,), 1.0), torch.linspace(0.5, 0.1, 90)]).to(torch.float64)
+    eigenvalues[:6] += torch.arange(6, 0, -1, dtype=torch.float64)
+    mat, _ = _spectrum_matrix(eigenvalues, generator)
+    vectors = gaussian.top_eigenvectors(mat, 9)
+    top = torch.linalg.eigvalsh(mat)[-9:]
+    rayleigh = vectors.T @ mat @ vectors
+    assert torch.allclose(rayleigh, torch.diag(top), atol=1e-12)  # orthonormal eigenvectors of exactly those values
+    assert torch.allclose(mat @ vectors, vectors * top, atol=1e-12)
+
+
+def test_pca_mi_equals_the_full_eigendecomposition_path(generator):
+    cov = random_joint_covariance(120, 100, generator)
+    x = sample(cov, 400, generator)
+    count, _, comoment = gaussian.moments(x)
+    value = gaussian.mutual_information_from_moments(count, comoment, 120, pca=8)
+    _, corr = gaussian._standardise(comoment, 0.0)
+    basis = torch.zeros(220, 16, dtype=torch.float64)
+    basis[:120, :8] = torch.linalg.eigh(corr[:120, :120])[1][:, -8:]
+    basis[120:, 8:] = torch.linalg.eigh(corr[120:, 120:])[1][:, -8:]
+    projected = basis.T @ corr @ basis
+    reference = true_mi(projected, 8)
+    assert abs(float(value) - reference) < 1e-10 and reference > 0.01
+
+
 def test_delta_method_stderr_matches_the_spread_over_repeats():
     cov = torch.tensor([[1.0, 0.75], [0.75, 1.0]], dtype=torch.float64)
     g = torch.Generator().manual_seed(7)
