@@ -238,8 +238,8 @@ def top_eigenvectors(mat: torch.Tensor, k: int) -> torch.Tensor:
     On the CPU, LAPACK's ``syevr`` restricted to those eigenpairs (``scipy.linalg.eigh`` with
     ``subset_by_index``): Householder tridiagonalisation, then only ``k`` eigenvectors found and
     transformed back, against all ``n`` for a full ``torch.linalg.eigh``. At ``n = 576``, ``k = 8``
-    (IE's ``pca=8`` on SmolLM2) it is 3.4x faster than ``torch.linalg.eigh`` and spans the same
-    subspace to 5e-15 (benchmarks/RESULTS.md, "IE estimate stage"). Elsewhere, or when ``k >= n``,
+    (IE's ``pca=8`` on SmolLM2) it is 1.9-3.4x faster than ``torch.linalg.eigh`` and spans the same
+    subspace to 1e-14 (benchmarks/RESULTS.md, "IE estimate stage"). Elsewhere, or when ``k >= n``,
     ``torch.linalg.eigh``. Where eigenvalues tie at the ``k``-th, either returns some basis of the tied
     eigenspace's share; the Gaussian MI of a principal subspace does not depend on the basis within it.
     """
