@@ -179,11 +179,13 @@ def _max_multiplicity(x: torch.Tensor) -> int:
     i.e. when this exceeds ``k``; sorting costs far less than counting zeros in every tile.
     """
     batch, n, d = x.shape
-    if d == 1:  # one variable: runs of equal values in each sorted cell, far cheaper than unique rows
-        xs = x[..., 0].sort(dim=-1).values
-        starts = torch.ones(batch, n, dtype=torch.bool, device=x.device)
+    if d == 1 and x.device.type == "cpu":
+        # One variable: runs of equal values in each sorted cell, far cheaper than unique rows; in numpy,
+        # whose sort runs on one thread (torch's threaded sort and bincount stall on a loaded machine).
+        xs = np.sort(x[..., 0].detach().numpy(), axis=-1)
+        starts = np.ones(xs.shape, dtype=bool)
         starts[:, 1:] = xs[:, 1:] != xs[:, :-1]
-        return int(torch.bincount(starts.flatten().cumsum(0)).max())
+        return int(np.diff(np.append(np.flatnonzero(starts), starts.size)).max())
     cell = torch.arange(batch, device=x.device).repeat_interleave(n).unsqueeze(-1).to(x.dtype)
     rows = torch.cat([cell, x.reshape(batch * n, -1)], dim=-1)
     return int(torch.unique(rows, dim=0, return_counts=True)[1].max())

@@ -500,3 +500,13 @@ def test_sorted_argument_errors(generator):
     with pytest.raises(ValueError, match=r"algorithm='sorted' runs on CPU tensors only, got a tensor on meta"):
         knn._pick_algorithm("sorted", meta, 1, True)
     assert knn._pick_algorithm("auto", torch.zeros(5000, 1, device="meta"), 1, True) == "brute"
+
+
+def test_one_dimensional_multiplicity_counts_like_unique_rows(generator):
+    """The 1-D duplicate check (runs of a sorted cell) gives the unique-rows count, cell by cell (no run across cells)."""
+    x = torch.randint(0, 40, (4, 300, 1), generator=generator).float()
+    x[3, :250] = 5.0  # the largest run, in the last cell
+    x[2, -200:] = 5.0  # runs ending one cell and starting the next must not join: 200 + ... stays below 250
+    as_rows = torch.cat([x, torch.zeros_like(x)], dim=-1)  # the same points, through the unique-rows count
+    assert knn._max_multiplicity(x) == knn._max_multiplicity(as_rows) == 250 + int((x[3, 250:] == 5.0).sum())
+    assert knn._max_multiplicity(x[:3]) == knn._max_multiplicity(as_rows[:3])
