@@ -5,8 +5,11 @@ public API of the estimate stage.
 """
 from __future__ import annotations
 
+import inspect
+
 from ._dispatch import BACKEND_CHOICES, backends
 from ._version import __version__
+from ._validation import check_bool, check_seed
 from .accumulators import GaussianMIAccumulator
 from .estimators import registry, token_entropy
 from .estimators.permutation import permutation_null
@@ -26,7 +29,7 @@ def entropy(x, method: str = "gaussian", *, return_stderr: bool = False, n_resam
     ``details`` and ``seed``. ValueError names ``method`` and the choices for an unknown name.
     ``return_stderr=True`` returns ``(value, stderr)``; see :mod:`emergence_fast.estimators.uncertainty`.
     """
-    estimator = registry.get(method, "entropy").entropy
+    estimator = _checked(method, "entropy", options, return_stderr)
     if return_stderr:
         value, stderr = estimate_with_stderr(estimator, method, (x,), options, n_resamples=n_resamples,
                                              stderr_seed=stderr_seed)
@@ -52,7 +55,7 @@ def mutual_information(x, y, method: str = "gaussian", *, return_stderr: bool = 
     ``n_resamples`` seeded subsets; see :mod:`emergence_fast.estimators.uncertainty`. Where it is
     undefined (a singular or degenerate cell) it is NaN, with a ``RuntimeWarning``.
     """
-    estimator = registry.get(method, "mutual_information").mutual_information
+    estimator = _checked(method, "mutual_information", options, return_stderr)
     if return_stderr:
         value, stderr = estimate_with_stderr(estimator, method, (x, y), options, n_resamples=n_resamples,
                                              stderr_seed=stderr_seed)
@@ -72,6 +75,21 @@ __all__ = [
     "token_entropy",
     "__version__",
 ]
+
+
+def _checked(method, quantity: str, options: dict, return_stderr):
+    """The registered function, after the arguments every method shares: ValueError/TypeError naming them."""
+    spec = registry.get(method, quantity)
+    check_bool(return_stderr, "return_stderr")
+    check_bool(options.get("details", False), "details")
+    parameters = inspect.signature(getattr(spec, quantity)).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    unknown = set() if takes_any else set(options) - set(parameters)
+    if unknown:
+        raise ValueError(f"method {method!r} takes no option {sorted(unknown)[0]!r}; its options are "
+                         f"{sorted(spec.options(quantity))} and {list(registry.COMMON_PARAMETERS)}")
+    check_seed(options.get("seed", 0))
+    return getattr(spec, quantity)
 
 
 def information_emergence(model, tokenizer, dataset, **options):

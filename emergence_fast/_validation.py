@@ -119,6 +119,13 @@ def check_positive_float(value, name: str, *, allow_zero: bool = False) -> float
     raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
+def check_finite(value, name: str) -> float:
+    """``value`` as a finite ``float`` of either sign (a Python or numpy real, not a bool); ValueError naming ``name``."""
+    if _real(value):
+        return float(value)
+    raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 def check_probability(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a float in ``[0, 1]`` (``(0, ...`` / ``..., 1)`` when open); ValueError naming ``name`` otherwise."""
     if _real(value) and (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1):

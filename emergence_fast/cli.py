@@ -25,6 +25,7 @@ from emergence_fast._optional import MissingDependency
 from emergence_fast.cli_checks import check_backend, check_model_args, check_positive, claim_output, max_memory
 from emergence_fast.emergence import DEFAULT_ESTIMATOR, DEFAULT_STATE_MEMORY, checkpoint_path
 from emergence_fast.estimators import registry
+from emergence_fast.ie.estimate import check_estimator_options
 from emergence_fast.report import text_table
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
@@ -154,7 +155,7 @@ def _check_ie_args(args):
     if args.device is not None and args.device_map is not None:
         raise ValueError("pass --device or --device-map, not both")
     check_positive(args, {"n_samples": 2, "k_shots": 1, "seq_len": 1, "batch_size": 1, "update_samples": 1,
-                          "reservoir_size": 1, "pca": 0, "slice_k": 1, "n_slices": 1})
+                          "reservoir_size": 1, "pca": 0})
     if args.checkpoint_every < 0 or (args.resume and args.checkpoint_every == 0):
         raise ValueError(f"--checkpoint-every must be >= 0 (0: no checkpoints, which --resume cannot use), got "
                          f"{args.checkpoint_every}")
@@ -192,8 +193,6 @@ def _ie_default(option: str) -> str:
 def _estimator_options(args) -> dict:
     """The estimator's options from the shorthand flags, ``--option`` and ``--seed``, checked as
     information_emergence checks them (a sample estimator's values tried on as many rows as it keeps)."""
-    from .emergence import _check_estimator_options
-
     spec = registry.get(args.estimator, "ie", "--estimator")
     accepted = spec.options()
     options = {}
@@ -212,7 +211,7 @@ def _estimator_options(args) -> dict:
         raise ValueError(f"--option {clash[0]}=... repeats {flags[clash[0]]}: give it once")
     options.update(extra)
     options.setdefault("seed", args.seed)
-    return _check_estimator_options(args.estimator, options, args.n_samples,
+    return check_estimator_options(args.estimator, options, args.n_samples,
                                     rows=min(args.reservoir_size, args.n_samples))
 
 
@@ -361,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--reservoir-size", type=int, default=1024, help="rows kept per cell for sample-based estimators")
     ie.add_argument("--pca", type=int, default=None,
                     help=f"option pca: principal components per side, 0 = full width (default: {_ie_default('pca')})")
-    ie.add_argument("--bias-correction", default=None, choices=("none", "wishart"),
+    ie.add_argument("--bias-correction", default=None,
                     help=f"option bias_correction (default: {_ie_default('bias_correction')})")
     ie.add_argument("--shrinkage", type=float, default=None,
                     help=f"option shrinkage: covariance shrinkage in [0, 1) (default: {_ie_default('shrinkage')})")

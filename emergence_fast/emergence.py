@@ -54,7 +54,8 @@ from .ie.checkpoint import _fingerprint, checkpoint_path
 from .ie.estimate import (
     DEFAULT_ESTIMATOR,
     CellEstimates,
-    _check_estimator_options,
+    check_estimator_options,
+    validate_options,
     _estimate_from_moments,
     _estimate_from_reservoir,
     _estimate_weighted,
@@ -89,9 +90,8 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     ``layers``: block indices or TransformerLens point names (default all). ``estimator``:
     ``"noisy"`` (the default: noisy-channel MI, options ``sigma``, ``n_draws``, ``seed``; see the
     module docstring) on a seeded reservoir of ``reservoir_size`` rows per (layer, position),
-    read as weighted distinct prefixes; ``"gaussian"`` (options ``pca=8,
-    bias_correction="wishart"``) or ``"sliced"`` (``k=4, n_slices=64, seed=0``), both read from
-    the same streaming Gaussian state; or a sample-based estimator (``"ksg"``, ``"renyi"``,
+    read as weighted distinct prefixes; ``"gaussian"`` or ``"sliced"``, both read from the same
+    streaming Gaussian state; or a sample-based estimator (``"ksg"``, ``"renyi"``,
     ``"infonce"``, ``"nwj"``, ``"mine"``, ``"smile"``, ``"chen2024"``: the paper's MINE preset)
     run on a seeded bottom-k reservoir of ``reservoir_size`` rows per (layer, position); or any
     estimator registered with ``ie=True`` (:mod:`emergence_fast.estimators.registry`). The
@@ -157,7 +157,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     if world.world_size > n_samples:
         raise ValueError(f"there are more ranks ({world.world_size}) than samples ({n_samples}): use fewer processes "
                          "or more samples")
-    options = _check_estimator_options(estimator, estimator_options, n_samples, rows=min(reservoir_size, n_samples))
+    options = check_estimator_options(estimator, estimator_options, n_samples, rows=min(reservoir_size, n_samples))
     log_base(base)  # a bad base fails here, not after the forward passes
     device = input_device(model)
     # Every estimator path, the sample-based ones included, refuses a backend that cannot run here
@@ -169,6 +169,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     seq_len = input_ids.shape[1]
     offset = 0 if bos is None else 1
     width = _block_width(model, capture, input_ids, bos, device)
+    validate_options(spec, options, n_samples=n_samples, width=width)  # options bounded by the width (sliced k)
     cells_shape = (len(capture.layers), seq_len)
     plan = _plan_state(spec, options, cells_shape[0] * seq_len, width, n_samples, batch_size, update_samples,
                        reservoir_size, budget, micro_rows=cells_shape[0] * torch.unique(input_ids).numel(),
@@ -242,7 +243,7 @@ def information_emergence(model, tokenizer, dataset, *, layers=None, estimator=D
     if isinstance(state, SubspaceGaussianAccumulator):
         provenance["subspace_captured_variance"] = captured.cpu().tolist()
     return _result(capture.layers, estimates, input_ids, spec, options, base, config, provenance,
-                   _state_notes(plan, captured, spec, options, reservoir_size, budget, n_samples))
+                   _state_notes(plan, captured, spec, options, reservoir_size, budget, n_samples, base))
 
 
 def _dataset_provenance(dataset) -> dict | None:
@@ -324,14 +325,15 @@ def capture_states(model, tokenizer, dataset, *, layers=None, batch_size=32, add
                     _dataset_provenance(dataset))
 
 
-def estimate_from_states(states: IEStates, estimator="noisy", estimator_options=None, *, base=2,
+def estimate_from_states(states: IEStates, estimator=DEFAULT_ESTIMATOR, estimator_options=None, *, base=2,
                          backend=None) -> IEResult:
     """IE by ``estimator`` on captured ``states``: the numbers :func:`information_emergence` gives on the same
     data with a reservoir that keeps every sample (moment estimators: their full-width state)."""
     spec = registry.get(estimator, "ie", "estimator")
     input_ids = states.input_ids
-    options = _check_estimator_options(estimator, estimator_options, input_ids.shape[0], rows=input_ids.shape[0])
+    options = check_estimator_options(estimator, estimator_options, input_ids.shape[0], rows=input_ids.shape[0])
     log_base(base)
+    validate_options(spec, options, n_samples=input_ids.shape[0], width=states.micro_in.shape[-1])
     world = distributed.World()
     start = time.perf_counter()
     if spec.weighted_mi is not None:

@@ -93,7 +93,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import check_bool, check_int, check_positive_float, check_probability, check_seed
+from ._validation import check_bool, check_finite, check_int, check_positive_float, check_probability, check_seed
 from .fits import (
     as_1d,
     batched_least_squares,
@@ -305,12 +305,6 @@ def _check_unit(x_unit) -> None:
         raise TypeError(f"x_unit must be a non-empty str naming the unit of x (e.g. 'parameters'), got {x_unit!r}")
 
 
-def _check_number(value, name: str) -> None:
-    # _validation has no finite-real check of either sign (check_positive_float wants > 0).
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-
-
 # ---------------------------------------------------------------------------------------------
 # crossings, widths, steepest segment
 
@@ -321,7 +315,7 @@ def crossing(x, y, level: float = 0.5, *, log_x: bool = False) -> float:
     ``level`` is its own crossing. With ``log_x`` the interpolation is in log10 x and the result is
     returned in x units. NaN if the curve never reaches ``level`` or has fewer than 2 finite points.
     """
-    _check_number(level, "level")
+    check_finite(level, "level")
     check_bool(log_x, "log_x")
     x, y, _, _ = _clean(x, y)
     if x.size < 2:
@@ -362,8 +356,8 @@ def transition_width(x, y, lo: float = 0.1, hi: float = 0.9, *, normalize: bool 
     ``normalize=False`` they are absolute y levels and the sign tells the direction. NaN when
     either level is never crossed, the curve is flat, or there are fewer than 2 finite points.
     """
-    _check_number(lo, "lo")
-    _check_number(hi, "hi")
+    check_finite(lo, "lo")
+    check_finite(hi, "hi")
     check_bool(normalize, "normalize")
     check_bool(log_x, "log_x")
     if normalize and not 0 <= lo < hi <= 1:
@@ -478,7 +472,7 @@ def logistic_fit(x, y, *, log_x: bool = False, bounds=None, n_boot: int = 1000, 
         if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
             raise ValueError(f"bounds must be None or a (lower, upper) pair, got {bounds!r}")
         for name, value in zip(("bounds[0]", "bounds[1]"), bounds):
-            _check_number(value, name)
+            check_finite(value, name)
         if bounds[0] == bounds[1]:
             raise ValueError(f"bounds must have lower != upper, got {bounds!r}")
         fixed = (float(bounds[0]), float(bounds[1]))
@@ -587,7 +581,7 @@ def smooth_vs_sigmoid(x, y, *, log_x: bool = True, bounds=None, criterion: str =
     check_bool(log_x, "log_x")
     if criterion not in _CRITERIA:
         raise ValueError(f"criterion must be one of {_CRITERIA}, got {criterion!r}")
-    _check_number(margin, "margin")
+    check_finite(margin, "margin")
     xs, ys, err, notes = _clean(x, y, y_err)
     sigmoid = logistic_fit(xs, ys, log_x=log_x, bounds=bounds, n_boot=0, y_err=err)
     return _compare(xs, ys, err, log_x, bounds, criterion, margin, sigmoid, notes)
@@ -661,7 +655,7 @@ def amplitude_check(y, y_err=None, *, value_range=None) -> AmplitudeCheck:
         if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
             raise ValueError(f"value_range must be None or a (low, high) pair, got {value_range!r}")
         for name, value in zip(("value_range[0]", "value_range[1]"), value_range):
-            _check_number(value, name)
+            check_finite(value, name)
         low, high = float(value_range[0]), float(value_range[1])
         if not low < high:
             raise ValueError(f"value_range must have low < high, got {value_range!r}")
@@ -791,7 +785,7 @@ def summarize(x, y, *, log_x: bool = False, n_boot: int = 1000, seed: int = 0, l
     cross = crossing(xs, ys, level, log_x=log_x)
     width = transition_width(xs, ys, log_x=log_x)
     steep_x, steep_slope = steepest_segment(xs, ys, log_x=log_x)
-    _check_number(margin, "margin")
+    check_finite(margin, "margin")
     smooth = _compare(xs, ys, err, log_x, bounds, "bic", margin, fit, [])
     if not math.isfinite(cross):
         notes.append(f"y never reaches level {level}")

@@ -96,7 +96,8 @@ def test_atoms_are_prefixes_only_for_a_causal_model():
 
 def test_a_reservoir_smaller_than_the_data_and_block_zero_are_explained(run):
     result, _ = run(reservoir_size=64)
-    assert any("reservoir of 64 of the 120 samples" in note and "log2(64)" in note for note in result.notes)
+    assert any("reservoir of 64 of the 120 samples" in note and "cannot exceed log(64) = 6 bits" in note
+               for note in result.notes)
     assert any(note.startswith("block 0: its input is the token embedding alone") for note in result.notes)
     assert float(result.macro.max()) <= 6.0 + 1e-6 + 2 * float(result.macro_stderr.max())
 

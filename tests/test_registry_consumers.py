@@ -109,3 +109,40 @@ def test_the_cli_offers_it(toy, tmp_path, capsys):
     except SystemExit:
         pass
     assert "first_coordinate" in capsys.readouterr().out
+
+
+def first_coordinate_from_moments(count, comoment, dx, *, k: int = 1, base=None, details=False, seed=0):
+    """The same MI from the streamed comoment ``[..., dx + dy, dx + dy]``; ``k`` is an unrelated option."""
+    scale2 = comoment[..., 0, 0] * comoment[..., dx, dx]
+    rho = torch.where(scale2 > 0, comoment[..., 0, dx] / scale2.clamp_min(1e-300).sqrt(), 0.0)
+    value = -0.5 * torch.log1p(-rho.square()) / log_base(base)
+    return (value, FirstCoordinateDetails(rho=rho)) if details else value
+
+
+def test_a_moment_estimator_with_an_option_named_k_keeps_the_smallest_subspace(tmp_path):
+    # IE's bounded subspace state asks the estimator for its least rank (ie_min_rank), not for an option "k".
+    registry.register(Estimator(
+        name="first_coordinate_moments", summary="Gaussian MI of the first coordinates (a test's toy)",
+        kind="moment", mutual_information=first_coordinate_mi, mi_from_moments=first_coordinate_from_moments,
+        uncertainty="jackknife", ie=True, ie_defaults={"k": 20}))
+    try:
+        model, ids = tiny_model("gpt2"), icl_ids(40, k_shots=2)
+        result = ef.information_emergence(model, None, ids, estimator="first_coordinate_moments", batch_size=20,
+                                          state_memory="400KB")
+        assert result.config["state"]["kind"] == "subspace" and result.config["state"]["rank"] == 8
+        assert result.config["estimator_options"] == {"k": 20}
+        assert bool(torch.isfinite(result.macro).all())
+    finally:
+        registry.unregister("first_coordinate_moments")
+
+
+def test_ie_refuses_what_its_moments_form_cannot_compute_before_the_forward_pass(monkeypatch):
+    from emergence_fast.capture import BlockCapture
+
+    monkeypatch.setattr(BlockCapture, "run", lambda *a, **k: pytest.fail("the model ran before the options were checked"))
+    model, ids = tiny_model("gpt2"), icl_ids(40, k_shots=2)
+    with pytest.raises(ValueError, match=r"unknown keys \['inner'\]"):
+        ef.information_emergence(model, None, ids, estimator="sliced", estimator_options={"inner": "ksg"})
+    with pytest.raises(ValueError, match=r"^estimator_options of the sliced estimator: k must be an integer in "
+                                         r"\[1, 32\], got 64$"):
+        ef.information_emergence(model, None, ids, estimator="sliced", estimator_options={"k": 64})

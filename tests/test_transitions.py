@@ -367,3 +367,8 @@ def test_a_one_step_fall_is_a_sharp_drop_not_a_sharp_rise(y, verdict):
     assert s.verdict == verdict and s.bracket == (x[1], x[2])
     change = "fall" if verdict == "sharp drop" else "rise"
     assert any(n.startswith(f"{verdict} at the resolution of the sweep: the whole {change} happens") for n in s.notes)
+
+
+def test_crossing_level_must_be_a_finite_number():
+    with pytest.raises(ValueError, match=r"^level must be a finite number, got nan$"):
+        tr.crossing([1, 2, 3], [0.1, 0.5, 0.9], float("nan"))

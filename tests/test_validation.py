@@ -195,3 +195,12 @@ def test_check_seed_bool_and_floats():
         check_probability(1.0, "holdout", low_open=True, high_open=True)
     with pytest.raises(ValueError, match=r"^p must be a number in \[0, 1\], got nan$"):
         check_probability(float("nan"), "p")
+
+
+def test_check_finite_takes_either_sign_and_refuses_the_rest():
+    from emergence_fast._validation import check_finite
+
+    assert check_finite(-2, "level") == -2.0 and check_finite(_np.float32(0.5), "level") == 0.5
+    for bad in (float("nan"), float("inf"), True, "1", None):
+        with pytest.raises(ValueError, match="^level must be a finite number, got "):
+            check_finite(bad, "level")

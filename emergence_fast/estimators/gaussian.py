@@ -382,6 +382,24 @@ def mutual_information_from_subspace_moments(count, comoment, dx, *, pca=None, *
     return mutual_information_from_moments(count, comoment, dx, **options)
 
 
+def _ie_notes(options, input_ids, macro, micro, macro_bias, micro_bias, unit) -> list[str]:
+    """IE notes of the Gaussian estimate: why cells are infinite, a too-wide ``pca``, the Wishart bias."""
+    notes = []
+    if not (bool(torch.isfinite(macro).all()) and bool(torch.isfinite(micro).all())):
+        notes.append("the Gaussian MI is ill-posed where it is infinite (a singular covariance: fewer distinct states "
+                     "than dimensions); lower pca or add shrinkage.")
+    dims = 2 * options["pca"] if options.get("pca") else None
+    distinct = [int(torch.unique(input_ids[:, : t + 1], dim=0).shape[0]) for t in range(input_ids.shape[1])]
+    if dims is not None and min(distinct) <= dims:
+        notes.append(f"macro: position {distinct.index(min(distinct))} has {min(distinct)} distinct prefixes, not more "
+                     f"than the {dims} joint dimensions: its covariance is singular.")
+    if bool(torch.isfinite(macro_bias).any()):
+        worst = max(float(macro_bias.abs().max()), float(micro_bias.abs().max()))
+        done = "subtracted" if options.get("bias_correction") == "wishart" else "not subtracted"
+        notes.append(f"expected plug-in bias (Wishart) up to {worst:.3g} {unit} at N={input_ids.shape[0]}; {done}.")
+    return notes
+
+
 def _subspace_note(options, rank) -> str:
     if options.get("pca"):
         return f"Gaussian MI of the top-{options['pca']} principal components"
@@ -395,7 +413,7 @@ register(Estimator(
     kind="moment", mutual_information=mutual_information, entropy=entropy,
     mi_from_moments=mutual_information_from_moments,
     mi_from_subspace_moments=mutual_information_from_subspace_moments, uncertainty="own", ie=True,
-    subspace_note=_subspace_note,
+    subspace_note=_subspace_note, ie_min_rank=lambda options: options.get("pca") or 0, ie_notes=_ie_notes,
     # Full-width log-dets of hidden states (d ~ 10^3, low rank) are singular at any practical N:
     # IE takes the top 8 principal components per side and subtracts the Wishart bias.
     ie_defaults={"pca": 8, "bias_correction": "wishart"}, check_options=check_options))

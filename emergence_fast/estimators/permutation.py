@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import as_samples, check_int, check_paired
+from .._validation import as_samples, check_int, check_paired, check_seed
 from . import registry
 from .uncertainty import group_size
 
@@ -34,17 +34,22 @@ class PermutationNull:
         return self.estimate - self.null_mean
 
 
-def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32, seed: int = 0,
+def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32, permutation_seed: int = 0,
                      permutations_per_call: int | None = None, **options) -> PermutationNull:
     """Run ``method`` on ``x, y`` and on ``n_permutations`` row-shuffles of ``y`` (shared by all cells).
 
-    Every value is in the method's unit: nats unless ``base`` is among ``options``. The shuffles
+    ``permutation_seed`` draws the shuffles; ``options`` go to the estimator (its own ``seed``
+    among them, fixed across shuffles). Every value is in the method's unit: nats unless ``base``
+    is among ``options``; ``details=True`` is refused (the null is a set of values). The shuffles
     of all cells run as one more batch dim, ``permutations_per_call`` at a time (default: as many
     as fit, with their copies of ``y``, in ``uncertainty.WORKING_BYTES``, planned before any is
     made; the grouping changes memory and time, not the result).
     """
     estimator = registry.get(method, "mutual_information").mutual_information
+    if options.get("details"):
+        raise ValueError("permutation_null takes no details=True: it returns values (call the method for details)")
     check_int(n_permutations, "n_permutations", minimum=2)
+    check_seed(permutation_seed, "permutation_seed")
     if permutations_per_call is not None:
         check_int(permutations_per_call, "permutations_per_call", minimum=1)
     x = as_samples(x, "x")
@@ -53,7 +58,7 @@ def permutation_null(x, y, method: str = "gaussian", *, n_permutations: int = 32
     estimate = estimator(x, y, **options)  # validates the options before the plan reads them
     if permutations_per_call is None:
         permutations_per_call = group_size(method, options, (x, y), x.shape[-2], n_permutations)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(permutation_seed)
     order = torch.stack([torch.randperm(y.shape[-2], generator=generator) for _ in range(n_permutations)])
     null = []
     for part in torch.tensor_split(order, math.ceil(n_permutations / permutations_per_call)):

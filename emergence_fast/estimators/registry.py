@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .._validation import check_seed
+
 KINDS = ("moment", "sample")
 # How ``return_stderr`` gets a standard error (:mod:`.uncertainty`):
 #   "own": the estimator's own error in ``details.stderr`` (a delta method, a held-out split);
@@ -95,6 +97,12 @@ class Estimator:
     subspace_note : callable or None
         ``subspace_note(options, rank) -> str``: what a moment estimator computed on IE's bounded
         rank-``rank`` subspace state.
+    ie_min_rank : callable or None
+        ``ie_min_rank(options) -> int``: the least subspace rank per side a moment estimator needs
+        with these options (e.g. its ``pca``), for IE's bounded-state plan; default none.
+    ie_notes : callable or None
+        ``ie_notes(options, input_ids, macro, micro, macro_bias, micro_bias, unit) -> list[str]``:
+        the estimator's own notes on an IE result (ill-posed cells and why, bias corrections).
     check_options : callable or None
         ``check_options(**options)``: validates option values without data (ValueError/TypeError).
         Sample estimators are also probed on random rows before a long run.
@@ -123,11 +131,15 @@ class Estimator:
     ie_note: Callable | None = None
     ie_stderr_reason: Callable | None = None
     subspace_note: Callable | None = None
+    ie_min_rank: Callable | None = None
+    ie_notes: Callable | None = None
     check_options: Callable | None = None
     trained: bool = False
     working_bytes: Callable | None = None
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"name must be a Python identifier such as 'my_mi', got {self.name!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.uncertainty not in UNCERTAINTY:
@@ -140,15 +152,42 @@ class Estimator:
             raise ValueError(f"estimator {self.name!r} is offered to IE but has no mutual_information")
         if (self.weighted_mi is None) != (self.weighted_working_bytes is None):
             raise ValueError(f"estimator {self.name!r}: weighted_mi and weighted_working_bytes come together")
+        for quantity in ("mutual_information", "entropy", "mi_from_moments"):
+            function = getattr(self, quantity)
+            if function is None:
+                continue
+            parameters = inspect.signature(function).parameters
+            needed = ("base", "details") if quantity == "mi_from_moments" else COMMON_PARAMETERS
+            missing = [name for name in needed if name not in parameters
+                       or parameters[name].kind is not inspect.Parameter.KEYWORD_ONLY]
+            if missing:
+                raise ValueError(f"estimator {self.name!r}: {quantity} must take the keyword-only arguments "
+                                 f"{list(needed)} (the common signature), missing {missing}")
+        unknown = set(self.ie_defaults) - set(self.ie_options()) - {"seed"} if self.ie else set()
+        if unknown:
+            raise ValueError(f"estimator {self.name!r}: ie_defaults has keys {sorted(unknown)} that its IE function "
+                             f"does not take ({sorted(self.ie_options())})")
 
     def options(self, quantity: str | None = None) -> dict:
         """The method's options and their defaults, read from its function's signature (``quantity``:
         ``"mutual_information"`` or ``"entropy"``; default the MI function where there is one)."""
-        function = getattr(self, quantity) if quantity else (self.mutual_information or self.entropy)
+        return self._options_of(getattr(self, quantity) if quantity else (self.mutual_information or self.entropy))
+
+    @staticmethod
+    def _options_of(function) -> dict:
         bound = getattr(function, "keywords", {})  # a functools.partial fixes some (the neural bound's method)
         return {name: p.default for name, p in inspect.signature(function).parameters.items()
                 if p.kind is p.KEYWORD_ONLY and name not in COMMON_PARAMETERS and name not in bound
                 and not name.startswith("_") and name != "weights"}
+
+    @property
+    def ie_function(self) -> Callable:
+        """The function IE calls: the moments form of a moment estimator, else the MI function."""
+        return self.mi_from_moments if self.kind == "moment" else self.mutual_information
+
+    def ie_options(self) -> dict:
+        """The options IE can pass, and their defaults: those of :attr:`ie_function`."""
+        return self._options_of(self.ie_function)
 
     @property
     def subspace_estimate(self) -> Callable | None:
@@ -162,18 +201,20 @@ class Estimator:
         return self.working_bytes(dict(options), n, dx, dy, batch, native_knn=native_knn)
 
     def validate(self, options: Mapping, **context) -> None:
-        """``check_options`` on ``options`` (missing ones at their defaults) and whichever ``context``
-        (e.g. ``n_samples``) it accepts; ValueError/TypeError naming the option."""
+        """The common ``seed`` (an integer), then ``check_options`` on ``options`` (missing ones at their
+        defaults) and whichever ``context`` (e.g. ``n_samples``, ``width``) it accepts; ValueError/TypeError
+        naming the option."""
+        check_seed(options.get("seed", 0))
         if self.check_options is None:
             return
         accepted = inspect.signature(self.check_options).parameters
-        given = {**self.options(), **options, **context}
+        given = {**self.ie_options(), **options, **context}
         self.check_options(**{name: value for name, value in given.items() if name in accepted})
 
     def resolve_ie_options(self, options: Mapping | None) -> dict:
         """IE's options: ``ie_defaults`` overridden key by key by ``options``; unknown keys refused."""
         chosen = {**self.ie_defaults, **(options or {})}
-        accepted = set(self.options()) | {"seed"}
+        accepted = set(self.ie_options()) | {"seed"}
         unknown = set(chosen) - accepted
         if unknown:
             raise ValueError(f"estimator_options has unknown keys {sorted(unknown)}; the {self.name} estimator takes "

@@ -83,16 +83,17 @@ def random_stiefel(dim: int, k: int, n_slices: int, generator: torch.Generator, 
     return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
-def check_options(k=1, n_slices=128, inner="gaussian", seed=0) -> None:
-    """The options' values before any data: ValueError/TypeError naming the option."""
-    check_int(k, "k", minimum=1)
+def check_options(k=1, n_slices=128, inner="gaussian", seed=0, width=None) -> None:
+    """The options' values before any data: ValueError/TypeError naming the option (``width``, when
+    known up front as in IE: the width of each side, which bounds ``k``)."""
+    check_int(k, "k", minimum=1, maximum=width)
     check_int(n_slices, "n_slices", minimum=1)
     check_choice(inner, "inner", INNER_ESTIMATORS)
     check_seed(seed)
 
 
-def _check(k, n_slices, inner, dx, dy):
-    check_options(k, n_slices, inner)
+def _check(k, n_slices, inner, dx, dy, seed):
+    check_options(k, n_slices, inner, seed)
     if k > min(dx, dy):
         raise ValueError(f"k must be at most min(dx, dy) = {min(dx, dy)}, got {k}")
 
@@ -106,11 +107,12 @@ def _joint_comoment(x, y, backend):
     return count, comoment, x.shape[-1], y.shape[-1]
 
 
-def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_slices: int = 128,
-                                    inner: str = "gaussian", seed: int = 0, base=None, details: bool = False):
-    """k-sliced MI from the joint comoment of ``[x, y]`` (first ``dx`` columns x), per batch cell, in nats unless ``base``."""
+def mutual_information_from_moments(count, comoment, dx: int, *, k: int = 1, n_slices: int = 128, seed: int = 0,
+                                    base=None, details: bool = False):
+    """k-sliced MI with the Gaussian inner estimator from the joint comoment of ``[x, y]`` (first ``dx``
+    columns x), per batch cell, in nats unless ``base`` (the KSG inner estimator needs the samples)."""
     dy = comoment.shape[-1] - dx
-    _check(k, n_slices, inner, dx, dy)
+    _check(k, n_slices, "gaussian", dx, dy, seed)
     unit = log_base(base)
     generator = torch.Generator().manual_seed(seed)
     a = random_stiefel(dx, k, n_slices, generator).to(comoment.device)
@@ -151,11 +153,12 @@ def mutual_information(x, y, *, k: int = 1, n_slices: int = 128, inner: str = "g
         if inner_options:
             raise ValueError(f"inner_options apply to inner='ksg' only, got {inner_options!r} with inner={inner!r}")
         count, comoment, dx, _ = _joint_comoment(x, y, backend)
-        return mutual_information_from_moments(count, comoment, dx, k=k, n_slices=n_slices, inner=inner, seed=seed,
-                                               base=base, details=details)
+        check_choice(inner, "inner", INNER_ESTIMATORS)
+        return mutual_information_from_moments(count, comoment, dx, k=k, n_slices=n_slices, seed=seed, base=base,
+                                               details=details)
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
-    _check(k, n_slices, inner, x.shape[-1], y.shape[-1])
+    _check(k, n_slices, inner, x.shape[-1], y.shape[-1], seed)
     unit = log_base(base)
     generator = torch.Generator().manual_seed(seed)
     a = random_stiefel(x.shape[-1], k, n_slices, generator).to(x.device)
@@ -222,13 +225,13 @@ def max_sliced_mutual_information(x, y, *, k: int = 1, inner: str = "gaussian", 
     unit = log_base(base)
     if inner != "ksg":
         count, comoment, dx, dy = _joint_comoment(x, y, backend)
-        _check(k, 1, inner, dx, dy)
+        _check(k, 1, inner, dx, dy, seed)
         rho = gaussian.canonical_correlations(comoment, dx)[..., :k]
         value = (-0.5 * torch.log1p(-rho.square())).sum(-1) / unit
         return (value, MaxSlicedDetails(canonical_correlations=rho)) if details else value
     x, y = as_samples(x, "x"), as_samples(y, "y")
     check_paired(x, y)
-    _check(k, 1, inner, x.shape[-1], y.shape[-1])
+    _check(k, 1, inner, x.shape[-1], y.shape[-1], seed)
     _check_ascent(steps, lr, restarts, batch_size, holdout)
     lead, n = x.shape[:-2], x.shape[-2]
     generator = torch.Generator().manual_seed(seed)
@@ -267,6 +270,7 @@ register(Estimator(
     kind="moment", mutual_information=mutual_information, mi_from_moments=mutual_information_from_moments,
     uncertainty="jackknife+own", ie=True,
     subspace_note=lambda options, rank: f"sliced MI with slices drawn inside the rank-{rank} subspace",
+    ie_min_rank=lambda options: options.get("k", 1),
     # IE: 4-dimensional slices see more of a block's map than 1-dimensional ones; 64 slices keep
     # the Monte-Carlo error below the sampling error at the demo's N (the agreement study).
     ie_defaults={"k": 4, "n_slices": 64, "seed": 0}, check_options=check_options))

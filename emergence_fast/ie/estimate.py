@@ -56,20 +56,25 @@ def _probe_sample_estimator(spec: Estimator, options: dict, rows: int) -> None:
                          f"(reservoir size and number of samples): {str(exc).splitlines()[0]}") from None
 
 
-def _check_estimator_options(estimator: str, estimator_options, n_samples: int, rows: int | None = None) -> dict:
+def check_estimator_options(estimator: str, estimator_options, n_samples: int, rows: int | None = None) -> dict:
     """IE's options for ``estimator``: its declared IE defaults overridden key by key by ``estimator_options``,
     checked before the forward passes, not after them (:meth:`.registry.Estimator.validate`). A sample-based
     estimator's values are also tried on ``rows`` random rows, as many as it will keep per cell
     (:func:`_probe_sample_estimator`). ValueError naming ``estimator`` for a name IE does not offer."""
     spec = registry.get(estimator, "ie", "estimator")
     options = spec.resolve_ie_options(estimator_options)
-    try:
-        spec.validate(options, n_samples=n_samples)
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"estimator_options of the {estimator} estimator: {exc}") from None
+    validate_options(spec, options, n_samples=n_samples)
     if spec.kind == "sample" and rows is not None:
         _probe_sample_estimator(spec, options, rows)
     return options
+
+
+def validate_options(spec: Estimator, options: dict, **context) -> None:
+    """:meth:`.registry.Estimator.validate`, its error naming ``estimator_options`` and the estimator."""
+    try:
+        spec.validate(options, **context)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"estimator_options of the {spec.name} estimator: {exc}") from None
 
 
 def _estimate(spec: Estimator, count, comoment, dx, options, base, subspace=False):
@@ -80,8 +85,9 @@ def _estimate(spec: Estimator, count, comoment, dx, options, base, subspace=Fals
     """
     estimate = spec.subspace_estimate if subspace else spec.mi_from_moments
     value, details = estimate(count, comoment, dx, base=base, details=True, **options)
-    bias = getattr(details, "expected_bias", None)
-    return value, details.stderr, torch.full_like(value, float("nan")) if bias is None else bias
+    unknown = torch.full_like(value, float("nan"))  # moments hold no rows to resample: the estimator's own, or NaN
+    stderr, bias = getattr(details, "stderr", None), getattr(details, "expected_bias", None)
+    return value, unknown if stderr is None else stderr, unknown if bias is None else bias
 
 
 def _estimate_from_moments(spec, state, micro_in, micro_out, tokens, input_ids, options, base, backend, world,
@@ -138,9 +144,10 @@ def _estimate_from_reservoir(spec, reservoir, micro_in, micro_out, tokens, input
         options = {**options, "backend": backend}  # native searches (KSG's k-NN): the backend the caller chose
 
     def with_stderr(x, y):
-        if not spec.ie_jackknife and spec.uncertainty != "own":  # no jackknife: one resample is a whole training
-            value = estimate(x, y, base=base, **options)
-            return value, torch.full_like(value, float("nan"))
+        if not spec.ie_jackknife:  # one resample would cost a whole training: the estimator's own error or none
+            value, details = estimate(x, y, base=base, details=True, **options)
+            own = getattr(details, "stderr", None)
+            return value, torch.full_like(value, float("nan")) if own is None else own
         return estimate_with_stderr(estimate, estimator, (x, y), {"base": base, **options},
                                     resamples_per_call=chunks.resamples)
 

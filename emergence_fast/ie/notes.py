@@ -5,7 +5,12 @@ import math
 
 import torch
 
-from .._validation import format_bytes
+from .._validation import format_bytes, log_base
+
+
+def _unit_name(base) -> str:
+    """``"nats"``, ``"bits"`` or ``"log<base>"``: the unit of a value in ``base`` (None = nats)."""
+    return "nats" if base is None else ("bits" if base == 2 else f"log{base}")
 
 
 def _input_notes(config: dict) -> list[str]:
@@ -24,8 +29,8 @@ def _input_notes(config: dict) -> list[str]:
     return notes
 
 
-def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids, options,
-           unit, stderr_reason=None):
+def _notes(spec, macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids,
+           options, unit, stderr_reason=None):
     notes = []
     for name, value, stderr, ceiling in (("macro", macro, macro_se, ceiling_macro), ("micro", micro, micro_se,
                                                                                     ceiling_micro)):
@@ -43,8 +48,7 @@ def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_mac
     for name, value in (("macro", macro), ("micro", micro)):
         bad = int((~torch.isfinite(value)).sum())
         if bad:
-            notes.append(f"{name}: {bad} of {value.numel()} cells are infinite: the Gaussian MI is ill-posed there "
-                         "(a singular covariance: fewer distinct states than dimensions); lower pca or add shrinkage.")
+            notes.append(f"{name}: {bad} of {value.numel()} cells are not finite.")
     for name, stderr in (("macro", macro_se), ("micro", micro_se)):
         undefined = int(stderr.isnan().sum())
         if undefined:
@@ -52,15 +56,8 @@ def _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_mac
                                     "there)")
             notes.append(f"{name}: the standard error is NaN in {undefined} of {stderr.numel()} cells, where it is "
                          f"{why}.")
-    dims = 2 * options["pca"] if options.get("pca") else None
-    distinct = [int(torch.unique(input_ids[:, : t + 1], dim=0).shape[0]) for t in range(input_ids.shape[1])]
-    if dims is not None and min(distinct) <= dims:
-        notes.append(f"macro: position {distinct.index(min(distinct))} has {min(distinct)} distinct prefixes, not more "
-                     f"than the {dims} joint dimensions: its covariance is singular.")
-    if bool(torch.isfinite(macro_bias).any()):
-        worst = max(float(macro_bias.abs().max()), float(micro_bias.abs().max()))
-        done = "subtracted" if options.get("bias_correction") == "wishart" else "not subtracted"
-        notes.append(f"expected plug-in bias (Wishart) up to {worst:.3g} {unit} at N={input_ids.shape[0]}; {done}.")
+    if spec.ie_notes is not None:
+        notes += spec.ie_notes(options, input_ids, macro, micro, macro_bias, micro_bias, unit)
     return notes
 
 
@@ -83,8 +80,9 @@ _CEILING_NOTE = ("for injective blocks the true MI between consecutive hidden st
                  "the token entropy (micro); estimates above it measure the estimator, not the data.")
 
 
-def _state_notes(plan, captured, spec, options, reservoir_size, budget, n_samples) -> list[str]:
+def _state_notes(plan, captured, spec, options, reservoir_size, budget, n_samples, base=2) -> list[str]:
     """Say which estimator was actually computed when the budget or the reservoir bounded the state."""
+    unit = _unit_name(base)
     if plan.kind == "reservoir":
         notes = []
         if plan.capacity < reservoir_size:
@@ -93,8 +91,8 @@ def _state_notes(plan, captured, spec, options, reservoir_size, budget, n_sample
         if plan.capacity < n_samples:
             notes.append(f"state: the estimates read a seeded reservoir of {plan.capacity} of the {n_samples} samples "
                          f"per cell (raise --reservoir-size to read all), while the ceiling is over all {n_samples}: "
-                         + (f"the {spec.name} MI of {plan.capacity} weighted atoms cannot exceed log2({plan.capacity}) = "
-                            f"{math.log2(plan.capacity):.3g} bits there." if spec.weighted_mi is not None
+                         + (f"the {spec.name} MI of {plan.capacity} weighted atoms cannot exceed log({plan.capacity}) = "
+                            f"{math.log(plan.capacity) / log_base(base):.3g} {unit} there." if spec.weighted_mi is not None
                             else "the two describe different samples."))
         return notes
     if plan.kind != "subspace":

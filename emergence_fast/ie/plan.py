@@ -79,7 +79,7 @@ def _plan_state(spec, options, cells, width, n_samples, batch_size, update_sampl
     full = cells * (16 * (2 * width) ** 2 + 48 * width + 8)  # double-double sums (GaussianMIAccumulator)
     if full + fold <= budget:
         return StatePlan("full", full + fold, fold_batches)
-    floor = max(MIN_SUBSPACE_RANK, options.get("pca") or 0, options.get("k") or 0)
+    floor = max(MIN_SUBSPACE_RANK, spec.ie_min_rank(options) if spec.ie_min_rank is not None else 0)
 
     def cost(rank, pilot):
         subspace = cells * (16 * (2 * rank) ** 2 + 2 * width * rank * 8 + 6 * width * 8)

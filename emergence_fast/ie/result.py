@@ -9,7 +9,7 @@ import torch
 
 from .._optional import require
 from ..datasets import prefix_entropy, token_entropy_per_position
-from .notes import _input_notes, _meaning_note, _notes, _stderr_reason
+from .notes import _input_notes, _meaning_note, _notes, _stderr_reason, _unit_name
 
 
 @dataclass
@@ -110,7 +110,7 @@ def _result(layers, estimates, input_ids, spec, options, base, config, provenanc
     """Emergence, ceilings and notes around the :class:`~emergence_fast.ie.estimate.CellEstimates`: the end of every IE run."""
     macro, macro_se, macro_bias = estimates.macro.cpu(), estimates.macro_stderr.cpu(), estimates.macro_bias.cpu()
     micro, micro_se, micro_bias = estimates.micro.cpu(), estimates.micro_stderr.cpu(), estimates.micro_bias.cpu()
-    unit = "nats" if base is None else ("bits" if base == 2 else f"log{base}")
+    unit = _unit_name(base)
     seq_len = input_ids.shape[1]
     positions_count = torch.arange(1, seq_len + 1, dtype=torch.float64)
     emergence = macro - _cumulative_mean(micro)
@@ -119,7 +119,7 @@ def _result(layers, estimates, input_ids, spec, options, base, config, provenanc
     if not config.get("causal", True):  # a bidirectional state at any position carries the whole sequence
         ceiling_macro = ceiling_macro[-1].expand_as(ceiling_macro).clone()
     ceiling_micro = token_entropy_per_position(input_ids, base=base).to(torch.float64)
-    notes = _notes(macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids,
+    notes = _notes(spec, macro, micro, macro_se, micro_se, macro_bias, micro_bias, ceiling_macro, ceiling_micro, input_ids,
                    options, unit, _stderr_reason(spec, options, config))
     notes += state_notes + [_meaning_note(spec, options)]
     if not config.get("causal", True):

@@ -17,6 +17,7 @@ import math
 import torch
 
 from .. import _dispatch
+from .._validation import check_int
 
 TILE_BYTES = 64 * 2**20  # budget for the distance matrices of one tile, all batch cells together
 _REGISTER_BACKENDS = ("triton", "cuda")  # their kernels keep each row's k nearest in registers
@@ -24,8 +25,8 @@ _REGISTER_BACKENDS = ("triton", "cuda")  # their kernels keep each row's k neare
 
 def check_tile_rows(tile_rows) -> None:
     """The ``_tile_rows`` test knob of the torch reference: ``None`` (tiles sized by ``TILE_BYTES``) or a positive int."""
-    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1):
-        raise ValueError(f"_tile_rows must be a positive integer, got {tile_rows!r}")
+    if tile_rows is not None:
+        check_int(tile_rows, "_tile_rows", minimum=1)
 
 
 def _tiles(batch: int, n: int, itemsize: int, matrices: int, tile_rows):
@@ -119,8 +120,7 @@ def _check(z, dx, k, mode) -> None:
         raise ValueError(f"knn_maxnorm: mode 0 (radii) measures all columns: dx must equal D={d}, got {dx}")
     if mode > 0 and not 1 <= dx < d:
         raise ValueError(f"knn_maxnorm: KSG needs 1 <= dx < D={d}, got dx={dx}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
-        raise ValueError(f"knn_maxnorm: need an int k with 1 <= k < N={n}, got k={k!r}")
+    check_int(k, "knn_maxnorm: k", minimum=1, maximum=n - 1)
 
 
 def pick_backend(backend: str | None, device: torch.device, k) -> str:

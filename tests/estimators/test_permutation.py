@@ -10,7 +10,7 @@ def test_gaussian_null_mean_matches_the_wishart_bias(generator):
     x = torch.randn(300, 8, generator=generator, dtype=torch.float64)
     y = x[:, :4] @ torch.randn(4, 6, generator=generator, dtype=torch.float64) + torch.randn(
         300, 6, generator=generator, dtype=torch.float64)
-    null = ef.permutation_null(x, y, n_permutations=200, seed=1)
+    null = ef.permutation_null(x, y, n_permutations=200, permutation_seed=1)
     bias = 0.5 * (gaussian.wishart_logdet_bias(8, torch.tensor(300)) + gaussian.wishart_logdet_bias(6, torch.tensor(300))
                   - gaussian.wishart_logdet_bias(14, torch.tensor(300)))
     # Shuffling keeps the (non-Gaussian-free) marginals and breaks dependence: E[null] = the exact plug-in bias.
@@ -35,3 +35,15 @@ def test_bad_arguments(generator):
         ef.permutation_null(x, x, n_permutations=1)
     with pytest.raises(ValueError, match="method must be one of"):
         ef.permutation_null(x, x, method="magic")
+
+
+def test_the_estimators_seed_and_the_shuffles_seed_are_two_arguments(generator):
+    x = torch.randn(300, 3, generator=generator, dtype=torch.float64)
+    y = x + torch.randn(300, 3, generator=generator, dtype=torch.float64)
+    null = ef.permutation_null(x, y, method="sliced", n_permutations=4, seed=7, n_slices=8)
+    assert torch.equal(null.estimate, ef.mutual_information(x, y, method="sliced", seed=7, n_slices=8))
+    assert not torch.equal(null.estimate, ef.mutual_information(x, y, method="sliced", seed=0, n_slices=8))
+    other = ef.permutation_null(x, y, method="sliced", n_permutations=4, seed=7, n_slices=8, permutation_seed=1)
+    assert torch.equal(other.estimate, null.estimate) and not torch.equal(other.null_mean, null.null_mean)
+    with pytest.raises(ValueError, match="permutation_null takes no details=True"):
+        ef.permutation_null(x, y, details=True)

@@ -106,3 +106,45 @@ def test_unknown_names_and_bad_declarations_are_refused():
         Estimator(name="m", summary="s (x)", kind="moment", mutual_information=lambda x, y: x)
     with pytest.raises(ValueError, match="kind must be one of"):
         Estimator(name="m", summary="s (x)", kind="other", mutual_information=lambda x, y: x)
+
+
+def test_the_api_refuses_unknown_options_bad_flags_and_seeds_naming_them():
+    x = torch.randn(50, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^method 'gaussian' takes no option 'pcaa'; its options are "
+                                         r"\['bias_correction', 'pca', 'shrinkage'\]"):
+        ef.mutual_information(x, x, pcaa=3)
+    with pytest.raises(TypeError, match="^details must be a bool, got str 'yes'$"):
+        ef.mutual_information(x, x, details="yes")
+    with pytest.raises(TypeError, match="^return_stderr must be a bool, got int 1$"):
+        ef.entropy(x, return_stderr=1)
+    for method in registry.names("mutual_information"):  # every method, whether or not it draws numbers
+        with pytest.raises(TypeError, match="^seed must be an integer, got float 1.5$"):
+            ef.mutual_information(x, x, method=method, seed=1.5)
+
+
+def _signature_less(x, y, *, scale=1.0):
+    return x[..., 0, 0]
+
+
+def test_registration_checks_the_contract():
+    with pytest.raises(ValueError, match=r"mutual_information must take the keyword-only arguments \['base', "
+                                         r"'backend', 'details', 'seed'\].*missing \['base', 'backend', 'details', "
+                                         r"'seed'\]"):
+        Estimator(name="bad", summary="s (x)", kind="sample", mutual_information=_signature_less)
+    with pytest.raises(ValueError, match="name must be a Python identifier"):
+        Estimator(name="", summary="s (x)", kind="sample", mutual_information=registry.get("ksg").mutual_information)
+    with pytest.raises(ValueError, match=r"ie_defaults has keys \['bogus'\] that its IE function does not take"):
+        Estimator(name="t", summary="s (x)", kind="sample", mutual_information=registry.get("ksg").mutual_information,
+                  ie=True, ie_defaults={"bogus": 1})
+
+
+def test_ie_options_are_those_of_the_function_ie_calls():
+    # IE computes sliced MI from moments: only the Gaussian inner estimator exists there.
+    spec = registry.get("sliced")
+    assert set(spec.ie_options()) == {"k", "n_slices"}
+    with pytest.raises(ValueError, match=r"unknown keys \['inner'\]"):
+        spec.resolve_ie_options({"inner": "ksg"})
+    with pytest.raises(ValueError, match=r"unknown keys \['inner_options'\]"):
+        spec.resolve_ie_options({"inner_options": {"k": 3}})
+    with pytest.raises(ValueError, match=r"^k must be an integer in \[1, 32\], got 64$"):
+        spec.validate({"k": 64}, width=32)
