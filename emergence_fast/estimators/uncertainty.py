@@ -175,7 +175,7 @@ def estimate_with_stderr(estimator, method: str, samples: tuple, options: dict, 
         value = estimator(*samples, **options)  # validates the options before the plan reads them
     else:
         value, details = estimator(*samples, details=True, **options)
-        own = details.stderr
+        own = getattr(details, "stderr", None)
         if rule == "own" and own is not None:
             return value, own
     if resamples_per_call is None:  # bound the stacked half-samples before any of them is made
