@@ -191,7 +191,7 @@ def test_a_second_run_on_the_same_out_is_refused(model_dir, tmp_path):
 
 
 def test_max_memory_in_plain_bytes_and_bench_under_torchrun(model_dir, tmp_path):
-    from emergence_fast.cli import _max_memory
+    from emergence_fast.cli_checks import max_memory as _max_memory
 
     assert _max_memory("cpu=1000,0=70GB") == {"cpu": 1000, 0: "70GB"}
     launched = run([*TORCHRUN, "--nproc_per_node=2", "-m", "emergence_fast.cli", "bench", "--quick", "--model",
