@@ -185,8 +185,8 @@ def _ie_default(option: str) -> str:
     found = []
     for name in registry.names("ie"):
         spec = registry.get(name)
-        if option in spec.options():
-            found.append(f"{name}: {spec.resolve_ie_options(None).get(option, spec.options()[option])}")
+        if option in spec.ie_options():
+            found.append(f"{name}: {spec.resolve_ie_options(None).get(option, spec.ie_options()[option])}")
     return "; ".join(found)
 
 
@@ -194,7 +194,7 @@ def _estimator_options(args) -> dict:
     """The estimator's options from the shorthand flags, ``--option`` and ``--seed``, checked as
     information_emergence checks them (a sample estimator's values tried on as many rows as it keeps)."""
     spec = registry.get(args.estimator, "ie", "--estimator")
-    accepted = spec.options()
+    accepted = spec.ie_options()
     options = {}
     for flag, (option, convert) in OPTION_FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
