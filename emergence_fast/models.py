@@ -154,7 +154,7 @@ def _publish(built: Path, target: Path, staging: Path, force: bool) -> Path:
 def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None = None,
                device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                device_map: str | dict | None = None, max_memory: dict | None = None,
-               offload_folder: str | os.PathLike | None = None):
+               offload_folder: str | os.PathLike | None = None, revision: str | None = None):
     """Load a causal language model and its tokenizer, in eval mode, without the hub.
 
     Parameters
@@ -166,6 +166,9 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
         if it is already in the local HF cache.
     gguf_file : str, optional
         A GGUF file name inside the folder ``model``; it is dequantised on load.
+    revision : str, optional
+        Only with a Hugging Face id: the branch, tag or commit of the cached repository, e.g.
+        ``"step1000"`` for a Pythia training checkpoint. It must be in the local cache too.
     device : str or torch.device, optional
         Where to put the whole model (default CPU). A CUDA device needs a CUDA build of torch and
         that device.
@@ -220,9 +223,12 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
 
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be None, a folder path or a Hugging Face id (str), got {type(model).__name__}")
+    if revision is not None and (not isinstance(revision, str) or not revision):
+        raise TypeError(f"revision must be a non-empty str (a branch, tag or commit) or None, got {revision!r}")
     if model is None or model == DEFAULT_MODEL:
-        if gguf_file is not None:
-            raise ValueError("gguf_file needs model= the local folder that holds that file")
+        if gguf_file is not None or revision is not None:
+            raise ValueError(f"{'gguf_file' if gguf_file is not None else 'revision'} needs model= "
+                             f"{'the local folder that holds that file' if gguf_file is not None else 'a Hugging Face id'}")
         source, local = str(fetch_default_model()), True
     else:
         source = os.path.expanduser(os.fspath(model))
@@ -230,7 +236,10 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
         if not local:
             _check_not_a_path(source, model, gguf_file)
 
-    file_kwargs = {"local_files_only": True}
+    if revision is not None and local:
+        raise ValueError(f"revision={revision!r} needs model= a Hugging Face id; {source!r} is a local folder, "
+                         f"which holds one checkpoint (pass the folder of the checkpoint wanted)")
+    file_kwargs = {"local_files_only": True} if revision is None else {"local_files_only": True, "revision": revision}
     if gguf_file is not None:
         if not (Path(source) / gguf_file).is_file():
             raise ValueError(f"gguf_file {gguf_file!r} is not a file in the folder {source!r}")
@@ -257,8 +266,9 @@ def load_model(model: str | os.PathLike | None = None, *, gguf_file: str | None 
     except OSError as exc:
         if local:
             raise _load_error(Path(source), gguf_file, step, exc) from exc
+        at = "" if revision is None else f" at revision {revision!r}"
         raise ModelNotAvailableError(
-            f"model {source!r} is not a local folder and is not in the local Hugging Face cache, "
+            f"model {source!r}{at} is not a local folder and is not in the local Hugging Face cache, "
             f"and emergence_fast never downloads from the hub at run time. Pass the path of a folder "
             f"holding the model (config.json, weights and tokenizer files), or model=None for the "
             f"embedded default {DEFAULT_MODEL!r}."

@@ -39,6 +39,7 @@ from .._validation import as_device, check_positive_int
 from ..capture.blocks import is_encoder_decoder, vocab_size
 from ..capture.hooks import padded_position_ids
 from ..datasets import special_prefix, split_special_prefix
+from ..estimators.token_entropy import token_entropy
 from . import metrics as mm
 
 CONTINUATIONS = ("teacher_forced", "free_running")
@@ -54,6 +55,8 @@ class ScoredTargets:
     or free-running, per ``continuation``), ``greedy_text[i]`` / ``target_text[i]`` both decoded.
     ``special_prefix``: the tokenizer's special prefix ids (``"ids"``, ``[]`` when it adds none)
     and how many prompts got it ``"added"`` or had it ``"already present"`` (not doubled).
+    ``token_entropies[i]``: the entropy (float64, nats) of the model's next-token distribution at
+    each of target ``i``'s positions, teacher-forced; its first entry is the entropy right after the prompt.
     """
 
     prompts: list
@@ -65,6 +68,7 @@ class ScoredTargets:
     target_text: list
     continuation: str
     special_prefix: dict = field(default_factory=dict)
+    token_entropies: list = field(default_factory=list)
 
     def target_lengths(self) -> np.ndarray:
         return np.array([len(ids) for ids in self.target_ids], dtype=np.float64)
@@ -227,20 +231,20 @@ def score_targets(model, tokenizer, prompts, targets, *, batch_size: int = 16, p
             local.append(_score_batch(model, tokenizer, batches[b], prompt_ids, target_ids, pad_id, padding_side,
                                       continuation, takes_positions, device))
     results = distributed.gather_ordered(local, world)
-    log_probs, greedy = [None] * len(prompts), [None] * len(prompts)
-    for chunk, (chunk_log_probs, chunk_greedy) in zip(batches, results):
-        for i, lp, g in zip(chunk, chunk_log_probs, chunk_greedy):
-            log_probs[i], greedy[i] = lp, g
+    log_probs, greedy, entropies = [None] * len(prompts), [None] * len(prompts), [None] * len(prompts)
+    for chunk, (chunk_log_probs, chunk_greedy, chunk_entropies) in zip(batches, results):
+        for i, lp, g, h in zip(chunk, chunk_log_probs, chunk_greedy, chunk_entropies):
+            log_probs[i], greedy[i], entropies[i] = lp, g, h
     return ScoredTargets(prompts, targets, target_ids, log_probs, greedy,
                          [tokenizer.decode(g, skip_special_tokens=False) for g in greedy],
                          [tokenizer.decode(t, skip_special_tokens=False) for t in target_ids], continuation,
-                         {"ids": prefix, **Counter(statuses if prefix else ())})
+                         {"ids": prefix, **Counter(statuses if prefix else ())}, entropies)
 
 
 def _score_batch(model, tokenizer, chunk, prompt_ids, target_ids, pad_id, padding_side, continuation,
                  takes_positions, device):
     """One batch (the examples ``chunk``): per example, the target's token log-probs (float64
-    numpy) and the greedy tokens at the target positions."""
+    numpy), the greedy tokens and the next-token entropies (float64 numpy, nats) at the target positions."""
     sequences = [prompt_ids[i] + target_ids[i] for i in chunk]
     ids, mask, positions, offsets = _batch(sequences, pad_id, padding_side, device)
     logits = _forward_logits(model, ids, mask, positions, takes_positions)
@@ -253,17 +257,19 @@ def _score_batch(model, tokenizer, chunk, prompt_ids, target_ids, pad_id, paddin
     picked = logits[torch.tensor(rows, device=device), torch.tensor(cols, device=device)].float()
     token_lp = torch.log_softmax(picked, dim=-1).gather(-1, torch.tensor(wanted, device=device)[:, None])[:, 0]
     token_lp = token_lp.double().cpu().numpy()
+    entropy = token_entropy(picked).double().cpu().numpy()
     argmax = picked.argmax(-1).cpu().tolist()
-    log_probs, greedy, at = [], [], 0
+    log_probs, greedy, entropies, at = [], [], [], 0
     for i in chunk:
         n = len(target_ids[i])
         log_probs.append(token_lp[at:at + n])
         greedy.append(argmax[at:at + n])
+        entropies.append(entropy[at:at + n])
         at += n
     if continuation == "free_running":
         greedy = _generate(model, [prompt_ids[i] for i in chunk], [len(target_ids[i]) for i in chunk],
                            pad_id, tokenizer.eos_token_id, device)
-    return log_probs, greedy
+    return log_probs, greedy, entropies
 
 
 def _generate(model, prompts, lengths, pad_id, eos_id, device):

@@ -1,0 +1,134 @@
+"""The model axis of a sweep: what each model is, where it sits on x, and the grid of work units.
+
+A model is named by a string (:func:`parse_model`): a local folder (a Hugging Face checkpoint,
+e.g. one of ``emergence-fast make-family``'s), a ``.gguf`` file, a Hugging Face id already in the
+local cache with an optional ``@revision`` (``EleutherAI/pythia-70m@step1000``), or ``default``
+(the embedded SmolLM2-135M-Instruct). Models keep the order given: the *declared* order; their
+x (:data:`X_KINDS`) is the training step, the parameter count, the position in the list, or
+values the user gives, and curves along models are fitted against x.
+
+A *unit* of work is one (model, task) with the task's axis values and settings: it is evaluated
+in one go on the loaded model and stored as one record, so a resumed sweep skips every unit
+already stored and loads a model only when one of its units is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+X_KINDS = ("step", "params", "index", "values")
+_STEP_NAME = re.compile(r"(?:^|[-_/])(?:step|checkpoint|ckpt|global_step)[-_]?(\d+)$", re.IGNORECASE)
+DEFAULT_ALIASES = ("default",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the sweep: ``source`` (folder, hub id or ``"default"``), ``revision`` (hub ids
+    only), ``gguf_file`` (a file name inside ``source``) and its ``label`` in tables and plots."""
+
+    source: str
+    revision: str | None = None
+    gguf_file: str | None = None
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identity in the store: the resolved folder or id, revision and GGUF file."""
+        return json.dumps([self.source, self.revision, self.gguf_file])
+
+    def load_kwargs(self) -> dict:
+        return {"model": None if self.source in DEFAULT_ALIASES else self.source, "revision": self.revision,
+                "gguf_file": self.gguf_file}
+
+
+def parse_model(text) -> ModelSpec:
+    """``FOLDER``, ``FILE.gguf``, ``HUB_ID`` or ``HUB_ID@REVISION``, or ``default``; ValueError naming ``models``."""
+    if isinstance(text, ModelSpec):
+        return text
+    if not isinstance(text, (str, os.PathLike)) or not os.fspath(text):
+        raise ValueError(f"models: each model must be a folder, a .gguf file, a Hugging Face id (optionally "
+                         f"@revision) or 'default', got {text!r}")
+    text = os.fspath(text)
+    if text in DEFAULT_ALIASES:
+        return ModelSpec("default", label="default")
+    path = Path(os.path.expanduser(text))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ValueError(f"models: {text!r} ends in .gguf but is not a file")
+        return ModelSpec(str(path.parent.resolve()), gguf_file=path.name, label=path.stem)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"models: {text!r} is a file, not a model folder or a .gguf file")
+        if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+            raise ValueError(f"models: the folder {text!r} holds no model (no config.json, no .gguf file)")
+        return ModelSpec(str(path.resolve()), label=path.name)
+    source, _, revision = text.partition("@")
+    if "@" in text and not revision:
+        raise ValueError(f"models: {text!r} ends in '@' with no revision after it")
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ValueError(f"models: {text!r} is neither an existing folder nor a Hugging Face id (owner/name[@revision])")
+    return ModelSpec(source, revision or None, label=f"{source}@{revision}" if revision else source)
+
+
+def parse_models(models) -> list[ModelSpec]:
+    """Every entry parsed, at least one, none named twice (after resolving paths)."""
+    if isinstance(models, (str, os.PathLike, ModelSpec)):
+        models = [models]
+    specs = [parse_model(m) for m in models]
+    if not specs:
+        raise ValueError("models: the list is empty; name at least one model")
+    seen = {}
+    for spec in specs:
+        seen.setdefault(spec.key, []).append(spec.label)
+    repeated = [labels for labels in seen.values() if len(labels) > 1]
+    if repeated:
+        raise ValueError("models: each model once; named more than once: " + "; ".join(" and ".join(r) for r in repeated))
+    labels = [s.label for s in specs]
+    if len(set(labels)) < len(labels):  # two folders of the same name in different places
+        specs = [ModelSpec(s.source, s.revision, s.gguf_file, s.source if s.gguf_file is None else
+                           f"{s.source}/{s.gguf_file}") if labels.count(s.label) > 1 else s for s in specs]
+    return specs
+
+
+def checkpoint_step(spec: ModelSpec) -> int | None:
+    """The training step of a checkpoint, if something records it: the folder's
+    ``emergence_fast.json`` (``make-family``), a Trainer's ``trainer_state.json`` (``global_step``),
+    a revision such as ``step1000`` (Pythia) or a folder name ending ``step-1000``/``checkpoint-1000``."""
+    folder = Path(spec.source)
+    if spec.revision is None and folder.is_dir():
+        for name, key in (("emergence_fast.json", "step"), ("trainer_state.json", "global_step")):
+            path = folder / name
+            if path.is_file():
+                try:
+                    value = json.loads(path.read_text(encoding="utf-8")).get(key)
+                except (ValueError, AttributeError) as exc:
+                    raise ValueError(f"models: {str(path)!r} is not a JSON object with {key!r}: {exc}") from None
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    return value
+    for text in ((spec.revision,) if spec.revision else (folder.name,)):
+        match = _STEP_NAME.search(text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def family_info(spec: ModelSpec) -> dict | None:
+    """The ``emergence_fast.json`` of a ``make-family`` checkpoint, or None."""
+    path = Path(spec.source) / "emergence_fast.json"
+    if spec.revision is not None or not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"models: {str(path)!r} is not valid JSON: {exc}") from None
+    return info if isinstance(info, dict) else None
+
+
+def unit_key(spec: ModelSpec, task: str, values, settings: dict) -> str:
+    """A unit's identity in the store: model, task, axis values and the settings the task reads."""
+    text = json.dumps({"model": spec.key, "task": task, "values": list(values), "settings": settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
