@@ -1,4 +1,4 @@
-"""Command line: ``emergence-fast ie | icl | mirage | bench | estimators | backends``.
+"""Command line: ``emergence-fast ie | icl | mirage | sweep | make-family | bench | estimators | backends``.
 
 ``ie`` runs Information Emergence on a model (the embedded SmolLM2-135M-Instruct by default)
 and writes ``ie.json``, ``ie.csv`` and plots. ``icl`` (:mod:`emergence_fast.icl.cli`) runs the
@@ -29,6 +29,8 @@ from emergence_fast.ie.estimate import check_estimator_options
 from emergence_fast.report import text_table
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
+from emergence_fast.families import cli as families_cli
+from emergence_fast.sweep import cli as sweep_cli
 
 
 def correlated_gaussian(n: int, dx: int, dy: int, rho: float, generator: torch.Generator):
@@ -401,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list the backends and why any is unavailable")
     icl_cli.add_parser(sub)
     mirage_cli.add_parser(sub)
+    families_cli.add_parser(sub)
+    sweep_cli.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

@@ -104,14 +104,14 @@ def _x_of_models(specs, records, x, steps, x_values):
     return xs, infos, notes
 
 
-def _rows(specs, xs, x, tasks: dict, records):
+def _rows(specs, xs, x, tasks: dict, records, metrics):
     rows = []
     index = {s.label: i for i, s in enumerate(specs)}
     for r in records:
         task = tasks[r["task"]]
         for value, cell in r["cells"].items():
             for metric in task.metrics:
-                if metric.name not in cell:
+                if metric.name not in cell or (metrics is not None and metric.name not in metrics):
                     continue
                 v, se, n = cell[metric.name]
                 rows.append({"model": r["model"], "model_index": index[r["model"]], "x": xs[index[r["model"]]],
@@ -263,7 +263,7 @@ def _timing(transitions, ref):
 
 
 def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_x, n_boot, ci, reference,
-            family, loads) -> SweepResult:
+            family, loads, metrics=None) -> SweepResult:
     """The :class:`SweepResult` of finished unit ``records`` (see the module docstring)."""
     from .._validation import check_int, check_probability
 
@@ -273,7 +273,7 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
     ref = _parse_reference(reference, tasks, values)
     xs, infos, notes = _x_of_models(specs, records, x, steps, x_values)
     log_x = (x == "params") if log_x is None else bool(log_x)
-    rows = _rows(specs, xs, x, tasks, records)
+    rows = _rows(specs, xs, x, tasks, records, metrics)
     for r in records:
         if r["status"] != "ok":
             notes.append(f"{r['task']} does not apply to {r['model']}: {r['note']}")
@@ -296,7 +296,7 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
                "step": st, **infos[s.label]} for s, xv, st in zip(specs, xs, steps)]
     config = {"x": x, "log_x": log_x, "values": {k: list(v) for k, v in values.items()},
               "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.__dict__.items()},
-              "n_boot": n_boot, "ci": ci, "family": family}
+              "metrics": None if metrics is None else list(metrics), "n_boot": n_boot, "ci": ci, "family": family}
     task_info = {name: {"axis": t.axis, "axis_unit": AXES[t.axis], "description": t.description,
                         "reference_metric": t.reference,
                         "metrics": {m.name: {"kind": m.kind, "higher_is_better": m.higher_is_better,

@@ -74,11 +74,27 @@ def parse_model(text) -> ModelSpec:
     return ModelSpec(source, revision or None, label=f"{source}@{revision}" if revision else source)
 
 
+def check_cached(spec: ModelSpec) -> None:
+    """A hub id (at its revision) must be in the local Hugging Face cache: checked before any work,
+    so a sweep does not stop at its tenth model for a typo in it. ValueError naming ``models``."""
+    if spec.source in DEFAULT_ALIASES or Path(spec.source).is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec.source, "config.json", revision=spec.revision)
+    if not isinstance(found, str):
+        at = "" if spec.revision is None else f" at revision {spec.revision!r}"
+        raise ValueError(f"models: {spec.source!r}{at} is not in the local Hugging Face cache (no config.json), and "
+                         f"emergence_fast never downloads at run time; check the id and the revision")
+
+
 def parse_models(models) -> list[ModelSpec]:
-    """Every entry parsed, at least one, none named twice (after resolving paths)."""
+    """Every entry parsed, at least one, none named twice (after resolving paths), hub ids cached."""
     if isinstance(models, (str, os.PathLike, ModelSpec)):
         models = [models]
     specs = [parse_model(m) for m in models]
+    for spec in specs:
+        check_cached(spec)
     if not specs:
         raise ValueError("models: the list is empty; name at least one model")
     seen = {}

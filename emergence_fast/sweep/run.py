@@ -97,7 +97,7 @@ def plan(models, tasks=None, values=None, settings: Settings | None = None):
 def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None, log_x=None, out=None,
               n_examples: int = 64, seed: int = 0, batch_size: int = 16, concepts=("01", "011"), depth: int = 3,
               ie_samples: int = 256, ie_dataset: str | None = None, ie_estimator: str | None = None,
-              n_boot: int = 200, ci: float = 0.95, reference: str | None = None, loader=None, device=None,
+              n_boot: int = 200, ci: float = 0.95, reference: str | None = None, metrics=None, loader=None, device=None,
               dtype=None, world=None, progress: bool = False) -> SweepResult:
     """Run ``tasks`` over ``models`` and return the :class:`~.analyse.SweepResult` (table, transitions, checks).
 
@@ -128,6 +128,9 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
         ``"task:metric"`` or ``"task:metric@value"``: the along-models curve every other is timed
         against (default: ``induction:in_context_loss`` when induction runs, else the first task's
         reference metric at its largest axis value).
+    metrics : list of str, optional
+        Keep only these metrics in the table and the fits (default: every metric of every task);
+        every name must belong to a task of the sweep.
     loader : callable, optional
         ``loader(spec) -> (model, tokenizer)`` in place of :func:`emergence_fast.models.load_model`.
 
@@ -145,6 +148,7 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
                                                                                           minimum=2),
                         ie_dataset=ie_dataset or Settings.ie_dataset, ie_estimator=ie_estimator)
     specs, tasks, values, settings, family = plan(models, tasks, values, settings)
+    metrics = _check_metrics(metrics, tasks)
     if x not in ("auto", *grid.X_KINDS):
         raise ValueError(f"x must be one of {('auto', *grid.X_KINDS)}, got {x!r}")
     steps = [grid.checkpoint_step(s) for s in specs]
@@ -199,7 +203,21 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
         bar.close()
     records = [store.units[grid.unit_key(s, t.name, values[t.name], settings.for_task(t))] for s in specs for t in tasks]
     return analyse(specs, tasks, values, settings, records, x=x, steps=steps, x_values=x_values, log_x=log_x,
-                   n_boot=n_boot, ci=ci, reference=reference, family=family, loads=loads)
+                   n_boot=n_boot, ci=ci, reference=reference, family=family, loads=loads, metrics=metrics)
+
+
+def _check_metrics(metrics, tasks) -> tuple | None:
+    """``metrics`` as a tuple of names every one of which some task measures; ValueError naming ``metrics``."""
+    if metrics is None:
+        return None
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise ValueError("metrics: the list is empty; name at least one metric (or none for all)")
+    known = {m for t in tasks for m in t.metric_names}
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(f"metrics: {unknown} are measured by no task of this sweep; known: {', '.join(sorted(known))}")
+    return tuple(dict.fromkeys(metrics))
 
 
 def _evaluate(spec, task, values, settings, model, tokenizer, info, world) -> dict:

@@ -4,7 +4,7 @@
 ``fsync``-ed before the next unit starts: a kill loses at most the unit in progress. A line cut
 short by the kill (the last one, without its newline) is ignored on reading; any other line
 that is not a unit record is an error naming the file and line, since the store would otherwise
-be silently wrong. A unit already present is never written twice.
+be silently wrong; the next write removes the cut line. A unit already present is never written twice.
 """
 from __future__ import annotations
 
@@ -69,14 +69,17 @@ class UnitStore:
             return
         line = encode(record) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_cut_line()
         with open(self.path, "a", encoding="utf-8") as f:
-            if f.tell() > 0 and not self._ends_with_newline():
-                f.write("\n")  # after a cut-short line, start a fresh one
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+    def _drop_cut_line(self) -> None:
+        """Remove a last line without its newline (a write a kill cut short), which was never a unit."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)

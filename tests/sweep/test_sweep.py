@@ -1,0 +1,299 @@
+"""The sweep on tiny random models: grid bookkeeping, one load per model, resume, equality with the
+single-run functions, bad input, the CLI, and 2 gloo ranks under torchrun."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emergence_fast.sweep import run_sweep, summary_table, write_report
+from emergence_fast.sweep.store import FILE
+from emergence_fast.sweep.tasks import Settings, entity_examples, induction_ids
+from tests.mirage.tiny import char_tokenizer, tiny_gpt2
+from tests.tiny_models import one_thread  # noqa: F401 (autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"n_examples": 6, "batch_size": 4, "n_boot": 10}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Three tiny GPT-2s of growing width on one character tokenizer with BOS, saved as HF folders."""
+    root = tmp_path_factory.mktemp("models")
+    tok = char_tokenizer(bos=True)
+    paths = []
+    for i, width in enumerate((16, 24, 32)):
+        path = root / f"w{width}"
+        tiny_gpt2(width=width, seed=i, vocab=len(tok)).save_pretrained(path)
+        tok.save_pretrained(path)
+        paths.append(str(path))
+    return paths
+
+
+class CountingLoader:
+    def __init__(self, fail_on=None):
+        self.calls, self.fail_on = [], fail_on
+
+    def __call__(self, spec):
+        from emergence_fast.models import load_model
+
+        if spec.label == self.fail_on:
+            raise KeyboardInterrupt  # a kill between units
+        self.calls.append(spec.label)
+        return load_model(spec.source)
+
+
+def test_every_cell_once_in_declared_order_one_load_per_model(folders):
+    loader = CountingLoader()
+    order = [folders[2], folders[0], folders[1]]
+    result = run_sweep(order, ["arithmetic-2d-mult", "induction"], values={"arithmetic-2d-mult": [0, 1],
+                       "induction": [2, 4, 6]}, loader=loader, x="index", **SMALL)
+    assert loader.calls == ["w32", "w16", "w24"]           # one load per model, declared order
+    cells = [(r["model"], r["task"], r["axis_value"], r["metric"]) for r in result.rows]
+    assert len(cells) == len(set(cells))                    # every cell once
+    expected = {(m, "arithmetic-2d-mult", v, k) for m in ("w32", "w16", "w24") for v in (0, 1)
+                for k in ("exact_match", "token_edit_distance", "target_log_prob", "token_prob", "next_token_entropy")}
+    expected |= {(m, "induction", v, k) for m in ("w32", "w16", "w24") for v in (2, 4, 6)
+                 for k in ("in_context_loss", "first_half_loss", "icl_loss_reduction", "repeat_token_accuracy",
+                           "repeat_exact_match", "next_token_entropy")}
+    assert set(cells) == expected
+    assert [m["label"] for m in result.models] == ["w32", "w16", "w24"]
+    assert [m["x"] for m in result.models] == [0.0, 1.0, 2.0]
+    assert {r["model"]: r["model_index"] for r in result.rows} == {"w32": 0, "w16": 1, "w24": 2}
+    # Curves: along models for every (task, value, metric); along the induction axis (3 values) per model.
+    along = {(t["direction"], t["task"]) for t in result.transitions}
+    assert along == {("models", "arithmetic-2d-mult"), ("models", "induction"), ("length", "induction")}
+    assert sum(t["direction"] == "length" for t in result.transitions) == 3 * 6
+    assert "no curves along the axis of arithmetic-2d-mult: fewer than 3 values" in result.notes
+
+
+def test_resume_after_a_kill_skips_done_units_and_equals_an_uninterrupted_run(folders, tmp_path):
+    kw = dict(tasks=["induction"], values={"induction": [2, 4]}, x="index", **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(folders, out=tmp_path, loader=CountingLoader(fail_on="w32"), **kw)
+    lines = (tmp_path / FILE).read_text().splitlines()
+    assert [json.loads(line)["model"] for line in lines] == ["w16", "w24"]
+    # A kill in the middle of a write leaves a cut line: it is ignored, and the next line starts fresh.
+    with open(tmp_path / FILE, "a") as f:
+        f.write('{"key": "abc", "cells": {')
+    again = CountingLoader()
+    resumed = run_sweep(folders, out=tmp_path, loader=again, **kw)
+    assert again.calls == ["w32"]                           # only the model with a missing unit loads
+    whole = run_sweep(folders, loader=CountingLoader(), **kw)
+    assert resumed.rows == whole.rows
+    records = [json.loads(line) for line in (tmp_path / FILE).read_text().splitlines()]  # the cut line is gone
+    assert [r["model"] for r in records] == ["w16", "w24", "w32"]
+    done = CountingLoader()
+    run_sweep(folders, out=tmp_path, loader=done, **kw)
+    assert done.calls == []                                  # nothing left: no model loads
+    # A changed setting is new work for every model.
+    changed = CountingLoader()
+    run_sweep(folders, out=tmp_path, loader=changed, **{**kw, "n_examples": 5})
+    assert changed.calls == ["w16", "w24", "w32"]
+
+
+def test_a_corrupt_line_that_is_not_the_last_is_an_error(folders, tmp_path):
+    (tmp_path / FILE).write_text('not json\n{"key": "x"}\n')
+    with pytest.raises(ValueError, match=rf"{FILE}:1 is not a sweep unit record"):
+        run_sweep(folders[:1], ["induction"], out=tmp_path, values={"induction": [2]}, **SMALL)
+
+
+def test_cells_equal_the_single_run_functions(folders):
+    """The sweep's table against score_targets, the multiple-choice metrics, tree_curves, a direct
+    induction computation and information_emergence, run alone on the same model and examples."""
+    from emergence_fast import information_emergence
+    from emergence_fast.icl.concepts import tree_curves
+    from emergence_fast.mirage import metrics as mm
+    from emergence_fast.mirage.scoring import score_choices, score_targets
+    from emergence_fast.mirage.tasks import arithmetic_task
+    from emergence_fast.models import load_model
+
+    result = run_sweep(folders[:2], ["arithmetic-4d-add", "entity-colors", "induction", "ie"],
+                       values={"arithmetic-4d-add": [1], "entity-colors": [2], "induction": [3], "ie": [0, 1]},
+                       ie_samples=40, ie_dataset="induction:3", x="index", ie_estimator="gaussian", **SMALL)
+    value = {(r["model"], r["task"], r["axis_value"], r["metric"]): r for r in result.rows}
+    model, tok = load_model(folders[1])
+    label = Path(folders[1]).name
+    ex = arithmetic_task("arithmetic-4d-add", 6, shots=1, seed=0)
+    scored = score_targets(model, tok, ex.prompts, ex.targets, batch_size=4)
+    m = scored.metrics()
+    assert value[(label, "arithmetic-4d-add", 1, "exact_match")]["value"] == m["exact_match"].mean()
+    assert value[(label, "arithmetic-4d-add", 1, "target_log_prob")]["value"] == pytest.approx(m["loglik"].mean(), 1e-12)
+    se = m["token_edit_distance"].std(ddof=1) / math.sqrt(6)
+    assert value[(label, "arithmetic-4d-add", 1, "token_edit_distance")]["stderr"] == pytest.approx(se, 1e-12)
+    prompts, options, correct = entity_examples("colors", 2, 6, 0)
+    choices = score_choices(model, tok, prompts, options, batch_size=4)
+    assert value[(label, "entity-colors", 2, "mc_grade")]["value"] == pytest.approx(
+        mm.multiple_choice_grade(choices.option_log_probs, correct).mean(), 1e-12)
+    assert value[(label, "entity-colors", 2, "brier")]["value"] == pytest.approx(
+        mm.brier_score(choices.option_log_probs, correct).mean(), 1e-9)
+    # Induction by hand, float64 throughout: [BOS] r r, losses on r_2..r_L and r_2'..r_L'.
+    ids = induction_ids(tok, 3, 6, 0, model)
+    assert ids.shape == (6, 7) and (ids[:, 0] == tok.bos_token_id).all() and (ids[:, 1:4] == ids[:, 4:]).all()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits.double(), -1)
+    nll = -logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    first, second = nll[:, 1:3].mean(1), nll[:, 4:6].mean(1)
+    assert value[(label, "induction", 3, "in_context_loss")]["value"] == pytest.approx(float(second.mean()), 1e-5)
+    assert value[(label, "induction", 3, "first_half_loss")]["value"] == pytest.approx(float(first.mean()), 1e-5)
+    assert value[(label, "induction", 3, "icl_loss_reduction")]["value"] == pytest.approx(
+        float((first - second).mean()), 1e-5)
+    ie = information_emergence(model, tok, induction_ids(tok, 3, 40, 0, model), estimator="gaussian", batch_size=4)
+    for block in (0, 1):
+        assert value[(label, "ie", block, "ie")]["value"] == pytest.approx(float(ie.emergence[block].mean()), 1e-12)
+    # binary-concepts needs 'h'/'t' tokens this character tokenizer has: P(concept) per length, mean over concepts.
+    coin = run_sweep(folders[:1], ["binary-concepts"], values={"binary-concepts": [1, 2, 3]}, depth=2, **SMALL)
+    model0, tok0 = load_model(folders[0])
+    curves = tree_curves(model0, tok0, ["01", "011"], max_len=3, depth=2, batch_size=4, n_boot=1)
+    got = {r["axis_value"]: r["value"] for r in coin.rows if r["metric"] == "p_concept"}
+    assert got == {n: pytest.approx(float(np.mean([c.value[n - 1] for c in curves.curves])), 1e-12) for n in (1, 2, 3)}
+
+
+def test_models_with_different_tokenizers_are_allowed_and_said(folders, tmp_path):
+    other = tmp_path / "nobos"
+    tok = char_tokenizer(bos=False)
+    tiny_gpt2(width=16, seed=5, vocab=len(tok) + 3).save_pretrained(other)
+    tok.add_tokens(["<x>", "<y>", "<z>"])
+    tok.save_pretrained(other)
+    result = run_sweep([folders[0], str(other)], ["induction"], values={"induction": [2]}, x="index", **SMALL)
+    assert any("2 different tokenizers (w16; nobos)" in n for n in result.notes)
+
+
+def test_bad_input_is_refused_with_the_argument_named(folders, tmp_path):
+    def refused(match, *args, **kwargs):
+        with pytest.raises(ValueError, match=match):
+            run_sweep(*args, **{**SMALL, **kwargs})
+
+    refused(r"^values\['induction'\]: the length axis is empty", folders[:1], ["induction"], values={"induction": []})
+    refused(r"^tasks: unknown task 'inductin'; known: arithmetic-2d-mult", folders[:1], ["inductin"])
+    refused(r"^tasks: the list is empty", folders[:1], [])
+    refused(r"^metrics: \['accuracy'\] are measured by no task", folders[:1], ["induction"], metrics=["accuracy"])
+    refused(r"^reference: 'induction' has no metric 'loss'", folders[:2], ["induction"], reference="induction:loss",
+            values={"induction": [2]}, x="index")
+    refused(r"^models: the folder '.*' holds no model \(no config.json", [str(tmp_path)])
+    refused(r"^models: each model once; named more than once: w16 and w16", [folders[0], folders[0]])
+    refused(r"^x='step' needs every model's training step; none is recorded for \['w16'\]", folders[:1], x="step")
+    refused(r"^x_values must give one number per model \(2\)", folders[:2], x="values", x_values=[1.0])
+    refused(r"^values: \['ie'\] are not tasks of this sweep", folders[:1], ["induction"], values={"ie": [0]})
+    # Checkpoints with equal parameter counts cannot be placed by params.
+    twin = tmp_path / "twin"
+    tok = char_tokenizer(bos=True)
+    tiny_gpt2(width=16, seed=9, vocab=len(tok)).save_pretrained(twin)
+    tok.save_pretrained(twin)
+    refused(r"^x='params': models \['w16', 'twin'\] share the x value", [folders[0], str(twin)], ["induction"],
+            values={"induction": [2]}, x="params")
+
+
+def test_unknown_revision_and_uncached_hub_id(tmp_path):
+    """A hub-style cache built by hand (refs/<revision> -> snapshot), read with no network."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from tests.mirage.tiny import char_tokenizer, tiny_gpt2
+cache = os.environ["HF_HUB_CACHE"]
+repo = os.path.join(cache, "models--org--tiny")
+for rev, sha in (("main", "a" * 40), ("step1", "b" * 40), ("step2", "c" * 40)):
+    snap = os.path.join(repo, "snapshots", sha)
+    tok = char_tokenizer(bos=True)
+    tiny_gpt2(width=16, seed=len(rev), vocab=len(tok)).save_pretrained(snap)
+    tok.save_pretrained(snap)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    open(os.path.join(repo, "refs", rev), "w").write(sha)
+from emergence_fast.sweep import run_sweep
+r = run_sweep(["org/tiny@step1", "org/tiny@step2"], ["induction"], values={{"induction": [2]}}, n_examples=4, n_boot=5)
+print("X", [m["x"] for m in r.models], r.config["x"])
+from emergence_fast.cli import main
+sys.exit(main(["sweep", "--models", "org/tiny@step1", "org/tiny@step9", "--tasks", "induction", "--lengths", "2",
+               "--n-examples", "4", "--out", {str(tmp_path / 'out')!r}, "--quiet"]))
+"""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "X [1.0, 2.0] step" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == ("emergence-fast sweep: error: --models: 'org/tiny' at revision 'step9' is not in the local Hugging "
+                    "Face cache (no config.json), and emergence_fast never downloads at run time; check the id and "
+                    "the revision")
+    assert not (tmp_path / "out" / FILE).exists()
+
+
+def test_cli_writes_the_report_and_refuses_bad_flags(folders, tmp_path, capsys):
+    from emergence_fast.cli import main
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--models", *folders, "--tasks", "induction", "entity-animals", "--lengths", "2", "3", "4",
+            "--shots", "1", "2", "--x", "index", "--n-examples", "4", "--n-boot", "5", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "vs reference" in printed and "reference: induction:in_context_loss at 2" in printed
+    for name in ("sweep.json", "sweep.csv", "transitions.csv", "units.jsonl", "curves_induction.png",
+                 "heatmap_induction.png", "heatmap_entity-animals.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "sweep.json").read_text())
+    assert [m["label"] for m in report["models"]] == ["w16", "w24", "w32"]
+    assert report["config"]["values"] == {"induction": [2, 3, 4], "entity-animals": [1, 2]}
+    rows = (out / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * (3 * 6 + 2 * 4)
+    for flags, message in (
+            (["--lengths", "1"], "--lengths must be an integer >= 2, got 1"),
+            (["--blocks", "0"], "--blocks: no task of this sweep (induction) has a block axis"),
+            (["--n-examples", "0"], "--n-examples must be"),
+            (["--metrics", "acc"], "--metrics: ['acc'] are measured by no task of this sweep"),
+            (["--x-values", "1", "2"], "--x-values needs --x values")):
+        code = main(["sweep", "--models", folders[0], "--tasks", "induction", "--out", str(tmp_path / "bad"),
+                     *flags])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "bad").exists()
+
+
+def test_report_files_round_trip(folders, tmp_path):
+    result = run_sweep(folders, ["induction"], values={"induction": [2, 3, 4]}, x="values", x_values=[10, 100, 1000],
+                       log_x=True, **SMALL)
+    write_report(result, tmp_path)
+    import csv
+
+    with open(tmp_path / "sweep.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(result.rows)
+    assert {float(r["x"]) for r in table} == {10.0, 100.0, 1000.0}
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    t = data["transitions"][0]
+    assert set(t) >= {"direction", "task", "metric", "verdict", "location", "location_ci", "width", "width_ci"}
+    assert t["width_unit"] == "log10(x)" and data["config"]["log_x"] is True
+    assert "reference: induction:in_context_loss at 2" in summary_table(result)
+
+
+def test_torchrun_two_ranks_equal_one_process(folders, tmp_path):
+    common = ["--models", *folders[:2], "--tasks", "induction", "arithmetic-2d-mult", "--lengths", "2", "3",
+              "--shots", "0", "1", "--x", "index", "--n-examples", "5", "--batch-size", "2", "--n-boot", "5", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = subprocess.run([sys.executable, "-m", "emergence_fast.cli", "sweep", *common, "--out", str(tmp_path / "one")],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                           "emergence_fast.cli", "sweep", *common, "--out", str(tmp_path / "two")],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert dist.returncode == 0, dist.stderr[-3000:]
+    assert dist.stdout.count("wrote ") == 1                  # rank 0 alone writes and prints
+    assert (tmp_path / "one" / "sweep.csv").read_text() == (tmp_path / "two" / "sweep.csv").read_text()
+
+
+def test_settings_are_part_of_the_cell_identity():
+    from emergence_fast.sweep.grid import ModelSpec, unit_key
+    from emergence_fast.sweep.tasks import get
+
+    spec = ModelSpec("/m", label="m")
+    task = get("induction")
+    a = unit_key(spec, "induction", (2,), Settings().for_task(task))
+    assert a == unit_key(spec, "induction", (2,), Settings(depth=7).for_task(task))  # induction does not read depth
+    assert a != unit_key(spec, "induction", (2,), Settings(seed=1).for_task(task))
+    assert a != unit_key(spec, "induction", (3,), Settings().for_task(task))
