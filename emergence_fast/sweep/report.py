@@ -9,7 +9,8 @@
   transition with its full record, the metric-choice check, the timing against the reference,
   notes, the configuration and provenance.
 * ``curves_<task>.png``: each metric along the model axis, one line per axis value, located
-  transitions' CIs shaded; ``heatmap_<task>.png``: models x axis values, one panel per metric
+  transitions' CIs shaded; ``axis_<task>.png``: each metric along the task's own axis (shots,
+  length, block), one line per model (tasks with at least 2 axis values); ``heatmap_<task>.png``: models x axis values, one panel per metric
   (tasks with at least 2 axis values).
 """
 from __future__ import annotations
@@ -74,8 +75,30 @@ def summary_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
+def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
+    """``axis_<task>.png``: every metric along the task's own axis, one line per model (in x order)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for model in sorted(result.models, key=lambda m: m["x"]):
+            pts = sorted((r["axis_value"], r["value"], r["stderr"]) for r in rows
+                         if r["metric"] == metric and r["model"] == model["label"])
+            if not pts:
+                continue
+            x, y, e = zip(*pts)
+            ax.errorbar(x, y, yerr=[v if math.isfinite(v) else 0.0 for v in e], marker="o", ms=3, capsize=2,
+                        label=model["label"])
+        ax.set_title(f"{metric} ({task['metrics'][metric]['kind']})", fontsize=9)
+        ax.set_xlabel(f"{task['axis']} ({task['axis_unit']})")
+        ax.set_ylabel(task["metrics"][metric]["unit"])
+    if len(result.models) <= 8:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{name} along {task['axis']}", fontsize=10)
+    fig.tight_layout()
+    return write_figure(fig, out / f"axis_{name}.png")
+
+
 def plot(result: SweepResult, out) -> list[Path]:
-    """``curves_<task>.png`` and ``heatmap_<task>.png`` into ``out``; needs matplotlib."""
+    """``curves_<task>.png``, ``axis_<task>.png`` and ``heatmap_<task>.png`` into ``out``; needs matplotlib."""
     plt = require("matplotlib.pyplot", "plotting a sweep")
     out = Path(out)
     written = []
@@ -110,6 +133,8 @@ def plot(result: SweepResult, out) -> list[Path]:
         fig.suptitle(f"{name} across models", fontsize=10)
         fig.tight_layout()
         written.append(write_figure(fig, out / f"curves_{name}.png"))
+        if len(values) >= 2:
+            written.append(_axis_figure(plt, result, name, task, rows, metrics, out))
         if len(values) < 2 or len(result.models) < 2:
             continue
         labels = [m["label"] for m in sorted(result.models, key=lambda m: m["x"])]

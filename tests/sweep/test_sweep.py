@@ -234,7 +234,7 @@ def test_cli_writes_the_report_and_refuses_bad_flags(folders, tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "vs reference" in printed and "reference: induction:in_context_loss at 2" in printed
-    for name in ("sweep.json", "sweep.csv", "transitions.csv", "units.jsonl", "curves_induction.png",
+    for name in ("sweep.json", "sweep.csv", "transitions.csv", "units.jsonl", "curves_induction.png", "axis_induction.png",
                  "heatmap_induction.png", "heatmap_entity-animals.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "sweep.json").read_text())
