@@ -24,6 +24,7 @@ after its own verdict.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,12 +53,12 @@ class SweepResult:
     notes: list = field(default_factory=list)
     loads: list = field(default_factory=list)
     summaries: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"models": self.models, "tasks": self.tasks, "reference": self.reference,
                 "transitions": self.transitions, "agreement": self.agreement, "timing": self.timing,
-                "notes": self.notes, "config": self.config,
-                "provenance": {"emergence_fast": __version__, "models_loaded": self.loads}}
+                "notes": self.notes, "config": self.config, "provenance": self.provenance}
 
     def to_rows(self) -> list:
         return self.rows
@@ -263,7 +264,7 @@ def _timing(transitions, ref):
 
 
 def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_x, n_boot, ci, reference,
-            family, loads, metrics=None) -> SweepResult:
+            family, loads, metrics=None, evaluated=()) -> SweepResult:
     """The :class:`SweepResult` of finished unit ``records`` (see the module docstring)."""
     from .._validation import check_int, check_probability
 
@@ -303,4 +304,17 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
                                              "range": m.value_range, "unit": m.unit, "description": m.description}
                                     for m in t.metrics}} for name, t in tasks.items()}
     return SweepResult(models, task_info, rows, transitions, _agreement(transitions), timing, reference_record, config,
-                       notes, loads, summaries)
+                       notes, loads, summaries, _provenance(records, loads, evaluated))
+
+
+def _provenance(records, loads, evaluated) -> dict:
+    import platform
+
+    import torch
+    import transformers
+
+    return {"emergence_fast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "analysed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "models_loaded_this_run": loads, "units_evaluated_this_run": len(evaluated),
+            "units_from_earlier_runs": len(records) - len(evaluated),
+            "unit_seconds": {f"{r['model']}|{r['task']}": r["seconds"] for r in records}}

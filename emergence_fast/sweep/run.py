@@ -178,7 +178,7 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
 
     units = [(spec, task) for spec in specs for task in tasks]
     bar = tqdm(total=len(units), desc="sweep", unit="unit", disable=not progress or not world.is_main)
-    loads = []
+    loads, evaluated = [], []
     try:
         for spec in specs:
             pending = [t for t in tasks if grid.unit_key(spec, t.name, values[t.name], settings.for_task(t))
@@ -194,8 +194,9 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
             info = model_info(model, tokenizer)
             for task in pending:
                 bar.set_postfix_str(f"{spec.label}: {task.name}")
-                store.add(_evaluate(spec, task, values[task.name], settings, model, tokenizer, info, world),
-                          write=world.is_main)
+                record = _evaluate(spec, task, values[task.name], settings, model, tokenizer, info, world)
+                store.add(record, write=world.is_main)
+                evaluated.append(record["key"])
                 bar.update(1)
             del model, tokenizer
             gc.collect()
@@ -203,7 +204,8 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
         bar.close()
     records = [store.units[grid.unit_key(s, t.name, values[t.name], settings.for_task(t))] for s in specs for t in tasks]
     return analyse(specs, tasks, values, settings, records, x=x, steps=steps, x_values=x_values, log_x=log_x,
-                   n_boot=n_boot, ci=ci, reference=reference, family=family, loads=loads, metrics=metrics)
+                   n_boot=n_boot, ci=ci, reference=reference, family=family, loads=loads, metrics=metrics,
+                   evaluated=evaluated)
 
 
 def _check_metrics(metrics, tasks) -> tuple | None:

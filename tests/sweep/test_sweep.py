@@ -87,6 +87,8 @@ def test_resume_after_a_kill_skips_done_units_and_equals_an_uninterrupted_run(fo
     again = CountingLoader()
     resumed = run_sweep(folders, out=tmp_path, loader=again, **kw)
     assert again.calls == ["w32"]                           # only the model with a missing unit loads
+    assert resumed.provenance["units_evaluated_this_run"] == 1
+    assert resumed.provenance["units_from_earlier_runs"] == 2
     whole = run_sweep(folders, loader=CountingLoader(), **kw)
     assert resumed.rows == whole.rows
     records = [json.loads(line) for line in (tmp_path / FILE).read_text().splitlines()]  # the cut line is gone
