@@ -12,6 +12,7 @@ from types import ModuleType
 #: top-level module -> (distribution on PyPI, extra of emergence_fast that installs it)
 OPTIONAL = {
     "transformers": ("transformers", "models"),
+    "tokenizers": ("tokenizers", "models"),  # a dependency of transformers; the induction family builds one
     "safetensors": ("safetensors", "models"),
     "gguf": ("gguf", "models"),
     "accelerate": ("accelerate", "models"),
