@@ -23,7 +23,7 @@ equals what those functions give alone:
   2024), :func:`emergence_fast.icl.concepts.tree_curves`: P(concept | x) from depth-``depth``
   continuation trees, averaged over the concepts, and its thresholded form
   :math:`\mathbb 1[P(\text{concept}) > 1/2]`.
-* ``induction`` (axis ``length`` = :math:`L`): ``[BOS] r r`` with ``r`` ``L`` uniform random
+* ``induction`` (axis ``length`` = :math:`L`): ``[BOS] r r`` with ``r`` ``L`` distinct uniform random
   ordinary tokens (not special ones), as in Olsson et al. (2022), "In-context Learning and
   Induction Heads". The first token of the second copy follows ``r_L``, whose earlier
   occurrence is followed by nothing repeated, so no mechanism can know it; the *in-context loss*
@@ -258,10 +258,15 @@ def ordinary_ids(tokenizer, model=None) -> np.ndarray:
 
 
 def induction_ids(tokenizer, length: int, n_examples: int, seed: int, model=None) -> torch.Tensor:
-    """``[n_examples, (1 +) 2 length]`` int64: the tokenizer's BOS (when it adds one), then ``r r``."""
+    """``[n_examples, (1 +) 2 length]`` int64: the tokenizer's BOS (when it adds one), then ``r r``, with
+    ``r`` ``length`` distinct ordinary tokens drawn uniformly (seeded by ``seed`` and ``length``)."""
     rng = np.random.default_rng([seed, length])
     ids = ordinary_ids(tokenizer, model)
-    r = ids[rng.integers(ids.size, size=(n_examples, length))]
+    if ids.size < length:
+        raise ValueError(f"induction length {length} needs {length} distinct ordinary tokens; the tokenizer has {ids.size}")
+    # Distinct tokens within r: a token repeated inside r could be predicted by "copy a token seen
+    # before" without an induction head, which is not what the second copy is meant to measure.
+    r = np.stack([ids[rng.choice(ids.size, size=length, replace=False)] for _ in range(n_examples)])
     seq = np.concatenate([r, r], axis=1)
     bos = bos_token(tokenizer)
     if bos is not None:
