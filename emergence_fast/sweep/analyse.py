@@ -1,19 +1,21 @@
 r"""A sweep's units as one tidy table, and what the curves through it say.
 
 Curves. Along the model axis, one curve per (task, axis value, metric), x = the models' x; along a
-task's axis, one curve per (model, task, metric) when the axis has at least 3 values. Each curve
+task's axis, one curve per (model, task, metric) when the axis has at least 3 values (shots in
+log10 when every shot count is at least 1, since they are usually doubled; lengths and blocks linear). Each curve
 gets :func:`emergence_fast.transitions.summarize`: the logistic location and 10–90 % width with
 residual-bootstrap CIs, the smooth-versus-sigmoid test and the verdict (``sharp``, ``sharp drop``,
 ``smooth``, ``no transition``, ``undetermined``), with the metric's range and the cells' standard
-errors for the minimum-amplitude rule. A transition's ``location_ci`` is in x units (the
-bootstrap CI of the logistic location, widened to the bracket of adjacent points when the data
-only bracket it).
+errors for the minimum-amplitude rule. A transition's ``location_ci`` is in x units: the
+bootstrap CI of the logistic location, or, for a one-step change (no point on the rise), the
+bracket of the two points around the step, with the location in its middle.
 
 Metric-choice check (Schaeffer et al., NeurIPS 2023). For each group of curves that differ only
 in the metric, the verdicts of thresholded metrics (exact match, multiple-choice grade, ...) are
 set against those of continuous ones (log-probability, Brier, loss ...): a transition that only
-thresholded metrics show is reported as *apparent* (the metric makes it), one that continuous
-metrics show too as *in the behaviour*.
+thresholded metrics show while every continuous one is judged smooth or flat is reported as
+*apparent* (the metric makes it), one that continuous metrics show too as *in the behaviour*, and
+one whose continuous curves cannot be judged (too few points) as *undetermined*.
 
 Timing (Holtzman et al. 2023: where, along a controlled change, does each measurement move?).
 Every along-models curve is set against one reference curve (by default the in-context loss of
@@ -134,11 +136,13 @@ def _summary_record(direction, task: Task, metric, at, x_unit, log_x, xs, ys, er
     ci_x = [to_x(lo), to_x(hi)] if math.isfinite(lo) and math.isfinite(hi) else [math.nan, math.nan]
     location = fit.location_x()
     notes = list(s.notes)
-    if s.verdict in SHARP and all(math.isfinite(b) for b in s.bracket) and not all(math.isfinite(c) for c in ci_x):
-        # A one-step change with too few points for a logistic: the bracket is all the data say.
+    if s.verdict in SHARP and all(math.isfinite(b) for b in s.bracket):
+        # A one-step change: no point lies on it, so a logistic's location there is an extrapolation;
+        # the bracket of the two points around the step is all the data say.
         ci_x = list(s.bracket)
         location = math.sqrt(ci_x[0] * ci_x[1]) if log_x else (ci_x[0] + ci_x[1]) / 2
-        notes.append("location and CI from the bracket of the step (no logistic fit)")
+        notes.append("one-step change: location = the middle of the bracket" + (" in log10 x" if log_x else "")
+                     + ", CI = the bracket")
     record = {"direction": direction, "task": task.name, "metric": metric.name, "kind": metric.kind, "at": at,
               "x_unit": x_unit, "log_x": log_x, "n_points": s.n_points, "verdict": s.verdict,
               "location": location, "location_ci": ci_x, "width": fit.width, "width_ci": list(fit.width_ci),
@@ -170,7 +174,11 @@ def _curves(rows, tasks, x_kind, log_x, n_boot, ci, seed):
         group = [g for g in group if math.isfinite(g["value"])]
         if len(group) < 3:
             continue
-        record, s = _summary_record(task.axis, task, task.metric(metric_name), {"model": model}, AXES[task.axis], False,
+        xs = [g["axis_value"] for g in group]
+        # Shot counts are usually doubled (1, 2, 4, 8): fitted in log10(shots) unless 0 shots is among them.
+        axis_log = task.axis == "shots" and min(xs) >= 1
+        record, s = _summary_record(task.axis, task, task.metric(metric_name), {"model": model}, AXES[task.axis],
+                                    axis_log,
                                     [g["axis_value"] for g in group], [g["value"] for g in group],
                                     [g["stderr"] for g in group], n_boot, ci, seed)
         transitions.append(record)
@@ -189,7 +197,13 @@ def _agreement(transitions):
         kinds = {t["metric"]: t["kind"] for t in group}
         sharp_thr = [m for m, v in verdicts.items() if v in SHARP and kinds[m] == "thresholded"]
         sharp_cont = [m for m, v in verdicts.items() if v in SHARP and kinds[m] == "continuous"]
-        if sharp_thr and not sharp_cont:
+        open_cont = [m for m, v in verdicts.items() if v == "undetermined" and kinds[m] == "continuous"]
+        if sharp_thr and not sharp_cont and open_cont:
+            reading = "undetermined"
+            note = (f"thresholded metrics ({', '.join(sharp_thr)}) show a sharp transition, but the continuous ones "
+                    f"({', '.join(open_cont)}) cannot be judged (undetermined): more points along this axis would say "
+                    f"whether the metric makes it")
+        elif sharp_thr and not sharp_cont:
             reading = "apparent"
             note = (f"only thresholded metrics ({', '.join(sharp_thr)}) show a sharp transition; the continuous ones "
                     f"do not: the metric makes it look emergent (Schaeffer et al. 2023)")
@@ -291,7 +305,7 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
         notes.append(f"no curves along the axis of {', '.join(short)}: fewer than 3 values")
     transitions, summaries = _curves(rows, tasks, x, log_x, n_boot, ci, settings.seed)
     reference_record, timing = _timing(transitions, ref)
-    if reference_record is not None and not reference_record["found"]:
+    if reference_record is not None and not reference_record["found"] and len(specs) > 1:
         notes.append(f"the reference curve {ref[0]}:{ref[2]} at {ref[1]} has no values: nothing is timed against it")
     models = [{"label": s.label, "source": s.source, "revision": s.revision, "gguf_file": s.gguf_file, "x": xv,
                "step": st, **infos[s.label]} for s, xv, st in zip(specs, xs, steps)]

@@ -8,8 +8,8 @@
 * ``sweep.json``: models with their x and tokenizer, tasks and metric declarations, every
   transition with its full record, the metric-choice check, the timing against the reference,
   notes, the configuration and provenance.
-* ``curves_<task>.png``: each metric along the model axis, one line per axis value, located
-  transitions' CIs shaded; ``axis_<task>.png``: each metric along the task's own axis (shots,
+* ``curves_<task>.png`` (at least 2 models): each metric along the model axis, one line per axis
+  value, located transitions' CIs shaded; ``axis_<task>.png``: each metric along the task's own axis (shots,
   length, block), one line per model (tasks with at least 2 axis values); ``heatmap_<task>.png``: models x axis values, one panel per metric
   (tasks with at least 2 axis values).
 """
@@ -65,12 +65,29 @@ def summary_table(result: SweepResult) -> str:
                      _g(t["location"]) if t["verdict"] in SHARP else "-", ci, rel])
     header = ["task", "at", "metric", "kind", "verdict", f"location ({result.config['x']})", "CI", "vs reference"]
     lines = [text_table(rows, header, left=5)] if rows else ["(no curve along the models: fewer than 2 models)"]
+    axis_rows = [t for t in result.transitions if t["direction"] != "models"]
+    if axis_rows and len(result.models) <= 4:
+        lines.append(text_table([[t["task"], t["at"]["model"], t["metric"], t["kind"], t["verdict"],
+                                  _g(t["location"]) if t["verdict"] in SHARP else "-",
+                                  f"[{_g(t['location_ci'][0])}, {_g(t['location_ci'][1])}]" if t["verdict"] in SHARP
+                                  else "-"] for t in axis_rows],
+                                ["task", "model", "metric", "kind", f"verdict along the task's axis", "location", "CI"],
+                                left=5))
+    elif axis_rows:
+        counts = {}
+        for t in axis_rows:
+            counts.setdefault((t["task"], t["metric"]), {}).setdefault(t["verdict"], 0)
+            counts[(t["task"], t["metric"])][t["verdict"]] += 1
+        lines.append(text_table([[task, metric, ", ".join(f"{v}: {n}" for v, n in sorted(c.items()))]
+                                 for (task, metric), c in counts.items()],
+                                ["task", "metric", "verdicts along the task's axis (models)"], left=3))
     ref = result.reference
     if ref and ref.get("found"):
         lines.append(f"reference: {ref['task']}:{ref['metric']} at {ref['value']} ({ref['verdict']})")
-    apparent = [a for a in result.agreement if a["reading"] == "apparent"]
-    for a in apparent:
-        lines.append(f"metric choice: {a['task']} {a['direction']} {a['at']}: {a['note']}")
+    for a in result.agreement:
+        if a["reading"] in ("apparent", "undetermined") and any(v in SHARP for v in a["verdicts"].values()):
+            at = ", ".join(f"{k}={v}" for k, v in a["at"].items())
+            lines.append(f"metric choice ({a['task']} along {a['direction']}, {at}): {a['note']}")
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
 
@@ -88,7 +105,10 @@ def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
             ax.errorbar(x, y, yerr=[v if math.isfinite(v) else 0.0 for v in e], marker="o", ms=3, capsize=2,
                         label=model["label"])
         ax.set_title(f"{metric} ({task['metrics'][metric]['kind']})", fontsize=9)
-        ax.set_xlabel(f"{task['axis']} ({task['axis_unit']})")
+        if task["axis"] == "shots" and min(r["axis_value"] for r in rows) >= 1:
+            ax.set_xscale("log", base=2)  # as the fits along shots (analyse module)
+        unit = task["axis_unit"]
+        ax.set_xlabel(task["axis"] if unit == task["axis"] else f"{task['axis']} ({unit})")
         ax.set_ylabel(task["metrics"][metric]["unit"])
     if len(result.models) <= 8:
         axes[0][0].legend(fontsize=7)
@@ -108,6 +128,10 @@ def plot(result: SweepResult, out) -> list[Path]:
             continue
         metrics = list(task["metrics"])
         values = sorted({r["axis_value"] for r in rows})
+        if len(values) >= 2:
+            written.append(_axis_figure(plt, result, name, task, rows, metrics, out))
+        if len(result.models) < 2:
+            continue
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
         for ax, metric in zip(axes[0], metrics):
             for value in values:
@@ -133,9 +157,7 @@ def plot(result: SweepResult, out) -> list[Path]:
         fig.suptitle(f"{name} across models", fontsize=10)
         fig.tight_layout()
         written.append(write_figure(fig, out / f"curves_{name}.png"))
-        if len(values) >= 2:
-            written.append(_axis_figure(plt, result, name, task, rows, metrics, out))
-        if len(values) < 2 or len(result.models) < 2:
+        if len(values) < 2:
             continue
         labels = [m["label"] for m in sorted(result.models, key=lambda m: m["x"])]
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 0.4 * len(labels) + 2), squeeze=False)
