@@ -112,7 +112,7 @@ def test_the_in_context_loss_falls_abruptly_from_log_v(induction_family):
     loss = [row["in_context_loss"] for row in rows]
     steps = [row["step"] for row in rows]
     # A plateau at log V for the first checkpoints (no shortcut lowers it before induction heads form) ...
-    assert all(abs(value - log_v) < 0.05 * log_v for value in loss[:5]), loss
+    assert all(abs(value - log_v) < 0.05 * log_v for value in loss[:4]), loss
     # ... and low at the end: under half of log V on the last few.
     assert all(value < 0.5 * log_v for value in loss[-4:]), loss
     # Abrupt: over half of the whole fall within a quarter of the run (a steady decline would give a quarter).
@@ -120,7 +120,7 @@ def test_the_in_context_loss_falls_abruptly_from_log_v(induction_family):
     window = steps[-1] // 4
     steepest = max(loss[i] - loss[j] for i in range(len(rows)) for j in range(i, len(rows))
                    if steps[j] - steps[i] <= window)
-    assert steepest > 0.55 * fall, list(zip(steps, loss))
+    assert steepest > 0.6 * fall, list(zip(steps, loss))
     # The first half stays unpredictable throughout (random tokens): the fall is in-context learning.
     assert all(abs(row["first_half_loss"] - log_v) < 0.05 * log_v for row in rows)
 
