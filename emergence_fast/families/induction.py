@@ -263,9 +263,9 @@ def read_checkpoint_info(folder) -> dict | None:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    integer = lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0  # noqa: E731
-    if not (isinstance(info, dict) and isinstance(info.get("family"), str) and integer(info.get("step"))
-            and integer(info.get("steps_total"))):
+    steps = [info.get(key) for key in ("step", "steps_total")] if isinstance(info, dict) else [None]
+    if not (isinstance(info, dict) and isinstance(info.get("family"), str)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in steps)):
         raise ValueError(f"{path} must be a JSON object with a string 'family' and non-negative integers 'step' and "
                          f"'steps_total'")
     return info
@@ -285,7 +285,8 @@ def read_family(out) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(family, dict) or not isinstance(family.get("checkpoints"), list):
-        raise ValueError(f"{path} must be a JSON object with a 'checkpoints' list")
+        # A malformed file (its content, not an argument's type): ValueError, as for invalid JSON.
+        raise ValueError(f"{path} must be a JSON object with a 'checkpoints' list")  # noqa: TRY004
     return family
 
 

@@ -67,7 +67,7 @@ def test_every_mlp_adds_exactly_zero_in_every_checkpoint(induction_family):
         model = transformers.AutoModelForCausalLM.from_pretrained(folder)
         assert model.config.n_inner == 1
         outputs = []
-        hooks = [block.mlp.register_forward_hook(lambda module, args, output: outputs.append(output))
+        hooks = [block.mlp.register_forward_hook(lambda module, args, output, seen=outputs: seen.append(output))
                  for block in model.transformer.h]
         with torch.no_grad():
             model(ids)
@@ -147,8 +147,8 @@ def test_same_seed_gives_the_same_bits_and_another_seed_does_not(tmp_path):
     files = {name: data for name, data in _files(first).items() if name != "family.json"}
     assert files and files == {name: data for name, data in _files(second).items() if name != "family.json"}
     assert files["step-000006/model.safetensors"] != _files(other)["step-000006/model.safetensors"]
-    rows = lambda folder: induction.read_family(folder)["checkpoints"]  # noqa: E731
-    assert rows(first) == rows(second) and [r["step"] for r in rows(first)] == [0, 3, 6]
+    rows = [induction.read_family(folder)["checkpoints"] for folder in (first, second)]
+    assert rows[0] == rows[1] and [r["step"] for r in rows[0]] == [0, 3, 6]
 
 
 def test_a_killed_run_leaves_no_family_and_a_rerun_starts_over(tmp_path, monkeypatch):
@@ -204,15 +204,15 @@ def test_a_finished_family_is_kept_for_the_same_config_and_refused_for_another(t
     ({"half_length_range": 4}, "half_length_range must be two integers (lo, hi) with 2 <= lo <= hi, got 4"),
     ({"half_length": 5}, "half_length must be an integer in [2, 4], got 5"),
     ({"seq_len": 8}, "seq_len must be >= 1 + 2 * hi = 9 to hold [bos] + r + r for the longest half length, got 8"),
-    ({"vocab_size": 10}, "vocab_size must be >= seq_len - 1 = 11: a training sequence's tokens are distinct apart "
-                         "from the repeat, got 10"),
+    ({"vocab_size": 10}, ("vocab_size must be >= seq_len - 1 = 11: a training sequence's tokens are distinct apart "
+                          "from the repeat, got 10")),
     ({"d_model": 9}, "d_model must be a multiple of n_head (2), got 9"),
     ({"checkpoints": 8}, "checkpoints must be <= steps + 1 = 7 (one per step at most, step 0 included), got 8"),
     ({"checkpoints": 1}, "checkpoints must be an integer >= 2, got 1"),
     ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
-    ({"width": 3}, "unknown option width for the induction family; known: vocab_size, half_length_range, "
-                   "half_length, seq_len, n_layer, n_head, d_model, lr, batch_size, steps, checkpoints, eval_size, "
-                   "seed, num_threads"),
+    ({"width": 3}, ("unknown option width for the induction family; known: vocab_size, half_length_range, "
+                    "half_length, seq_len, n_layer, n_head, d_model, lr, batch_size, steps, checkpoints, eval_size, "
+                    "seed, num_threads")),
 ])
 def test_bad_options_are_refused_before_anything_is_created(tmp_path, change, message):
     with pytest.raises(ValueError) as caught:
@@ -237,6 +237,12 @@ def test_read_checkpoint_info_none_and_malformed(tmp_path):
     with pytest.raises(ValueError, match=r"emergence_fast\.json must be a JSON object with a string 'family' and "
                                          r"non-negative integers 'step' and 'steps_total'$"):
         families.read_checkpoint_info(tmp_path)
+    (tmp_path / "emergence_fast.json").write_text(json.dumps({"family": "induction", "step": True, "steps_total": 3}))
+    with pytest.raises(ValueError, match=r"non-negative integers 'step' and 'steps_total'$"):
+        families.read_checkpoint_info(tmp_path)
+    (tmp_path / "family.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"family\.json must be a JSON object with a 'checkpoints' list$"):
+        induction.read_family(tmp_path)
 
 
 def test_checkpoint_steps_and_names():
@@ -265,8 +271,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     (["--d-model", "9"], "--d-model must be a multiple of --n-head (2), got 9"),
     (["--checkpoints", "9"], "--checkpoints must be <= --steps + 1 = 7 (one per step at most, step 0 included), got 9"),
     (["--seq-len", "8"], "--seq-len must be >= 1 + 2 * hi = 9 to hold [bos] + r + r for the longest half length, got 8"),
-    (["--seq-len", "30"], "--vocab-size must be >= --seq-len - 1 = 29: a training sequence's tokens are distinct apart "
-                          "from the repeat, got 16"),
+    (["--seq-len", "30"], ("--vocab-size must be >= --seq-len - 1 = 29: a training sequence's tokens are distinct "
+                           "apart from the repeat, got 16")),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, flags, message):
     out = tmp_path / "family"
