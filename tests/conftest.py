@@ -38,9 +38,10 @@ def induction_family(tmp_path_factory):
     """Folder of an induction checkpoint family (emergence_fast.families.induction) trained once per session.
 
     The default configuration's first 1000 steps (the same trajectory), 21 checkpoints every 50 steps:
-    30-50 s on one thread of the shared 2-core CPU. Measured: the in-context loss sits at log 32 = 3.47
-    nats to step 150, falls to 1.8 by step 350 and stays near 1.3 from step 600 (a logistic fit: location
-    271 steps, 95% CI [253, 288], 10-90% width 262); the first-half loss stays at log 32 throughout.
+    25-55 s on one thread of the shared 2-core CPU, depending on its load. Measured: the in-context loss
+    sits at log 32 = 3.47 nats to step 250, falls to 1.6 by step 500 and stays near 1.4 from step 600 (a
+    logistic fit: location 337 steps, 95% CI [320, 355], 10-90% width 282); the first-half loss stays at
+    log 32 throughout.
     """
     from emergence_fast.families import induction
 

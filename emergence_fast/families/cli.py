@@ -36,11 +36,12 @@ def add_parser(subparsers):
     if not hasattr(subparsers, "add_parser"):
         raise TypeError(f"subparsers must come from ArgumentParser.add_subparsers, got {type(subparsers).__name__}")
     parser = subparsers.add_parser("make-family", help="train an offline checkpoint family (induction heads)",
-                                   description=__doc__.split("\n\n")[1])
+                                   description=__doc__.split("\n\n")[1].replace("``", ""))
     parser.add_argument("family", choices=FAMILIES, help="induction: repeated random tokens, attention-only")
     parser.add_argument("--out", required=True,
-                        help="folder of the family: new or empty, or left by a killed run of the same options (it "
-                             "starts over); locked while a run uses it")
+                        help="folder of the family: new or empty, left by a killed run of the same options (it "
+                             "starts over), or a finished family of the same options (kept as it is); locked while a "
+                             "run uses it")
     for dest, (kind, text) in _NUMBERS.items():
         parser.add_argument(f"--{dest.replace('_', '-')}", type=kind, default=DEFAULTS[dest],
                             help=f"{text} (default: {DEFAULTS[dest]})")

@@ -13,11 +13,12 @@ Model
 
 Tokenizer
     A ``PreTrainedTokenizerFast`` (WordLevel model, whitespace pre-tokenizer): ``<bos>`` is id 0 (the bos,
-    eos and pad token, the only special token), then ``t0 ... t{V-1}`` are ids ``1 ... V``. It puts
-    ``<bos>`` before every text, as every training sequence starts with it: ``tokenizer("t3 t17").input_ids
-    == [0, 4, 18]`` (``add_special_tokens=False`` gives ``[4, 18]``). The ordinary tokens are exactly the
-    ids not in ``tokenizer.all_special_ids``. It knows no other word (no unknown token): encoding any other
-    text raises.
+    eos and pad token), then ``t0 ... t{V-1}`` are ids ``1 ... V``, then ``<unk>`` is id ``V + 1`` (any
+    other word; never in the data, so the model learns never to predict it: the project probes
+    tokenizers with arbitrary text, e.g. ``"x"`` to find a special prefix, which a tokenizer without an
+    unknown token refuses). It puts ``<bos>`` before every text, as every training sequence starts with
+    it: ``tokenizer("t3 t17").input_ids == [0, 4, 18]`` (``add_special_tokens=False`` gives ``[4, 18]``).
+    The ordinary tokens ``1 ... V`` are exactly the ids not in ``tokenizer.all_special_ids``.
 
 Training data
     Each sequence has ``seq_len`` tokens: ``[bos] + p + r + r + f``, where ``r`` holds ``L`` random ordinary
@@ -76,11 +77,17 @@ FAMILY_FILE = "family.json"
 IN_PROGRESS_FILE = ".family-in-progress.json"
 BOS_ID = 0
 
+
+def unk_id(vocab_size: int) -> int:
+    """The id of ``<unk>``: after ``<bos>`` and the ``vocab_size`` ordinary tokens."""
+    return vocab_size + 1
+
 #: The default configuration of :func:`train_family` (``emergence-fast make-family induction``).
-# Measured on a 2-core CPU (seed 0): the in-context loss stays at log V = 3.47 nats to step ~150, falls to
-# ~1.8 by step ~350 and is flat near 1.3 from step ~600 (a logistic fit: location ~270 steps, 10-90% width
-# ~260). Short sequences make the induction heads form early (seq_len 40 with half lengths 8-16 stays on
-# the plateau for thousands of steps); a batch of 64 rather than 32 halves the width of the fall.
+# Measured on a 2-core CPU (seed 0, ~50 s): the in-context loss stays at log V = 3.47 nats to step ~250, falls
+# to ~1.6 by step ~500 and stays near 1.4 until a second, smaller fall after step ~1400 (1.0 at step 1600); a
+# logistic fit puts the first fall at step ~340, 10-90% width ~330. Short sequences make the induction heads
+# form early (seq_len 40 with half lengths 8-16 stays on the plateau for thousands of steps); a batch of 64
+# rather than 32 makes the fall about half as wide.
 DEFAULTS = {
     "vocab_size": 32,
     "half_length_range": (3, 6),
@@ -150,17 +157,17 @@ def step_folder_name(step: int, steps: int) -> str:
 
 
 def make_tokenizer(vocab_size: int):
-    """The family's tokenizer (see the module docstring): ``<bos>`` = 0, then ``t0 ... t{vocab_size-1}``."""
+    """The family's tokenizer (module docstring): ``<bos>`` = 0, ``t0 ... t{vocab_size-1}``, ``<unk>``."""
     from .._optional import require
 
     tokenizers = require("tokenizers", "building the induction family's tokenizer")
     transformers = require("transformers", "building the induction family's tokenizer")
-    vocab = {"<bos>": BOS_ID, **{f"t{i}": i + 1 for i in range(vocab_size)}}
-    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab))
+    vocab = {"<bos>": BOS_ID, **{f"t{i}": i + 1 for i in range(vocab_size)}, "<unk>": unk_id(vocab_size)}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     backend.post_processor = tokenizers.processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", BOS_ID)])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<bos>",
-                                                pad_token="<bos>")
+                                                pad_token="<bos>", unk_token="<unk>")
 
 
 def make_model(config: dict):
@@ -173,7 +180,7 @@ def make_model(config: dict):
 
     transformers = require("transformers", "building the induction family's model")
     model_config = transformers.GPT2Config(
-        vocab_size=config["vocab_size"] + 1, n_positions=config["seq_len"], n_embd=config["d_model"],
+        vocab_size=unk_id(config["vocab_size"]) + 1, n_positions=config["seq_len"], n_embd=config["d_model"],
         n_layer=config["n_layer"], n_head=config["n_head"], n_inner=1, resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0, bos_token_id=BOS_ID, eos_token_id=BOS_ID, pad_token_id=BOS_ID, tie_word_embeddings=True)
     model = transformers.GPT2LMHeadModel(model_config)
@@ -414,7 +421,7 @@ def _train(out: Path, config: dict, progress: bool) -> dict:
     finally:
         bar.close()
     return {"family": FAMILY, "config": _as_json(config), "seed": config["seed"], "versions": _versions(),
-            "log_vocab_size": math.log(config["vocab_size"]),
+            "log_vocab_size": math.log(config["vocab_size"]), "bos_id": BOS_ID, "unk_id": unk_id(config["vocab_size"]),
             "eval": {"half_length": config["half_length"], "n_sequences": config["eval_size"],
                      "sequence": "[bos] + r + r, r uniform over the ordinary tokens",
                      "in_context_loss": "mean next-token loss (nats) over the half_length tokens of the second copy",

@@ -33,6 +33,7 @@ def _files(folder: Path) -> dict:
 
 
 def test_checkpoints_load_with_the_auto_classes_and_load_model(induction_family):
+    from emergence_fast.datasets import special_prefix
     from emergence_fast.models import load_model
 
     family = induction.read_family(induction_family)
@@ -48,13 +49,15 @@ def test_checkpoints_load_with_the_auto_classes_and_load_model(induction_family)
     assert tokenizer("t3 t17").input_ids == [0, 4, 18]
     assert tokenizer("t3 t17", add_special_tokens=False).input_ids == [4, 18]
     assert tokenizer.decode([4, 18]) == "t3 t17"
-    with pytest.raises(Exception, match="WordLevel error: Missing"):  # no unknown token: other words are refused
-        tokenizer("hello")
-    assert tokenizer.all_special_ids == [0] and tokenizer.bos_token_id == 0 and len(tokenizer) == vocab + 1
+    assert tokenizer("hello t3").input_ids == [0, vocab + 1, 4]  # any other word is <unk>, after the t's
+    assert sorted(tokenizer.all_special_ids) == [0, vocab + 1] and tokenizer.bos_token_id == 0
+    assert tokenizer.unk_token_id == vocab + 1 == family["unk_id"] and len(tokenizer) == vocab + 2
+    assert model.config.vocab_size == vocab + 2
     ordinary = sorted(set(range(len(tokenizer))) - set(tokenizer.all_special_ids))
     assert ordinary == list(range(1, vocab + 1))
     assert tokenizer.convert_ids_to_tokens(ordinary) == [f"t{i}" for i in range(vocab)]
     loaded, loaded_tokenizer = load_model(str(last))
+    assert special_prefix(loaded_tokenizer) == [0]  # the project's probe with arbitrary text
     ids = induction.eval_batch(torch.Generator().manual_seed(5), 4, vocab, family["config"]["half_length"])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
