@@ -81,6 +81,16 @@ def test_every_mlp_adds_exactly_zero_in_every_checkpoint(induction_family):
         assert all(bool((p == 0).all()) for block in model.transformer.h for p in block.mlp.parameters())
 
 
+def test_information_emergence_runs_on_a_checkpoint_with_the_project_s_hooks(induction_family):
+    from emergence_fast.models import load_model
+
+    model, tokenizer = load_model(str(_checkpoints(induction_family)[-1]))
+    ids = induction.eval_batch(torch.Generator().manual_seed(0), 128, 32, 5)
+    result = emergence_fast.information_emergence(model, tokenizer, ids, batch_size=64)
+    assert result.emergence.shape == (2, 11 - 1) and result.config["bos_handling"] == "already present"
+    assert bool(torch.isfinite(result.emergence).all())
+
+
 def test_checkpoint_info_and_family_json(induction_family):
     family = induction.read_family(induction_family)
     config = family["config"]
