@@ -469,7 +469,7 @@ def train_family(out, *, progress: bool = True, **config) -> Path:
     progress : bool
         Show a tqdm bar on stderr.
     **config
-        Options of :data:`DEFAULTS` (the rest keep their defaults): ``vocab_size`` V ordinary tokens (>= 2);
+        Options of :data:`DEFAULTS` (the rest keep their defaults): ``vocab_size`` V ordinary tokens (>= 2 and >= ``seq_len - 1``);
         ``half_length_range`` (lo, hi), the lengths of ``r`` in training (2 <= lo <= hi); ``half_length`` the
         evaluation's ``len(r)`` in ``[lo, hi]``; ``seq_len`` tokens per training sequence (>= 1 + 2 hi);
         ``n_layer``, ``n_head``, ``d_model`` (a multiple of ``n_head``); ``lr`` AdamW's learning rate;
