@@ -13,6 +13,7 @@ from types import ModuleType
 OPTIONAL = {
     "transformers": ("transformers", "models"),
     "tokenizers": ("tokenizers", "models"),  # a dependency of transformers; the induction family builds one
+    "huggingface_hub": ("huggingface_hub", "models"),  # a dependency of transformers; the sweep checks its cache
     "safetensors": ("safetensors", "models"),
     "gguf": ("gguf", "models"),
     "accelerate": ("accelerate", "models"),

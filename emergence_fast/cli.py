@@ -30,7 +30,6 @@ from emergence_fast.report import text_table
 from emergence_fast.icl import cli as icl_cli
 from emergence_fast.mirage import cli as mirage_cli
 from emergence_fast.families import cli as families_cli
-from emergence_fast.families import cli as families_cli
 from emergence_fast.sweep import cli as sweep_cli
 
 
@@ -404,7 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list the backends and why any is unavailable")
     icl_cli.add_parser(sub)
     mirage_cli.add_parser(sub)
-    families_cli.add_parser(sub)
     families_cli.add_parser(sub)
     sweep_cli.add_parser(sub)
     bench.add_parser(sub)

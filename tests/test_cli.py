@@ -43,7 +43,7 @@ def test_a_non_editable_install_ships_every_subpackage_and_a_working_cli(tmp_pat
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "{ie,estimators,backends,icl,mirage,make-family,bench}" in run.stdout
+    assert "{ie,estimators,backends,icl,mirage,make-family,sweep,bench}" in run.stdout
     assert (tmp_path / "site" / "emergence_fast" / "data" / "animals.txt").exists()
 
 
@@ -239,7 +239,7 @@ def test_ie_shows_its_phases_on_stderr(llama_dir, tmp_path, capsys):
 def test_every_option_shows_its_default_in_help():
     parser = cli.build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
-    assert set(subcommands) == {"ie", "estimators", "backends", "icl", "mirage", "make-family", "bench"}
+    assert set(subcommands) == {"ie", "estimators", "backends", "icl", "mirage", "make-family", "sweep", "bench"}
     for name, sub in subcommands.items():
         formatter = sub._get_formatter()
         assert isinstance(formatter, cli.HelpWithDefaults)

@@ -189,7 +189,7 @@ def test_pip_install_into_a_fresh_venv_gives_a_working_cli(tmp_path):
     where = run(py, "-c", "import emergence_fast; print(emergence_fast.__file__)").stdout.strip()
     assert where.startswith(str(venv)), where  # the installed copy, not this checkout
     helptext = run(cli, "--help").stdout
-    assert "{ie,estimators,backends,icl,mirage,make-family,bench}" in helptext
+    assert "{ie,estimators,backends,icl,mirage,make-family,sweep,bench}" in helptext
     cpp = next(line for line in run(cli, "backends").stdout.splitlines() if line.startswith("cpp"))
     assert cpp.split()[1] == "no" and "_C" in cpp, cpp  # no native ops from an isolated build, and why
     for sub in ("icl", "mirage"):

@@ -323,11 +323,15 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
 
 def _provenance(records, loads, evaluated) -> dict:
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
-    import transformers
 
-    return {"emergence_fast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    try:
+        transformers = version("transformers")
+    except PackageNotFoundError:
+        transformers = None
+    return {"emergence_fast": __version__, "torch": torch.__version__, "transformers": transformers,
             "python": platform.python_version(), "analysed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "models_loaded_this_run": loads, "units_evaluated_this_run": len(evaluated),
             "units_from_earlier_runs": len(records) - len(evaluated),

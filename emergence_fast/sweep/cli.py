@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="the models' x: training step, parameter count, list position or --x-values "
                              "(auto: step when every model records one, else params)")
     parser.add_argument("--x-values", nargs="+", type=float, default=None, metavar="X",
-                        help="one x per model, with --x values")
+                        help="one x per model, with --x values (default: none)")
     parser.add_argument("--log-x", default=None, choices=("yes", "no"),
                         help="fit along the models in log10 x (default: yes for params, no otherwise)")
     parser.add_argument("--reference", default=None, metavar="TASK:METRIC[@VALUE]",

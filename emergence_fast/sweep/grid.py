@@ -79,9 +79,10 @@ def check_cached(spec: ModelSpec) -> None:
     so a sweep does not stop at its tenth model for a typo in it. ValueError naming ``models``."""
     if spec.source in DEFAULT_ALIASES or Path(spec.source).is_dir():
         return
-    from huggingface_hub import try_to_load_from_cache
+    from .._optional import require
 
-    found = try_to_load_from_cache(spec.source, "config.json", revision=spec.revision)
+    hub = require("huggingface_hub", "a model named by a Hugging Face id")
+    found = hub.try_to_load_from_cache(spec.source, "config.json", revision=spec.revision)
     if not isinstance(found, str):
         at = "" if spec.revision is None else f" at revision {spec.revision!r}"
         raise ValueError(f"models: {spec.source!r}{at} is not in the local Hugging Face cache (no config.json), and "
