@@ -287,7 +287,7 @@ def induction_scores(model, input_ids: torch.Tensor, length: int, batch_size: in
     with torch.inference_mode():
         for b in distributed.shard(len(batches), world):
             ids = input_ids[batches[b].start:batches[b].stop].to(device)
-            logits = model(input_ids=ids).logits.float()
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()  # no padding
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             target = ids[:, 1:]
             nll = -logp.gather(-1, target[..., None])[..., 0].double().cpu()
