@@ -92,10 +92,21 @@ def summary_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
+def _panels(plt, n: int, height: float):
+    """A figure of ``n`` panels, at most 3 a row; returns ``(fig, axes)`` with the unused axes hidden."""
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
     """``axis_<task>.png``: every metric along the task's own axis, one line per model (in x order)."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    fig, axes = _panels(plt, len(metrics), 3.2)
+    for ax, metric in zip(axes, metrics):
         for model in sorted(result.models, key=lambda m: m["x"]):
             pts = sorted((r["axis_value"], r["value"], r["stderr"]) for r in rows
                          if r["metric"] == metric and r["model"] == model["label"])
@@ -111,7 +122,7 @@ def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
         ax.set_xlabel(task["axis"] if unit == task["axis"] else f"{task['axis']} ({unit})")
         ax.set_ylabel(task["metrics"][metric]["unit"])
     if len(result.models) <= 8:
-        axes[0][0].legend(fontsize=7)
+        axes[0].legend(fontsize=7)
     fig.suptitle(f"{name} along {task['axis']}", fontsize=10)
     fig.tight_layout()
     return write_figure(fig, out / f"axis_{name}.png")
@@ -132,8 +143,8 @@ def plot(result: SweepResult, out) -> list[Path]:
             written.append(_axis_figure(plt, result, name, task, rows, metrics, out))
         if len(result.models) < 2:
             continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
-        for ax, metric in zip(axes[0], metrics):
+        fig, axes = _panels(plt, len(metrics), 3.2)
+        for ax, metric in zip(axes, metrics):
             for value in values:
                 pts = sorted((r["x"], r["value"], r["stderr"]) for r in rows if r["metric"] == metric
                              and r["axis_value"] == value)
@@ -153,15 +164,15 @@ def plot(result: SweepResult, out) -> list[Path]:
             ax.set_xlabel(result.config["x"])
             ax.set_ylabel(task["metrics"][metric]["unit"])
         if len(values) > 1:
-            axes[0][0].legend(fontsize=7)
+            axes[0].legend(fontsize=7)
         fig.suptitle(f"{name} across models", fontsize=10)
         fig.tight_layout()
         written.append(write_figure(fig, out / f"curves_{name}.png"))
         if len(values) < 2:
             continue
         labels = [m["label"] for m in sorted(result.models, key=lambda m: m["x"])]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 0.4 * len(labels) + 2), squeeze=False)
-        for ax, metric in zip(axes[0], metrics):
+        fig, axes = _panels(plt, len(metrics), 0.4 * len(labels) + 2)
+        for ax, metric in zip(axes, metrics):
             import numpy as np
 
             grid = np.full((len(labels), len(values)), np.nan)
