@@ -16,7 +16,7 @@ import time
 from .. import distributed
 from .._validation import check_int, check_seed
 from . import grid
-from .analyse import SweepResult, analyse
+from .analyse import SweepResult, _parse_reference, _x_of_models, analyse
 from .store import UnitStore
 from .tasks import AXES, Settings, get
 
@@ -163,6 +163,10 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
             raise ValueError(f"x_values must give one number per model ({len(specs)}), got {x_values!r}")
     elif x_values is not None:
         raise ValueError(f"x_values is only read with x='values', got x={x!r}")
+    # Checked again by analyse(); here too so that a typo is refused before hours of work, not after.
+    _parse_reference(reference, {t.name: t for t in tasks}, values)
+    if x != "params":  # parameter counts are known only once the models are loaded
+        _x_of_models(specs, [], x, steps, x_values)
     world = world if world is not None else distributed.current()
     store = UnitStore(out)
     store.units = distributed.broadcast_object(store.units, world)  # rank 0's view of the folder

@@ -299,3 +299,18 @@ def test_settings_are_part_of_the_cell_identity():
     assert a == unit_key(spec, "induction", (2,), Settings(depth=7).for_task(task))  # induction does not read depth
     assert a != unit_key(spec, "induction", (2,), Settings(seed=1).for_task(task))
     assert a != unit_key(spec, "induction", (3,), Settings().for_task(task))
+
+
+def test_reference_and_x_values_refused_before_any_model_is_loaded(folders):
+    """A typo in reference or x_values is found before the work, not after the last unit."""
+    loader = CountingLoader()
+    with pytest.raises(ValueError, match=r"^reference: 'ie' is not a task of this sweep \(induction\)"):
+        run_sweep(folders[:2], ["induction"], values={"induction": [2]}, x="index", reference="ie:ie_mean",
+                  loader=loader, **SMALL)
+    with pytest.raises(ValueError, match=r"^x_values must be finite numbers, got \[1.0, nan\]"):
+        run_sweep(folders[:2], ["induction"], values={"induction": [2]}, x="values", x_values=[1.0, math.nan],
+                  loader=loader, **SMALL)
+    with pytest.raises(ValueError, match=r"^x='values': models \['w16', 'w24'\] share the x value 3"):
+        run_sweep(folders[:2], ["induction"], values={"induction": [2]}, x="values", x_values=[3, 3],
+                  loader=loader, **SMALL)
+    assert loader.calls == []
