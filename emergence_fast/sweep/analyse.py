@@ -6,7 +6,8 @@ log10 when every shot count is at least 1, since they are usually doubled; lengt
 gets :func:`emergence_fast.transitions.summarize`: the logistic location and 10–90 % width with
 residual-bootstrap CIs, the smooth-versus-sigmoid test and the verdict (``sharp``, ``sharp drop``,
 ``smooth``, ``no transition``, ``undetermined``), with the metric's range and the cells' standard
-errors for the minimum-amplitude rule. A transition's ``location_ci`` is in x units: the
+errors for the minimum-amplitude rule. Curves are fitted as measured, so ``sharp`` and ``sharp
+drop`` say which way y moves, not whether the metric improves: a loss's sharp drop is a gain. A transition's ``location_ci`` is in x units: the
 bootstrap CI of the logistic location, or, for a one-step change (no point on the rise), the
 bracket of the two points around the step, with the location in its middle.
 
@@ -36,6 +37,7 @@ from ..transitions import summarize
 from .tasks import AXES, Task
 
 SHARP = ("sharp", "sharp drop")
+_FALLS = "the curve falls with x (it gets worse in its declared direction)"
 X_UNITS = {"step": "steps", "params": "parameters", "index": "model index", "values": "x"}
 
 
@@ -135,7 +137,10 @@ def _summary_record(direction, task: Task, metric, at, x_unit, log_x, xs, ys, er
     to_x = (lambda t: 10.0 ** t) if log_x else (lambda t: t)
     ci_x = [to_x(lo), to_x(hi)] if math.isfinite(lo) and math.isfinite(hi) else [math.nan, math.nan]
     location = fit.location_x()
-    notes = list(s.notes)
+    # summarize() reads a fall as a change for the worse (mirage orients y by direction first; a sweep
+    # keeps y as measured), which is false for a loss or an entropy.
+    notes = [n if n != _FALLS else (_FALLS if metric.higher_is_better else "the curve falls with x (an improvement: "
+                                    "lower is better)") for n in s.notes]
     if s.verdict in SHARP and all(math.isfinite(b) for b in s.bracket):
         # A one-step change: no point lies on it, so a logistic's location there is an extrapolation;
         # the bracket of the two points around the step is all the data say.

@@ -74,3 +74,13 @@ def test_reference_given_by_the_user_and_refused_when_unknown():
         _analyse(curves, reference="induction:in_context_loss@x")
     with pytest.raises(ValueError, match=r"^reference: 'induction' runs at length \[8\], not 9"):
         _analyse(curves, reference="induction:in_context_loss@9")
+
+
+def test_a_falling_loss_is_not_called_worse():
+    """summarize() reads a fall as a change for the worse; for a loss (lower is better) it is a gain."""
+    line = [2.0 - 1.5 * s / 1100 for s in STEPS]
+    result = _analyse({"in_context_loss": line, "repeat_token_accuracy": [1.0 - v / 2 for v in line]})
+    loss = result.transition("models", "induction", "in_context_loss", length=8)
+    accuracy = result.transition("models", "induction", "repeat_token_accuracy", length=8)
+    assert "the curve falls with x (an improvement: lower is better)" in loss["notes"]
+    assert not any("gets worse" in n for n in loss["notes"] + accuracy["notes"])
