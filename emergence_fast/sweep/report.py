@@ -137,7 +137,7 @@ def plot(result: SweepResult, out) -> list[Path]:
         rows = [r for r in result.rows if r["task"] == name]
         if not rows:
             continue
-        metrics = list(task["metrics"])
+        metrics = [m for m in task["metrics"] if any(r["metric"] == m for r in rows)]  # those --metrics kept
         values = sorted({r["axis_value"] for r in rows})
         if len(values) >= 2:
             written.append(_axis_figure(plt, result, name, task, rows, metrics, out))

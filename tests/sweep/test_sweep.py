@@ -314,3 +314,22 @@ def test_reference_and_x_values_refused_before_any_model_is_loaded(folders):
         run_sweep(folders[:2], ["induction"], values={"induction": [2]}, x="values", x_values=[3, 3],
                   loader=loader, **SMALL)
     assert loader.calls == []
+
+
+def test_figures_draw_only_the_kept_metrics(folders, tmp_path, monkeypatch):
+    """With metrics=, a figure has one panel per kept metric, not empty panels for the others."""
+    from emergence_fast.sweep import report
+
+    titles = {}
+
+    def capture(fig, path):
+        titles[Path(path).name] = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        return Path(path)
+
+    monkeypatch.setattr(report, "write_figure", capture)
+    result = run_sweep(folders[:2], ["induction"], values={"induction": [2, 3]}, x="index",
+                       metrics=["in_context_loss", "repeat_exact_match"], **SMALL)
+    report.plot(result, tmp_path)
+    assert titles == {name: ["in_context_loss (continuous)", "repeat_exact_match (thresholded)"]
+                      for name in ("axis_induction.png", "curves_induction.png")} | {
+        "heatmap_induction.png": ["in_context_loss", "repeat_exact_match"]}
