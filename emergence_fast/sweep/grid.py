@@ -59,12 +59,19 @@ def parse_model(text) -> ModelSpec:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ValueError(f"models: {text!r} ends in .gguf but is not a file")
+        with open(path, "rb") as f:  # checked here, not at its load after the models before it
+            if f.read(4) != b"GGUF":
+                raise ValueError(f"models: {text!r} does not start with the GGUF magic bytes, so it is not a GGUF file")
         return ModelSpec(str(path.parent.resolve()), gguf_file=path.name, label=path.stem)
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"models: {text!r} is a file, not a model folder or a .gguf file")
-        if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
-            raise ValueError(f"models: the folder {text!r} holds no model (no config.json, no .gguf file)")
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            if not ggufs:
+                raise ValueError(f"models: the folder {text!r} holds no model (no config.json, no .gguf file)")
+            raise ValueError(f"models: the folder {text!r} holds no config.json but GGUF files {ggufs}: name the "
+                             f"file instead, e.g. {os.path.join(text, ggufs[0])!r}")
         return ModelSpec(str(path.resolve()), label=path.name)
     source, _, revision = text.partition("@")
     if "@" in text and not revision:

@@ -333,3 +333,20 @@ def test_figures_draw_only_the_kept_metrics(folders, tmp_path, monkeypatch):
     assert titles == {name: ["in_context_loss (continuous)", "repeat_exact_match (thresholded)"]
                       for name in ("axis_induction.png", "curves_induction.png")} | {
         "heatmap_induction.png": ["in_context_loss", "repeat_exact_match"]}
+
+
+def test_gguf_refusals_come_before_any_model_is_loaded(folders, tmp_path):
+    """A file that is not GGUF, or a folder of GGUF files, is refused while parsing, not at its load."""
+    (tmp_path / "fake.gguf").write_bytes(b"not a model")
+    (tmp_path / "ggufs").mkdir()
+    (tmp_path / "ggufs" / "m.gguf").write_bytes(b"GGUF")
+    loader = CountingLoader()
+    with pytest.raises(ValueError, match=r"^models: '.*fake.gguf' does not start with the GGUF magic bytes, so it is "
+                                         r"not a GGUF file$"):
+        run_sweep([folders[0], str(tmp_path / "fake.gguf")], ["induction"], loader=loader, **SMALL)
+    folder = str(tmp_path / "ggufs")
+    with pytest.raises(ValueError) as caught:
+        run_sweep([folders[0], folder], ["induction"], loader=loader, **SMALL)
+    assert str(caught.value) == (f"models: the folder {folder!r} holds no config.json but GGUF files ['m.gguf']: name "
+                                 f"the file instead, e.g. {os.path.join(folder, 'm.gguf')!r}")
+    assert loader.calls == []
