@@ -295,7 +295,9 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
     log_x = (x == "params") if log_x is None else bool(log_x)
     rows = _rows(specs, xs, x, tasks, records, metrics)
     for r in records:
-        if r["status"] != "ok":
+        if r["status"] == "partial":
+            notes.append(f"{r['task']} does not apply to {r['model']} at {r['note']}")
+        elif r["status"] != "ok":
             notes.append(f"{r['task']} does not apply to {r['model']}: {r['note']}")
     tokenizers = {}
     for s in specs:

@@ -227,14 +227,25 @@ def _check_metrics(metrics, tasks) -> tuple | None:
 
 
 def _evaluate(spec, task, values, settings, model, tokenizer, info, world) -> dict:
-    """One unit's record; a task that cannot run on this model (ValueError) is recorded as not applicable."""
+    """One unit's record; a task that cannot run on this model (ValueError) is recorded as not applicable,
+    and one that cannot run at some axis values (a length over the model's positions) as partial, with
+    the values it can run at measured."""
     start = time.perf_counter()
-    status, note, cells = "ok", "", {}
+    status, note, measured = "ok", "", {}
     try:
         measured = task.evaluate(model, tokenizer, values, settings, world)
-        cells = {str(v): {m: [r.value, r.stderr, r.n] for m, r in row.items()} for v, row in measured.items()}
     except ValueError as exc:
         status, note = "not applicable", str(exc)
+        if len(values) > 1 and values != ("all",):  # every task measures each axis value on its own
+            failed = []
+            for value in values:
+                try:
+                    measured.update(task.evaluate(model, tokenizer, (value,), settings, world))
+                except ValueError as one:
+                    failed.append(f"{task.axis} {value} ({one})")
+            if measured:
+                status, note = "partial", "; ".join(failed)
+    cells = {str(v): {m: [r.value, r.stderr, r.n] for m, r in row.items()} for v, row in measured.items()}
     return {"key": grid.unit_key(spec, task.name, values, settings.for_task(task)), "model": spec.label,
             "model_key": spec.key, "task": task.name, "axis": task.axis, "axis_unit": AXES[task.axis],
             "values": list(values), "settings": settings.for_task(task), "status": status, "note": note,
