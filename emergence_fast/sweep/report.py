@@ -54,12 +54,15 @@ def _g(value, digits: int = 3) -> str:
 def summary_table(result: SweepResult) -> str:
     """The along-models transitions and their timing as plain text (what the CLI prints)."""
     timing = {(t["task"], tuple(t["at"].items()), t["metric"]): t["relation"] for t in result.timing}
+    ref = result.reference
+    if ref and ref.get("found"):
+        timing[(ref["task"], ((result.tasks[ref["task"]]["axis"], ref["value"]),), ref["metric"])] = "reference"
     rows = []
     for t in result.transitions:
         if t["direction"] != "models":
             continue
         at = ",".join(f"{k}={v}" for k, v in t["at"].items())
-        rel = timing.get((t["task"], tuple(t["at"].items()), t["metric"]), "reference")
+        rel = timing.get((t["task"], tuple(t["at"].items()), t["metric"]), "-")  # "-": no reference curve
         ci = f"[{_g(t['location_ci'][0])}, {_g(t['location_ci'][1])}]" if t["verdict"] in SHARP else "-"
         rows.append([t["task"], at, t["metric"], t["kind"], t["verdict"],
                      _g(t["location"]) if t["verdict"] in SHARP else "-", ci, rel])

@@ -362,3 +362,14 @@ def test_an_axis_value_the_model_cannot_run_keeps_the_others(folders):
                     "the model's 256)"], result.notes
     assert [t["at"] for t in result.transitions if t["metric"] == "in_context_loss" and t["direction"] == "models"] \
         == [{"length": 2}, {"length": 3}]
+
+
+def test_printed_table_names_the_reference_row_only(folders):
+    """'reference' marks the reference curve's row; with no reference curve no row claims to be it."""
+    result = run_sweep(folders, ["induction"], values={"induction": [2, 3]}, x="index", **SMALL)
+    rows = [line.split() for line in summary_table(result).splitlines() if line.startswith("induction")]
+    marked = [(r[1], r[2]) for r in rows if r[-1] == "reference"]
+    assert marked == [("length=2", "in_context_loss")]
+    result.reference, result.timing = {"task": "induction", "value": 9, "metric": "in_context_loss", "found": False}, []
+    rows = [line.split() for line in summary_table(result).splitlines() if line.startswith("induction")]
+    assert len(rows) == 12 and {r[-1] for r in rows} == {"-"}
