@@ -85,7 +85,8 @@ def test_the_readme_has_runnable_examples_of_every_command():
     runnable = " ".join(str(case.values[1]) for case in _cases())
     for command in ("emergence-fast ie", "emergence-fast icl judge", "emergence-fast icl tree",
                     "emergence-fast icl generate", "emergence-fast mirage --results", "emergence-fast mirage --models",
-                    "torchrun", "information_emergence", "judgment_curves", "load_family"):
+                    "torchrun", "information_emergence", "judgment_curves", "load_family", "emergence-fast sweep",
+                    "emergence-fast make-family", "run_sweep"):
         assert command in runnable, command
 
 
