@@ -373,3 +373,21 @@ def test_printed_table_names_the_reference_row_only(folders):
     result.reference, result.timing = {"task": "induction", "value": 9, "metric": "in_context_loss", "found": False}, []
     rows = [line.split() for line in summary_table(result).splitlines() if line.startswith("induction")]
     assert len(rows) == 12 and {r[-1] for r in rows} == {"-"}
+
+
+def test_model_names_parse_to_folder_gguf_file_hub_id_and_revision(tmp_path, folders):
+    from emergence_fast.sweep.grid import ModelSpec, checkpoint_step, parse_model
+
+    gguf = tmp_path / "smol-q8.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert parse_model(str(gguf)) == ModelSpec(str(tmp_path.resolve()), None, "smol-q8.gguf", "smol-q8")
+    assert parse_model("EleutherAI/pythia-70m@step1000") == ModelSpec("EleutherAI/pythia-70m", "step1000", None,
+                                                                      "EleutherAI/pythia-70m@step1000")
+    assert parse_model("default") == ModelSpec("default", label="default")
+    assert parse_model(folders[0]).label == "w16"
+    assert checkpoint_step(parse_model("EleutherAI/pythia-70m@step1000")) == 1000
+    assert checkpoint_step(parse_model("EleutherAI/pythia-70m@main")) is None
+    with pytest.raises(ValueError, match=r"^models: 'org/x@' ends in '@' with no revision after it$"):
+        parse_model("org/x@")
+    with pytest.raises(ValueError, match=r"^models: '.*missing.gguf' ends in .gguf but is not a file$"):
+        parse_model(str(tmp_path / "missing.gguf"))
