@@ -132,8 +132,8 @@ def check_config(config: dict, name=lambda key: key) -> dict:
     out["half_length_range"] = (lo, hi)
     out["half_length"] = check_int(config["half_length"], name("half_length"), minimum=lo, maximum=hi)
     if out["seq_len"] < 1 + 2 * hi:
-        raise ValueError(f"{name('seq_len')} must be >= 1 + 2 * hi = {1 + 2 * hi} to hold [bos] + r + r for the "
-                         f"longest half length, got {out['seq_len']}")
+        raise ValueError(f"{name('seq_len')} must be >= 1 + 2 * {hi} = {1 + 2 * hi} to hold [bos] + r + r for the "
+                         f"longest half length ({name('half_length_range')}), got {out['seq_len']}")
     if out["vocab_size"] < out["seq_len"] - 1:
         raise ValueError(f"{name('vocab_size')} must be >= {name('seq_len')} - 1 = {out['seq_len'] - 1}: a training "
                          f"sequence's tokens are distinct apart from the repeat, got {out['vocab_size']}")

@@ -216,7 +216,8 @@ def test_a_finished_family_is_kept_for_the_same_config_and_refused_for_another(t
     ({"half_length_range": (4, 3)}, "half_length_range hi must be an integer >= 4, got 3"),
     ({"half_length_range": 4}, "half_length_range must be two integers (lo, hi) with 2 <= lo <= hi, got 4"),
     ({"half_length": 5}, "half_length must be an integer in [2, 4], got 5"),
-    ({"seq_len": 8}, "seq_len must be >= 1 + 2 * hi = 9 to hold [bos] + r + r for the longest half length, got 8"),
+    ({"seq_len": 8}, ("seq_len must be >= 1 + 2 * 4 = 9 to hold [bos] + r + r for the longest half length "
+                      "(half_length_range), got 8")),
     ({"vocab_size": 10}, ("vocab_size must be >= seq_len - 1 = 11: a training sequence's tokens are distinct apart "
                           "from the repeat, got 10")),
     ({"d_model": 9}, "d_model must be a multiple of n_head (2), got 9"),
@@ -283,7 +284,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     (["--half-length", "9"], "--half-length must be an integer in [2, 4], got 9"),
     (["--d-model", "9"], "--d-model must be a multiple of --n-head (2), got 9"),
     (["--checkpoints", "9"], "--checkpoints must be <= --steps + 1 = 7 (one per step at most, step 0 included), got 9"),
-    (["--seq-len", "8"], "--seq-len must be >= 1 + 2 * hi = 9 to hold [bos] + r + r for the longest half length, got 8"),
+    (["--seq-len", "8"], "--seq-len must be >= 1 + 2 * 4 = 9 to hold [bos] + r + r for the longest half length "
+     "(--half-length-min/--half-length-max), got 8"),
     (["--seq-len", "30"], ("--vocab-size must be >= --seq-len - 1 = 29: a training sequence's tokens are distinct "
                            "apart from the repeat, got 16")),
 ])
