@@ -102,7 +102,7 @@ def _values(args, tasks) -> dict:
 
 
 _FLAGS = {"models": "--models", "tasks": "--tasks", "metrics": "--metrics", "reference": "--reference", "x_values": "--x-values",
-          "x": "--x"}
+          "x": "--x", "log_x": "--log-x"}
 _AXIS_FLAGS = {"shots": "--shots", "length": "--lengths", "block": "--blocks"}
 
 

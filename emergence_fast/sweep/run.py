@@ -166,7 +166,10 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
     # Checked again by analyse(); here too so that a typo is refused before hours of work, not after.
     _parse_reference(reference, {t.name: t for t in tasks}, values)
     if x != "params":  # parameter counts are known only once the models are loaded
-        _x_of_models(specs, [], x, steps, x_values)
+        xs = _x_of_models(specs, [], x, steps, x_values)[0]
+        if log_x and min(xs) <= 0:
+            low = [s.label for s, v in zip(specs, xs) if v <= 0]
+            raise ValueError(f"log_x needs every model's x ({x}) > 0; it is <= 0 for {low}")
     world = world if world is not None else distributed.current()
     store = UnitStore(out)
     store.units = distributed.broadcast_object(store.units, world)  # rank 0's view of the folder

@@ -249,7 +249,8 @@ def test_cli_writes_the_report_and_refuses_bad_flags(folders, tmp_path, capsys):
             (["--blocks", "0"], "--blocks: no task of this sweep (induction) has a block axis"),
             (["--n-examples", "0"], "--n-examples must be"),
             (["--metrics", "acc"], "--metrics: ['acc'] are measured by no task of this sweep"),
-            (["--x-values", "1", "2"], "--x-values needs --x values")):
+            (["--x-values", "1", "2"], "--x-values needs --x values"),
+            (["--x", "index", "--log-x", "yes"], "--log-x needs every model's x (index) > 0; it is <= 0 for ['w16']")):
         code = main(["sweep", "--models", folders[0], "--tasks", "induction", "--out", str(tmp_path / "bad"),
                      *flags])
         err = capsys.readouterr().err.strip()
