@@ -102,7 +102,8 @@ def _values(args, tasks) -> dict:
 
 
 _FLAGS = {"models": "--models", "tasks": "--tasks", "metrics": "--metrics", "reference": "--reference", "x_values": "--x-values",
-          "x": "--x", "log_x": "--log-x"}
+          "x": "--x", "log_x": "--log-x", "seed": "--seed", "concepts": "--concepts", "ie_dataset": "--ie-dataset",
+          "ie_estimator": "--ie-estimator"}
 _AXIS_FLAGS = {"shots": "--shots", "length": "--lengths", "block": "--blocks"}
 
 

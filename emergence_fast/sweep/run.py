@@ -12,9 +12,10 @@ import gc
 import hashlib
 import json
 import time
+from pathlib import Path
 
 from .. import distributed
-from .._validation import check_int, check_seed
+from .._validation import check_int, check_probability, check_seed
 from . import grid
 from .analyse import SweepResult, _parse_reference, _x_of_models, analyse
 from .store import UnitStore
@@ -139,16 +140,23 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
     ValueError
         Naming the argument: unknown task or metric, empty axis, models named twice, a folder that
         holds no model, a model not in the local cache or an unknown revision (on load), x values
-        that are missing, not finite or repeated.
+        that are missing, not finite or repeated, a reference that names no curve of the sweep, a
+        setting the tasks read that cannot be right (seed < 0, a concept not of 0 and 1, an unknown
+        IE estimator or dataset), ``ci`` outside (0, 1): all before any model is loaded. A unit the
+        model cannot run (a length over its positions) is recorded, with a note, not raised.
     """
-    settings = Settings(n_examples=check_int(n_examples, "n_examples", minimum=1), seed=check_seed(seed),
+    settings = Settings(n_examples=check_int(n_examples, "n_examples", minimum=1),
+                        seed=check_int(check_seed(seed), "seed", minimum=0),
                         batch_size=check_int(batch_size, "batch_size", minimum=1),
                         concepts=tuple(str(c) for c in ([concepts] if isinstance(concepts, str) else concepts)),
                         depth=check_int(depth, "depth", minimum=1), ie_samples=check_int(ie_samples, "ie_samples",
                                                                                           minimum=2),
                         ie_dataset=ie_dataset or Settings.ie_dataset, ie_estimator=ie_estimator)
     specs, tasks, values, settings, family = plan(models, tasks, values, settings)
+    _check_settings(settings, tasks)
     metrics = _check_metrics(metrics, tasks)
+    check_int(n_boot, "n_boot", minimum=0)
+    check_probability(ci, "ci", low_open=True, high_open=True)
     if x not in ("auto", *grid.X_KINDS):
         raise ValueError(f"x must be one of {('auto', *grid.X_KINDS)}, got {x!r}")
     steps = [grid.checkpoint_step(s) for s in specs]
@@ -213,6 +221,37 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
     return analyse(specs, tasks, values, settings, records, x=x, steps=steps, x_values=x_values, log_x=log_x,
                    n_boot=n_boot, ci=ci, reference=reference, family=family, loads=loads, metrics=metrics,
                    evaluated=evaluated)
+
+
+def _check_settings(settings: Settings, tasks) -> None:
+    """The settings the chosen tasks read, checked before any model loads: a typo found by the first
+    unit would be recorded as 'not applicable' for every model. ValueError naming the argument."""
+    from ..datasets import ICL_ENTITY_FILES
+    from ..estimators import registry
+    from ..icl.prompts import as_flips
+
+    names = {t.name for t in tasks}
+    if "binary-concepts" in names:
+        if not settings.concepts:
+            raise ValueError("concepts: the list is empty; name at least one concept such as '01'")
+        for concept in settings.concepts:
+            as_flips(concept, "concepts", allow_empty=False)
+    if "ie" not in names:
+        return
+    if settings.ie_estimator is not None:
+        registry.get(settings.ie_estimator, "ie", "ie_estimator")
+    spec = settings.ie_dataset
+    if spec.startswith("induction:"):
+        length = spec[len("induction:"):]
+        if not length.isdigit() or int(length) < 2:
+            raise ValueError(f"ie_dataset: 'induction:L' needs an integer L >= 2, got {spec!r}")
+    elif spec.startswith(("text:", "ids:")):
+        path = spec.split(":", 1)[1]
+        if not Path(path).is_file():
+            raise ValueError(f"ie_dataset: {path!r} is not a file")
+    elif spec not in ICL_ENTITY_FILES:
+        raise ValueError(f"ie_dataset must be 'induction:L', one of {tuple(ICL_ENTITY_FILES)}, 'text:PATH' or "
+                         f"'ids:PATH', got {spec!r}")
 
 
 def _check_metrics(metrics, tasks) -> tuple | None:

@@ -359,8 +359,8 @@ def test_an_axis_value_the_model_cannot_run_keeps_the_others(folders):
     alone = run_sweep(folders[:2], ["induction"], values={"induction": [2, 3]}, x="index", **SMALL)
     assert result.rows == alone.rows
     note = [n for n in result.notes if n.startswith("induction does not apply to w16")]
-    assert note == ["induction does not apply to w16 at length 500 (induction length 500 needs 1001 positions, over "
-                    "the model's 256)"], result.notes
+    assert note == [("induction does not apply to w16 at length 500 (induction length 500 needs 1001 positions, "
+                     "over the model's 256)")], result.notes
     assert [t["at"] for t in result.transitions if t["metric"] == "in_context_loss" and t["direction"] == "models"] \
         == [{"length": 2}, {"length": 3}]
 
@@ -392,3 +392,37 @@ def test_model_names_parse_to_folder_gguf_file_hub_id_and_revision(tmp_path, fol
         parse_model("org/x@")
     with pytest.raises(ValueError, match=r"^models: '.*missing.gguf' ends in .gguf but is not a file$"):
         parse_model(str(tmp_path / "missing.gguf"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tasks": ["ie"], "ie_estimator": "nosiy"}, "ie_estimator must be one of ("),
+    ({"tasks": ["ie"], "ie_dataset": "icl-animals"}, ("ie_dataset must be 'induction:L', one of ('icl-country', "
+                                                      "'icl-animal', 'icl-color'), 'text:PATH' or 'ids:PATH', got "
+                                                      "'icl-animals'")),
+    ({"tasks": ["ie"], "ie_dataset": "induction:x"}, ("ie_dataset: 'induction:L' needs an integer L >= 2, got "
+                                                      "'induction:x'")),
+    ({"tasks": ["ie"], "ie_dataset": "ids:/no/such.pt"}, "ie_dataset: '/no/such.pt' is not a file"),
+    ({"tasks": ["binary-concepts"], "concepts": ["0a"]}, ("concepts must contain only the characters '0' and '1', "
+                                                          "got ['a'] in '0a'")),
+    ({"tasks": ["binary-concepts"], "concepts": []}, ("concepts: the list is empty; name at least one concept such "
+                                                      "as '01'")),
+    ({"tasks": ["induction"], "seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"tasks": ["induction"], "ci": 1.0}, "ci must be a number in (0, 1), got 1.0"),
+])
+def test_settings_are_refused_before_any_model_is_loaded(folders, kwargs, message):
+    """A typo in a task's setting is an error, not a unit 'not applicable' to every model after the work."""
+    loader = CountingLoader()
+    with pytest.raises(ValueError) as caught:
+        run_sweep(folders[:2], loader=loader, **{**SMALL, **kwargs})
+    assert str(caught.value).startswith(message) and loader.calls == [], str(caught.value)
+
+
+def test_cli_names_the_setting_flag(folders, tmp_path, capsys):
+    from emergence_fast.cli import main
+
+    code = main(["sweep", "--models", folders[0], "--tasks", "ie", "--ie-estimator", "nosiy", "--out",
+                 str(tmp_path / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("emergence-fast sweep: error: --ie-estimator must be one of (") and \
+        len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()
