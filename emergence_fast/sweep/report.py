@@ -108,6 +108,8 @@ def _panels(plt, n: int, height: float):
 
 def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
     """``axis_<task>.png``: every metric along the task's own axis, one line per model (in x order)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _panels(plt, len(metrics), 3.2)
     for ax, metric in zip(axes, metrics):
         for model in sorted(result.models, key=lambda m: m["x"]):
@@ -121,6 +123,8 @@ def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
         ax.set_title(f"{metric} ({task['metrics'][metric]['kind']})", fontsize=9)
         if task["axis"] == "shots" and min(r["axis_value"] for r in rows) >= 1:
             ax.set_xscale("log", base=2)  # as the fits along shots (analyse module)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shots, lengths and blocks are counts
             ax.xaxis.set_major_formatter(require("matplotlib.ticker", "plotting a sweep").ScalarFormatter())
         unit = task["axis_unit"]
         ax.set_xlabel(task["axis"] if unit == task["axis"] else f"{task['axis']} ({unit})")
@@ -188,7 +192,7 @@ def plot(result: SweepResult, out) -> list[Path]:
             ax.set_yticks(range(len(labels)), labels, fontsize=6)
             ax.set_xlabel(task["axis"])
             ax.set_title(metric, fontsize=9)
-            fig.colorbar(image, ax=ax)
+            fig.colorbar(image, ax=ax, label=task["metrics"][metric]["unit"])
         fig.suptitle(f"{name}: models (by {result.config['x']}) x {task['axis']}", fontsize=10)
         fig.tight_layout()
         written.append(write_figure(fig, out / f"heatmap_{name}.png"))

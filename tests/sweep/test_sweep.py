@@ -426,3 +426,24 @@ def test_cli_names_the_setting_flag(folders, tmp_path, capsys):
     assert code == 2 and err.startswith("emergence-fast sweep: error: --ie-estimator must be one of (") and \
         len(err.splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_figures_carry_units_and_integer_axis_ticks(folders, tmp_path, monkeypatch):
+    """The heatmap's colour bar names the metric's unit; lengths (counts) get no fractional ticks."""
+    from emergence_fast.sweep import report
+
+    figures = {}
+
+    def capture(fig, path):
+        fig.canvas.draw()
+        figures[Path(path).name] = fig
+        return Path(path)
+
+    monkeypatch.setattr(report, "write_figure", capture)
+    result = run_sweep(folders[:2], ["induction"], values={"induction": [2, 3]}, x="index",
+                       metrics=["in_context_loss", "repeat_token_accuracy"], **SMALL)
+    report.plot(result, tmp_path)
+    heat = figures["heatmap_induction.png"]
+    assert [ax.get_ylabel() for ax in heat.axes if not ax.get_title()] == ["nats", "fraction"]  # the colour bars
+    ticks = figures["axis_induction.png"].axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
