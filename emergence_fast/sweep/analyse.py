@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..transitions import summarize
+from .grid import X_KINDS
 from .tasks import AXES, Task
 
 SHARP = ("sharp", "sharp drop")
@@ -102,7 +103,8 @@ def _x_of_models(specs, records, x, steps, x_values):
     shared = [labels for labels in seen.values() if len(labels) > 1]
     if shared:
         raise ValueError(f"x={x!r}: models {shared[0]} share the x value {xs[[s.label for s in specs].index(shared[0][0])]:g}; "
-                         f"curves need one x per model (use x='step', 'index' or 'values')")
+                         f"curves need one x per model (another x: "
+                         f"{', '.join(repr(k) for k in X_KINDS if k != x)})")
     notes = []
     if xs != sorted(xs):
         notes.append(f"the declared model order is not increasing in x ({x}); curves are fitted in x order")

@@ -311,7 +311,8 @@ def test_reference_and_x_values_refused_before_any_model_is_loaded(folders):
     with pytest.raises(ValueError, match=r"^x_values must be finite numbers, got \[1.0, nan\]"):
         run_sweep(folders[:2], ["induction"], values={"induction": [2]}, x="values", x_values=[1.0, math.nan],
                   loader=loader, **SMALL)
-    with pytest.raises(ValueError, match=r"^x='values': models \['w16', 'w24'\] share the x value 3"):
+    with pytest.raises(ValueError, match=r"^x='values': models \['w16', 'w24'\] share the x value 3; curves need one "
+                                         r"x per model \(another x: 'step', 'params', 'index'\)$"):
         run_sweep(folders[:2], ["induction"], values={"induction": [2]}, x="values", x_values=[3, 3],
                   loader=loader, **SMALL)
     assert loader.calls == []
