@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="fit along the models in log10 x (default: yes for params, no otherwise)")
     parser.add_argument("--reference", default=None, metavar="TASK:METRIC[@VALUE]",
                         help="the curve every other is timed against (default: induction:in_context_loss, "
-                             "else the first task's reference metric)")
+                             "else the first task's reference metric; under --metrics, the first kept one)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
                         help="keep only these metrics (default: every metric of every task)")
     parser.add_argument("--n-examples", type=int, default=64, help="examples per cell")

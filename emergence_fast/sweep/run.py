@@ -128,7 +128,8 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
     reference : str, optional
         ``"task:metric"`` or ``"task:metric@value"``: the along-models curve every other is timed
         against (default: ``induction:in_context_loss`` when induction runs, else the first task's
-        reference metric at its largest axis value).
+        reference metric at its largest axis value; when ``metrics`` leaves that metric out, the first
+        kept metric of the same task, else of the first task with one).
     metrics : list of str, optional
         Keep only these metrics in the table and the fits (default: every metric of every task);
         every name must belong to a task of the sweep.
@@ -172,7 +173,17 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
     elif x_values is not None:
         raise ValueError(f"x_values is only read with x='values', got x={x!r}")
     # Checked again by analyse(); here too so that a typo is refused before hours of work, not after.
-    _parse_reference(reference, {t.name: t for t in tasks}, values)
+    by_name = {t.name: t for t in tasks}
+    ref = _parse_reference(reference, by_name, values)
+    if metrics is not None and ref is not None and ref[2] not in metrics:
+        if reference is not None:
+            raise ValueError(f"reference: {reference!r} names a metric that metrics leaves out "
+                             f"(kept: {', '.join(metrics)})")
+        # The default reference is filtered out: time against the reference task's first kept metric,
+        # else the first kept metric of the first task that has one.
+        task = next(t for t in [by_name[ref[0]], *tasks] if set(t.metric_names) & set(metrics))
+        reference = f"{task.name}:{next(m for m in task.metric_names if m in metrics)}" + (
+            f"@{ref[1]}" if task.name == ref[0] else "")
     if x != "params":  # parameter counts are known only once the models are loaded
         xs = _x_of_models(specs, [], x, steps, x_values)[0]
         if log_x and min(xs) <= 0:

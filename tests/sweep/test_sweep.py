@@ -448,3 +448,18 @@ def test_figures_carry_units_and_integer_axis_ticks(folders, tmp_path, monkeypat
     assert [ax.get_ylabel() for ax in heat.axes if not ax.get_title()] == ["nats", "fraction"]  # the colour bars
     ticks = figures["axis_induction.png"].axes[0].get_xticks()
     assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_metrics_filter_moves_the_default_reference_and_refuses_a_filtered_one(folders):
+    """With metrics=, the default reference is a kept metric (the in-context loss may be left out)."""
+    kept = ["repeat_token_accuracy", "next_token_entropy"]
+    result = run_sweep(folders, ["induction"], values={"induction": [2]}, x="index", metrics=kept, **SMALL)
+    assert (result.reference["task"], result.reference["metric"], result.reference["value"]) == \
+        ("induction", "repeat_token_accuracy", 2)
+    assert [t["metric"] for t in result.timing] == ["next_token_entropy"]
+    loader = CountingLoader()
+    with pytest.raises(ValueError, match=r"^reference: 'induction:in_context_loss' names a metric that metrics leaves "
+                                         r"out \(kept: repeat_token_accuracy, next_token_entropy\)$"):
+        run_sweep(folders, ["induction"], values={"induction": [2]}, x="index", metrics=kept,
+                  reference="induction:in_context_loss", loader=loader, **SMALL)
+    assert loader.calls == []
