@@ -51,7 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="the curve every other is timed against (default: induction:in_context_loss, "
                              "else the first task's reference metric; under --metrics, the first kept one)")
     parser.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
-                        help="keep only these metrics (default: every metric of every task)")
+                        help="keep only these metrics; a task with none of them is not run (default: every metric "
+                             "of every task)")
     parser.add_argument("--n-examples", type=int, default=64, help="examples per cell")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of every task's examples and of the bootstrap")

@@ -132,7 +132,7 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
         kept metric of the same task, else of the first task with one).
     metrics : list of str, optional
         Keep only these metrics in the table and the fits (default: every metric of every task);
-        every name must belong to a task of the sweep.
+        every name must belong to a task of the sweep, and a task with none of them is not run.
     loader : callable, optional
         ``loader(spec) -> (model, tokenizer)`` in place of :func:`emergence_fast.models.load_model`.
 
@@ -156,6 +156,9 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
     specs, tasks, values, settings, family = plan(models, tasks, values, settings)
     _check_settings(settings, tasks)
     metrics = _check_metrics(metrics, tasks)
+    if metrics is not None:  # a task none of whose metrics is kept would be computed for nothing
+        tasks = [t for t in tasks if set(t.metric_names) & set(metrics)]
+        values = {t.name: values[t.name] for t in tasks}
     check_int(n_boot, "n_boot", minimum=0)
     check_probability(ci, "ci", low_open=True, high_open=True)
     if x not in ("auto", *grid.X_KINDS):

@@ -463,3 +463,10 @@ def test_metrics_filter_moves_the_default_reference_and_refuses_a_filtered_one(f
         run_sweep(folders, ["induction"], values={"induction": [2]}, x="index", metrics=kept,
                   reference="induction:in_context_loss", loader=loader, **SMALL)
     assert loader.calls == []
+
+
+def test_a_task_with_no_kept_metric_is_not_run(folders):
+    result = run_sweep(folders[:2], ["induction", "entity-animals"], values={"induction": [2], "entity-animals": [1]},
+                       x="index", metrics=["in_context_loss"], **SMALL)
+    assert list(result.tasks) == ["induction"]
+    assert set(result.provenance["unit_seconds"]) == {"w16|induction", "w24|induction"}
