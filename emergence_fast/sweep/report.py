@@ -73,9 +73,9 @@ def summary_table(result: SweepResult) -> str:
         lines.append(text_table([[t["task"], t["at"]["model"], t["metric"], t["kind"], t["verdict"],
                                   _g(t["location"]) if t["verdict"] in SHARP else "-",
                                   f"[{_g(t['location_ci'][0])}, {_g(t['location_ci'][1])}]" if t["verdict"] in SHARP
-                                  else "-"] for t in axis_rows],
-                                ["task", "model", "metric", "kind", f"verdict along the task's axis", "location", "CI"],
-                                left=5))
+                                  else "-", t["x_unit"]] for t in axis_rows],
+                                ["task", "model", "metric", "kind", "verdict along the task's axis", "location", "CI",
+                                 "unit"], left=5))
     elif axis_rows:
         counts = {}
         for t in axis_rows:

@@ -470,3 +470,13 @@ def test_a_task_with_no_kept_metric_is_not_run(folders):
                        x="index", metrics=["in_context_loss"], **SMALL)
     assert list(result.tasks) == ["induction"]
     assert set(result.provenance["unit_seconds"]) == {"w16|induction", "w24|induction"}
+
+
+def test_printed_axis_table_gives_the_unit_of_each_location(folders):
+    result = run_sweep(folders[:1], ["induction", "entity-animals"], values={"induction": [2, 3, 4],
+                       "entity-animals": [1, 2, 4]}, x="index", **SMALL)
+    lines = summary_table(result).splitlines()
+    header = next(line for line in lines if "verdict along the task's axis" in line)
+    assert header.split()[-1] == "unit"
+    units = {line.split()[0]: line.split()[-1] for line in lines if line.startswith(("induction", "entity-animals"))}
+    assert units == {"induction": "tokens", "entity-animals": "shots"}
