@@ -76,6 +76,8 @@ def parse_model(text) -> ModelSpec:
     source, _, revision = text.partition("@")
     if "@" in text and not revision:
         raise ValueError(f"models: {text!r} ends in '@' with no revision after it")
+    if not source:
+        raise ValueError(f"models: {text!r} names a revision but no model before the '@'")
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ValueError(f"models: {text!r} is neither an existing folder nor a Hugging Face id (owner/name[@revision])")
     return ModelSpec(source, revision or None, label=f"{source}@{revision}" if revision else source)
@@ -89,7 +91,10 @@ def check_cached(spec: ModelSpec) -> None:
     from .._optional import require
 
     hub = require("huggingface_hub", "a model named by a Hugging Face id")
-    found = hub.try_to_load_from_cache(spec.source, "config.json", revision=spec.revision)
+    try:
+        found = hub.try_to_load_from_cache(spec.source, "config.json", revision=spec.revision)
+    except ValueError as exc:  # HFValidationError: not the form of an id (often a shell glob that matched nothing)
+        raise ValueError(f"models: {spec.source!r} is neither an existing folder nor a Hugging Face id: {exc}") from None
     if not isinstance(found, str):
         at = "" if spec.revision is None else f" at revision {spec.revision!r}"
         raise ValueError(f"models: {spec.source!r}{at} is not in the local Hugging Face cache (no config.json), and "

@@ -480,3 +480,13 @@ def test_printed_axis_table_gives_the_unit_of_each_location(folders):
     assert header.split()[-1] == "unit"
     units = {line.split()[0]: line.split()[-1] for line in lines if line.startswith(("induction", "entity-animals"))}
     assert units == {"induction": "tokens", "entity-animals": "shots"}
+
+
+@pytest.mark.parametrize("model, message", [
+    ("fam/step-*", "models: 'fam/step-*' is neither an existing folder nor a Hugging Face id: Repo id must "),
+    ("@main", "models: '@main' names a revision but no model before the '@'"),
+])
+def test_a_glob_that_matched_nothing_and_a_bare_revision_are_refused(model, message):
+    with pytest.raises(ValueError) as caught:
+        run_sweep([model], ["induction"], **SMALL)
+    assert str(caught.value).startswith(message), str(caught.value)
