@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..transitions import summarize
-from .grid import X_KINDS
+from .grid import X_KINDS, unfinished_family
 from .tasks import AXES, Task
 
 SHARP = ("sharp", "sharp drop")
@@ -309,6 +309,10 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
                      + "; ".join(", ".join(v) for v in tokenizers.values())
                      + "): per-token metrics (losses, entropies, token edit distance) count different tokens, and "
                        "induction's random tokens differ between them")
+    unfinished = sorted({f for f in map(unfinished_family, specs) if f is not None})
+    if unfinished:
+        notes.append(f"the make-family run in {', '.join(unfinished)} has not finished (no family.json: killed, or "
+                     f"still training): its later checkpoints are missing from this sweep")
     short = [t.name for t in tasks.values() if len(values[t.name]) < 3 and values[t.name] != ("all",)]
     if short:
         notes.append(f"no curves along the axis of {', '.join(short)}: fewer than 3 values")

@@ -157,6 +157,16 @@ def family_info(spec: ModelSpec) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def unfinished_family(spec: ModelSpec) -> str | None:
+    """The folder of the ``make-family`` run ``spec`` is a checkpoint of, when that run has not
+    finished (no ``family.json`` yet: killed, or still training), else None."""
+    from ..families.induction import FAMILY_FILE
+
+    if family_info(spec) is None or (Path(spec.source).parent / FAMILY_FILE).is_file():
+        return None
+    return str(Path(spec.source).parent)
+
+
 def unit_key(spec: ModelSpec, task: str, values, settings: dict) -> str:
     """A unit's identity in the store: model, task, axis values and the settings the task reads."""
     text = json.dumps({"model": spec.key, "task": task, "values": list(values), "settings": settings}, sort_keys=True)

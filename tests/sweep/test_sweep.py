@@ -490,3 +490,22 @@ def test_a_glob_that_matched_nothing_and_a_bare_revision_are_refused(model, mess
     with pytest.raises(ValueError) as caught:
         run_sweep([model], ["induction"], **SMALL)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_checkpoints_of_an_unfinished_family_are_noted(folders, tmp_path):
+    """make-family writes family.json last: without it the run was killed or is still training."""
+    import shutil
+
+    checkpoints = []
+    for step, source in zip((0, 50), folders[:2]):
+        path = tmp_path / "fam" / f"step-{step:06d}"
+        shutil.copytree(source, path)
+        (path / "emergence_fast.json").write_text(json.dumps({"family": "induction", "step": step,
+                                                               "task": {"half_length": 2}}))
+        checkpoints.append(str(path))
+    note = (f"the make-family run in {tmp_path / 'fam'} has not finished (no family.json: killed, or still "
+            f"training): its later checkpoints are missing from this sweep")
+    result = run_sweep(checkpoints, ["induction"], **SMALL)
+    assert note in result.notes and [m["step"] for m in result.models] == [0, 50]
+    (tmp_path / "fam" / "family.json").write_text("{}")
+    assert note not in run_sweep(checkpoints, ["induction"], **SMALL).notes
