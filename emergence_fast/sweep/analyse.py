@@ -296,11 +296,13 @@ def analyse(specs, tasks, values, settings, records, *, x, steps, x_values, log_
     xs, infos, notes = _x_of_models(specs, records, x, steps, x_values)
     log_x = (x == "params") if log_x is None else bool(log_x)
     rows = _rows(specs, xs, x, tasks, records, metrics)
+    failed = {}  # one note per (task, reason), naming every model it holds for (33 checkpoints: one line)
     for r in records:
-        if r["status"] == "partial":
-            notes.append(f"{r['task']} does not apply to {r['model']} at {r['note']}")
-        elif r["status"] != "ok":
-            notes.append(f"{r['task']} does not apply to {r['model']}: {r['note']}")
+        if r["status"] != "ok":
+            failed.setdefault((r["task"], r["status"], r["note"]), []).append(r["model"])
+    for (task, status, note), labels in failed.items():
+        notes.append(f"{task} does not apply to {', '.join(labels)}" + (f" at {note}" if status == "partial" else
+                                                                         f": {note}"))
     tokenizers = {}
     for s in specs:
         tokenizers.setdefault(infos[s.label]["tokenizer"], []).append(s.label)

@@ -359,8 +359,8 @@ def test_an_axis_value_the_model_cannot_run_keeps_the_others(folders):
     result = run_sweep(folders[:2], ["induction"], values={"induction": [2, 3, 500]}, x="index", **SMALL)
     alone = run_sweep(folders[:2], ["induction"], values={"induction": [2, 3]}, x="index", **SMALL)
     assert result.rows == alone.rows
-    note = [n for n in result.notes if n.startswith("induction does not apply to w16")]
-    assert note == [("induction does not apply to w16 at length 500 (induction length 500 needs 1001 positions, "
+    note = [n for n in result.notes if n.startswith("induction does not apply to")]
+    assert note == [("induction does not apply to w16, w24 at length 500 (induction length 500 needs 1001 positions, "
                      "over the model's 256)")], result.notes
     assert [t["at"] for t in result.transitions if t["metric"] == "in_context_loss" and t["direction"] == "models"] \
         == [{"length": 2}, {"length": 3}]
