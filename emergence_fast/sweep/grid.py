@@ -167,7 +167,11 @@ def unfinished_family(spec: ModelSpec) -> str | None:
     return str(Path(spec.source).parent)
 
 
-def unit_key(spec: ModelSpec, task: str, values, settings: dict) -> str:
-    """A unit's identity in the store: model, task, axis values and the settings the task reads."""
-    text = json.dumps({"model": spec.key, "task": task, "values": list(values), "settings": settings}, sort_keys=True)
+def unit_key(spec: ModelSpec, task: str, values, settings: dict, dtype: str | None = None) -> str:
+    """A unit's identity in the store: model, task, axis values, the settings the task reads and the
+    weights' ``dtype`` name (None or ``"float32"``, the default, leave it out: float32 units keep their keys)."""
+    unit = {"model": spec.key, "task": task, "values": list(values), "settings": settings}
+    if dtype not in (None, "float32"):
+        unit["dtype"] = dtype
+    text = json.dumps(unit, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

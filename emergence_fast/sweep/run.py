@@ -35,6 +35,7 @@ def model_info(model, tokenizer) -> dict:
 
     config = getattr(model, "config", None)
     return {"params": count_parameters(model), "model_type": getattr(config, "model_type", None),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "tokenizer": tokenizer_fingerprint(tokenizer), "vocab": len(tokenizer)}
 
 
@@ -205,13 +206,17 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
 
     from tqdm.auto import tqdm
 
+    weights = None if dtype is None else str(dtype).removeprefix("torch.")  # a float16 unit is not a float32 one
+
+    def key(spec, task):
+        return grid.unit_key(spec, task.name, values[task.name], settings.for_task(task), weights)
+
     units = [(spec, task) for spec in specs for task in tasks]
     bar = tqdm(total=len(units), desc="sweep", unit="unit", disable=not progress or not world.is_main)
     loads, evaluated = [], []
     try:
         for spec in specs:
-            pending = [t for t in tasks if grid.unit_key(spec, t.name, values[t.name], settings.for_task(t))
-                       not in store]
+            pending = [t for t in tasks if key(spec, t) not in store]
             bar.update(len(tasks) - len(pending))
             if not pending:
                 continue
@@ -223,7 +228,8 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
             info = model_info(model, tokenizer)
             for task in pending:
                 bar.set_postfix_str(f"{spec.label}: {task.name}")
-                record = _evaluate(spec, task, values[task.name], settings, model, tokenizer, info, world)
+                record = _evaluate(spec, task, values[task.name], settings, model, tokenizer, info, world,
+                                   key(spec, task))
                 store.add(record, write=world.is_main)
                 evaluated.append(record["key"])
                 bar.update(1)
@@ -231,7 +237,7 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
             gc.collect()
     finally:
         bar.close()
-    records = [store.units[grid.unit_key(s, t.name, values[t.name], settings.for_task(t))] for s in specs for t in tasks]
+    records = [store.units[key(s, t)] for s in specs for t in tasks]
     return analyse(specs, tasks, values, settings, records, x=x, steps=steps, x_values=x_values, log_x=log_x,
                    n_boot=n_boot, ci=ci, reference=reference, family=family, loads=loads, metrics=metrics,
                    evaluated=evaluated)
@@ -282,7 +288,7 @@ def _check_metrics(metrics, tasks) -> tuple | None:
     return tuple(dict.fromkeys(metrics))
 
 
-def _evaluate(spec, task, values, settings, model, tokenizer, info, world) -> dict:
+def _evaluate(spec, task, values, settings, model, tokenizer, info, world, key: str) -> dict:
     """One unit's record; a task that cannot run on this model (ValueError) is recorded as not applicable,
     and one that cannot run at some axis values (a length over the model's positions) as partial, with
     the values it can run at measured."""
@@ -302,7 +308,7 @@ def _evaluate(spec, task, values, settings, model, tokenizer, info, world) -> di
             if measured:
                 status, note = "partial", "; ".join(failed)
     cells = {str(v): {m: [r.value, r.stderr, r.n] for m, r in row.items()} for v, row in measured.items()}
-    return {"key": grid.unit_key(spec, task.name, values, settings.for_task(task)), "model": spec.label,
+    return {"key": key, "model": spec.label,
             "model_key": spec.key, "task": task.name, "axis": task.axis, "axis_unit": AXES[task.axis],
             "values": list(values), "settings": settings.for_task(task), "status": status, "note": note,
             "cells": cells, "model_info": info, "seconds": time.perf_counter() - start}

@@ -509,3 +509,13 @@ def test_checkpoints_of_an_unfinished_family_are_noted(folders, tmp_path):
     assert note in result.notes and [m["step"] for m in result.models] == [0, 50]
     (tmp_path / "fam" / "family.json").write_text("{}")
     assert note not in run_sweep(checkpoints, ["induction"], **SMALL).notes
+
+
+def test_units_of_another_dtype_are_not_reused(folders, tmp_path):
+    """A rerun in float32 after a bfloat16 one evaluates again; float32 named or not is one dtype."""
+    kwargs = {"values": {"induction": [2]}, "out": tmp_path, **SMALL}
+    half = run_sweep(folders[:1], ["induction"], dtype="bfloat16", **kwargs)
+    full = run_sweep(folders[:1], ["induction"], **kwargs)
+    again = run_sweep(folders[:1], ["induction"], dtype="float32", **kwargs)
+    assert [r.provenance["units_evaluated_this_run"] for r in (half, full, again)] == [1, 1, 0]
+    assert [r.models[0]["dtype"] for r in (half, full, again)] == ["bfloat16", "float32", "float32"]
