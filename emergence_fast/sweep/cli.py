@@ -26,7 +26,7 @@ from .tasks import TASKS
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``sweep`` to ``subparsers``; returns the new parser (``func`` = :func:`run`)."""
     parser = subparsers.add_parser("sweep", help="behaviour across models/checkpoints x shots x lengths, with transitions",
-                                   description=__doc__.splitlines()[0])
+                                   description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                         help="model folders (e.g. make-family checkpoints), .gguf files, cached Hugging Face ids "
                              "(ID@REVISION for a revision such as step1000) or 'default', in the declared order")

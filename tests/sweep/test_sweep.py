@@ -519,3 +519,12 @@ def test_units_of_another_dtype_are_not_reused(folders, tmp_path):
     again = run_sweep(folders[:1], ["induction"], dtype="float32", **kwargs)
     assert [r.provenance["units_evaluated_this_run"] for r in (half, full, again)] == [1, 1, 0]
     assert [r.models[0]["dtype"] for r in (half, full, again)] == ["bfloat16", "float32", "float32"]
+
+
+def test_help_reads_as_plain_text(capsys):
+    from emergence_fast.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    assert "emergence-fast sweep: behaviour across models" in text and "``" not in text
