@@ -16,7 +16,7 @@ in the metric, the verdicts of thresholded metrics (exact match, multiple-choice
 set against those of continuous ones (log-probability, Brier, loss ...): a transition that only
 thresholded metrics show while every continuous one is judged smooth or flat is reported as
 *apparent* (the metric makes it), one that continuous metrics show too as *in the behaviour*, and
-one whose continuous curves cannot be judged (too few points) as *undetermined*.
+one whose continuous curves cannot be judged (too few points, or none kept by ``metrics``) as *undetermined*.
 
 Timing (Holtzman et al. 2023: where, along a controlled change, does each measurement move?).
 Every along-models curve is set against one reference curve (by default the in-context loss of
@@ -205,7 +205,11 @@ def _agreement(transitions):
         sharp_thr = [m for m, v in verdicts.items() if v in SHARP and kinds[m] == "thresholded"]
         sharp_cont = [m for m, v in verdicts.items() if v in SHARP and kinds[m] == "continuous"]
         open_cont = [m for m, v in verdicts.items() if v == "undetermined" and kinds[m] == "continuous"]
-        if sharp_thr and not sharp_cont and open_cont:
+        if sharp_thr and "continuous" not in kinds.values():
+            reading = "undetermined"
+            note = (f"thresholded metrics ({', '.join(sharp_thr)}) show a sharp transition, but no continuous metric "
+                    f"was kept to set them against: whether the metric makes it cannot be told")
+        elif sharp_thr and not sharp_cont and open_cont:
             reading = "undetermined"
             note = (f"thresholded metrics ({', '.join(sharp_thr)}) show a sharp transition, but the continuous ones "
                     f"({', '.join(open_cont)}) cannot be judged (undetermined): more points along this axis would say "

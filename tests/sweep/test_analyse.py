@@ -84,3 +84,12 @@ def test_a_falling_loss_is_not_called_worse():
     accuracy = result.transition("models", "induction", "repeat_token_accuracy", length=8)
     assert "the curve falls with x (an improvement: lower is better)" in loss["notes"]
     assert not any("gets worse" in n for n in loss["notes"] + accuracy["notes"])
+
+
+def test_a_thresholded_step_alone_is_not_called_apparent():
+    """With no continuous metric to compare (metrics= kept none), the check cannot say 'apparent'."""
+    result = _analyse({"repeat_exact_match": [0.0] * 6 + [1.0] * 6})
+    [agreement] = result.agreement
+    assert agreement["reading"] == "undetermined"
+    assert agreement["note"] == ("thresholded metrics (repeat_exact_match) show a sharp transition, but no continuous "
+                                 "metric was kept to set them against: whether the metric makes it cannot be told")
