@@ -66,7 +66,8 @@ def summary_table(result: SweepResult) -> str:
         ci = f"[{_g(t['location_ci'][0])}, {_g(t['location_ci'][1])}]" if t["verdict"] in SHARP else "-"
         rows.append([t["task"], at, t["metric"], t["kind"], t["verdict"],
                      _g(t["location"]) if t["verdict"] in SHARP else "-", ci, rel])
-    header = ["task", "at", "metric", "kind", "verdict", f"location ({result.config['x']})", "CI", "vs reference"]
+    level = f"{result.config['ci']:.0%} CI"  # a one-step change's "CI" is its bracket (analyse module)
+    header = ["task", "at", "metric", "kind", "verdict", f"location ({result.config['x']})", level, "vs reference"]
     lines = [text_table(rows, header, left=5)] if rows else ["(no curve along the models: fewer than 2 models)"]
     axis_rows = [t for t in result.transitions if t["direction"] != "models"]
     if axis_rows and len(result.models) <= 4:
@@ -74,7 +75,7 @@ def summary_table(result: SweepResult) -> str:
                                   _g(t["location"]) if t["verdict"] in SHARP else "-",
                                   f"[{_g(t['location_ci'][0])}, {_g(t['location_ci'][1])}]" if t["verdict"] in SHARP
                                   else "-", t["x_unit"]] for t in axis_rows],
-                                ["task", "model", "metric", "kind", "verdict along the task's axis", "location", "CI",
+                                ["task", "model", "metric", "kind", "verdict along the task's axis", "location", level,
                                  "unit"], left=5))
     elif axis_rows:
         counts = {}

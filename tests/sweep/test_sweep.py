@@ -528,3 +528,9 @@ def test_help_reads_as_plain_text(capsys):
         main(["sweep", "--help"])
     text = capsys.readouterr().out
     assert "emergence-fast sweep: behaviour across models" in text and "``" not in text
+
+
+def test_printed_tables_give_the_confidence_level(folders):
+    result = run_sweep(folders[:1], ["induction"], values={"induction": [2, 3, 4]}, x="index", **{**SMALL, "ci": 0.8})
+    header = next(line for line in summary_table(result).splitlines() if "verdict along the task's axis" in line)
+    assert "80% CI" in header
