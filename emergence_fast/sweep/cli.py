@@ -116,8 +116,8 @@ def _flags(function):
         except ValueError as exc:
             message = str(exc)
             match = re.match(r"values\[['\"]([^'\"]+)['\"]\]", message)
-            if match and match.group(1) in TASKS:
-                message = _AXIS_FLAGS[TASKS[match.group(1)].axis] + message[match.end():]
+            if match and match.group(1) in TASKS:  # the task too: arithmetic reads --shots from 0, entity sets from 1
+                message = f"{_AXIS_FLAGS[TASKS[match.group(1)].axis]} of {match.group(1)}{message[match.end():]}"
             else:
                 name = re.match(r"[a-z_]+", message)
                 if name and name.group(0) in _FLAGS:

@@ -245,7 +245,9 @@ def test_cli_writes_the_report_and_refuses_bad_flags(folders, tmp_path, capsys):
     rows = (out / "sweep.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * (3 * 6 + 2 * 4)
     for flags, message in (
-            (["--lengths", "1"], "--lengths must be an integer >= 2, got 1"),
+            (["--lengths", "1"], "--lengths of induction must be an integer >= 2, got 1"),
+            (["--tasks", "arithmetic-2d-mult", "entity-animals", "--shots", "0", "1"],
+             "--shots of entity-animals must be an integer >= 1, got 0"),
             (["--blocks", "0"], "--blocks: no task of this sweep (induction) has a block axis"),
             (["--n-examples", "0"], "--n-examples must be"),
             (["--metrics", "acc"], "--metrics: ['acc'] are measured by no task of this sweep"),
