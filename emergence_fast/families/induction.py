@@ -35,12 +35,14 @@ Training data
     form, then falls abruptly. The loss is the mean next-token cross-entropy over every position. Training
     uses AdamW (no weight decay) at a constant learning rate.
 
-Evaluation (recorded in ``family.json`` at each checkpoint, and the convention of the sweep)
+Evaluation (recorded in ``family.json`` at each checkpoint; the sweep's ``induction`` task differs, below)
     A fixed held-out batch of ``[bos] + r + r`` with ``len(r) = half_length`` (inside the training range).
     *In-context loss*: the mean next-token loss (nats) over the ``L`` positions of the second copy of
     ``r`` (tokens ``L+1 ... 2L`` of the sequence; its first token is not predictable from the context, so
     even a perfect induction head leaves about ``log(V) / L`` there). *First-half loss*: the mean loss of
     predicting ``r``'s own tokens after its first (tokens ``2 ... L``), about ``log V`` at any step.
+    The sweep's ``in_context_loss`` (:mod:`emergence_fast.sweep.tasks`) leaves that unpredictable first
+    token out (``L - 1`` positions), so it is lower than this one once induction heads form.
 
 Output layout (:func:`train_family`)
     ``out/step-000000/``, ``out/step-000150/``, ... (zero-padded, so ``out/step-*`` sorts in training order):
