@@ -249,7 +249,7 @@ def _parse_reference(reference, tasks: dict, values: dict):
             value = int(at)
         except ValueError:
             raise ValueError(f"reference: the axis value after '@' must be an integer, got {at!r}") from None
-        if value not in values[task_name]:
+        if value not in values[task_name] and values[task_name] != ("all",):  # "all" blocks: known on loading
             raise ValueError(f"reference: {task_name!r} runs at {task.axis} {list(values[task_name])}, not {value}")
     else:
         value = values[task_name][0] if values[task_name] != ("all",) else 0

@@ -536,3 +536,9 @@ def test_printed_tables_give_the_confidence_level(folders):
     result = run_sweep(folders[:1], ["induction"], values={"induction": [2, 3, 4]}, x="index", **{**SMALL, "ci": 0.8})
     header = next(line for line in summary_table(result).splitlines() if "verdict along the task's axis" in line)
     assert "80% CI" in header
+
+
+def test_reference_at_a_block_of_all_blocks(folders):
+    """IE runs every block by default; a reference at block 1 names one of them."""
+    result = run_sweep(folders[:2], ["ie"], x="index", reference="ie:ie@1", ie_samples=8, **SMALL)
+    assert (result.reference["task"], result.reference["value"], result.reference["found"]) == ("ie", 1, True)
