@@ -126,6 +126,8 @@ def check_config(config: dict, name=lambda key: key) -> dict:
         out[key] = check_int(config[key], name(key), minimum=2 if key in ("vocab_size", "checkpoints") else 1)
     out["lr"] = check_positive_float(config["lr"], name("lr"))
     out["seed"] = check_seed(config["seed"], name("seed"))
+    if not -2**63 <= out["seed"] < 2**64:  # torch.manual_seed's range; beyond it torch fails mid-setup
+        raise ValueError(f"{name('seed')} must be an integer in [-2**63, 2**64 - 1], got {out['seed']}")
     bounds = config["half_length_range"]
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
         raise ValueError(f"{name('half_length_range')} must be two integers (lo, hi) with 2 <= lo <= hi, got {bounds!r}")

@@ -283,6 +283,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     (["--half-length-min", "4", "--half-length-max", "3"], "--half-length-max must be >= --half-length-min (4), got 3"),
     (["--half-length", "9"], "--half-length must be an integer in [2, 4], got 9"),
     (["--d-model", "9"], "--d-model must be a multiple of --n-head (2), got 9"),
+    (["--seed", str(2**64)], f"--seed must be an integer in [-2**63, 2**64 - 1], got {2**64}"),
     (["--checkpoints", "9"], "--checkpoints must be <= --steps + 1 = 7 (one per step at most, step 0 included), got 9"),
     (["--seq-len", "8"], ("--seq-len must be >= 1 + 2 * 4 = 9 to hold [bos] + r + r for the longest half length "
                           "(--half-length-min/--half-length-max), got 8")),
