@@ -72,6 +72,15 @@ def parse_model(text) -> ModelSpec:
                 raise ValueError(f"models: the folder {text!r} holds no model (no config.json, no .gguf file)")
             raise ValueError(f"models: the folder {text!r} holds no config.json but GGUF files {ggufs}: name the "
                              f"file instead, e.g. {os.path.join(text, ggufs[0])!r}")
+        # What a load would refuse, refused here: a sweep must not stop at its tenth model for it.
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise ValueError(f"models: the folder {text!r} holds a config.json but no weights (*.safetensors, *.bin)")
+        from ..models import _check_tokenizer_files
+
+        try:
+            _check_tokenizer_files(path)
+        except ValueError as exc:
+            raise ValueError(f"models: {exc}") from None
         return ModelSpec(str(path.resolve()), label=path.name)
     source, _, revision = text.partition("@")
     if "@" in text and not revision:

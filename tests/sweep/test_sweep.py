@@ -542,3 +542,20 @@ def test_reference_at_a_block_of_all_blocks(folders):
     """IE runs every block by default; a reference at block 1 names one of them."""
     result = run_sweep(folders[:2], ["ie"], x="index", reference="ie:ie@1", ie_samples=8, **SMALL)
     assert (result.reference["task"], result.reference["value"], result.reference["found"]) == ("ie", 1, True)
+
+
+def test_a_folder_without_weights_or_tokenizer_is_refused_before_any_load(folders, tmp_path):
+    import shutil
+
+    loader = CountingLoader()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(Path(folders[0]) / "config.json", bare)
+    with pytest.raises(ValueError) as caught:
+        run_sweep([folders[0], str(bare)], ["induction"], loader=loader, **SMALL)
+    assert str(caught.value) == f"models: the folder {str(bare)!r} holds a config.json but no weights (*.safetensors, *.bin)"
+    untokenized = tmp_path / "untokenized"
+    tiny_gpt2(width=16).save_pretrained(untokenized)
+    with pytest.raises(ValueError, match=r"^models: model '.*untokenized' has no tokenizer files \(tokenizer.json"):
+        run_sweep([folders[0], str(untokenized)], ["induction"], loader=loader, **SMALL)
+    assert loader.calls == []
