@@ -124,9 +124,9 @@ def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
         ax.set_title(f"{metric} ({task['metrics'][metric]['kind']})", fontsize=9)
         if task["axis"] == "shots" and min(r["axis_value"] for r in rows) >= 1:
             ax.set_xscale("log", base=2)  # as the fits along shots (analyse module)
+            ax.xaxis.set_major_formatter(require("matplotlib.ticker", "plotting a sweep").ScalarFormatter())
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shots, lengths and blocks are counts
-            ax.xaxis.set_major_formatter(require("matplotlib.ticker", "plotting a sweep").ScalarFormatter())
         unit = task["axis_unit"]
         ax.set_xlabel(task["axis"] if unit == task["axis"] else f"{task['axis']} ({unit})")
         ax.set_ylabel(task["metrics"][metric]["unit"])

@@ -559,3 +559,17 @@ def test_a_folder_without_weights_or_tokenizer_is_refused_before_any_load(folder
     with pytest.raises(ValueError, match=r"^models: model '.*untokenized' has no tokenizer files \(tokenizer.json"):
         run_sweep([folders[0], str(untokenized)], ["induction"], loader=loader, **SMALL)
     assert loader.calls == []
+
+
+def test_shots_axis_in_log2_keeps_plain_number_ticks(folders, tmp_path, monkeypatch):
+    """Shots >= 1 are drawn in log2 with ticks 1, 2, 4 (not 2^0, 2^1, 2^2)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    from emergence_fast.sweep import report
+
+    figures = {}
+    monkeypatch.setattr(report, "write_figure", lambda fig, path: figures.setdefault(Path(path).name, fig))
+    result = run_sweep(folders[:1], ["entity-animals"], values={"entity-animals": [1, 2, 4]}, **SMALL)
+    report.plot(result, tmp_path)
+    ax = figures["axis_entity-animals.png"].axes[0]
+    assert ax.get_xscale() == "log" and isinstance(ax.xaxis.get_major_formatter(), ScalarFormatter)
