@@ -6,8 +6,11 @@ log10 when every shot count is at least 1, since they are usually doubled; lengt
 gets :func:`emergence_fast.transitions.summarize`: the logistic location and 10–90 % width with
 residual-bootstrap CIs, the smooth-versus-sigmoid test and the verdict (``sharp``, ``sharp drop``,
 ``smooth``, ``no transition``, ``undetermined``), with the metric's range and the cells' standard
-errors for the minimum-amplitude rule. Curves are fitted as measured, so ``sharp`` and ``sharp
-drop`` say which way y moves, not whether the metric improves: a loss's sharp drop is a gain. A transition's ``location_ci`` is in x units: the
+errors for the minimum-amplitude rule. As in :mod:`emergence_fast.mirage`, each curve is oriented
+by its metric's declared direction before the fit (y for higher-is-better metrics, -y for losses,
+Brier scores, edit distances and entropies), so ``sharp`` is a sharp *improvement* (a loss that
+falls abruptly) and ``sharp drop`` a sharp change for the worse, whatever the metric's sign; the
+table keeps the measured y. A transition's ``location_ci`` is in x units: the
 bootstrap CI of the logistic location, or, for a one-step change (no point on the rise), the
 bracket of the two points around the step, with the location in its middle.
 
@@ -38,7 +41,6 @@ from .grid import X_KINDS, unfinished_family
 from .tasks import AXES, Task
 
 SHARP = ("sharp", "sharp drop")
-_FALLS = "the curve falls with x (it gets worse in its declared direction)"
 X_UNITS = {"step": "steps", "params": "parameters", "index": "model index", "values": "x"}
 
 
@@ -132,17 +134,18 @@ def _summary_record(direction, task: Task, metric, at, x_unit, log_x, xs, ys, er
     order = np.argsort(xs)
     xs, ys, errs = np.asarray(xs)[order], np.asarray(ys)[order], np.asarray(errs)[order]
     y_err = errs if np.isfinite(errs).all() and len(errs) else None
-    s = summarize(xs, ys, log_x=log_x, n_boot=n_boot, seed=seed, y_err=y_err, ci=ci,
-                  value_range=metric.value_range, x_unit=x_unit)
+    sign = 1.0 if metric.higher_is_better else -1.0   # oriented: up is better (module docstring)
+    value_range = None if metric.value_range is None else tuple(sorted(sign * v for v in metric.value_range))
+    s = summarize(xs, sign * ys, log_x=log_x, n_boot=n_boot, seed=seed, y_err=y_err, ci=ci,
+                  value_range=value_range, x_unit=x_unit)
     fit = s.logistic
     lo, hi = fit.location_ci
     to_x = (lambda t: 10.0 ** t) if log_x else (lambda t: t)
     ci_x = [to_x(lo), to_x(hi)] if math.isfinite(lo) and math.isfinite(hi) else [math.nan, math.nan]
     location = fit.location_x()
-    # summarize() reads a fall as a change for the worse (mirage orients y by direction first; a sweep
-    # keeps y as measured), which is false for a loss or an entropy.
-    notes = [n if n != _FALLS else (_FALLS if metric.higher_is_better else "the curve falls with x (an improvement: "
-                                    "lower is better)") for n in s.notes]
+    notes = [n for n in s.notes if not n.startswith("y never reaches level")]  # level 0.5 means nothing here
+    if not metric.higher_is_better:
+        notes.append("lower is better: fitted on -y, so 'sharp' is a sharp fall of y")
     if s.verdict in SHARP and all(math.isfinite(b) for b in s.bracket):
         # A one-step change: no point lies on it, so a logistic's location there is an extrapolation;
         # the bracket of the two points around the step is all the data say.
@@ -150,7 +153,12 @@ def _summary_record(direction, task: Task, metric, at, x_unit, log_x, xs, ys, er
         location = math.sqrt(ci_x[0] * ci_x[1]) if log_x else (ci_x[0] + ci_x[1]) / 2
         notes.append("one-step change: location = the middle of the bracket" + (" in log10 x" if log_x else "")
                      + ", CI = the bracket")
+    lo_x, hi_x = float(xs.min()), float(xs.max())
+    if all(math.isfinite(c) for c in ci_x) and (ci_x[0] < lo_x or ci_x[1] > hi_x):
+        notes.append(f"the location CI reaches beyond the data ({lo_x:g} to {hi_x:g}): the points do not pin the "
+                     f"transition down on that side")
     record = {"direction": direction, "task": task.name, "metric": metric.name, "kind": metric.kind, "at": at,
+              "oriented": "y" if metric.higher_is_better else "-y",
               "x_unit": x_unit, "log_x": log_x, "n_points": s.n_points, "verdict": s.verdict,
               "location": location, "location_ci": ci_x, "width": fit.width, "width_ci": list(fit.width_ci),
               "width_unit": f"log10({x_unit})" if log_x else x_unit, "bracket": list(s.bracket),

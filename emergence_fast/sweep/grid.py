@@ -18,6 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 X_KINDS = ("step", "params", "index", "values")
@@ -39,6 +40,26 @@ class ModelSpec:
     def key(self) -> str:
         """Identity in the store: the resolved folder or id, revision and GGUF file."""
         return json.dumps([self.source, self.revision, self.gguf_file])
+
+    @cached_property
+    def weights(self) -> str:
+        """What the weights are now, so that a checkpoint retrained at the same path is new work: for a
+        folder, the name, size and modification time of its files; for a hub id, the cached snapshot
+        (its commit) of the revision; ``""`` for the embedded default."""
+        if self.source in DEFAULT_ALIASES:
+            return ""
+        folder = Path(self.source)
+        if folder.is_dir():
+            files = [folder / self.gguf_file] if self.gguf_file else sorted(p for p in folder.iterdir() if p.is_file())
+            stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if not p.name.startswith(".")]
+            return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        if folder.is_absolute() or self.source.startswith((".", "~")):
+            return ""  # a folder that is gone: nothing to fingerprint (loading it will say so)
+        from .._optional import require
+
+        found = require("huggingface_hub", "a model named by a Hugging Face id").try_to_load_from_cache(
+            self.source, "config.json", revision=self.revision)
+        return Path(found).parent.name if isinstance(found, str) else ""
 
     def load_kwargs(self) -> dict:
         return {"model": None if self.source in DEFAULT_ALIASES else self.source, "revision": self.revision,
@@ -177,9 +198,10 @@ def unfinished_family(spec: ModelSpec) -> str | None:
 
 
 def unit_key(spec: ModelSpec, task: str, values, settings: dict, dtype: str | None = None) -> str:
-    """A unit's identity in the store: model, task, axis values, the settings the task reads and the
+    """A unit's identity in the store: model, its weights (:attr:`ModelSpec.weights`), task, axis values,
+    the settings the task reads and the
     weights' ``dtype`` name (None or ``"float32"``, the default, leave it out: float32 units keep their keys)."""
-    unit = {"model": spec.key, "task": task, "values": list(values), "settings": settings}
+    unit = {"model": spec.key, "weights": spec.weights, "task": task, "values": list(values), "settings": settings}
     if dtype not in (None, "float32"):
         unit["dtype"] = dtype
     text = json.dumps(unit, sort_keys=True)

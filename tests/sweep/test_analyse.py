@@ -59,7 +59,7 @@ def test_timing_against_the_reference_with_ahead_with_and_not_at_all():
         "next_token_entropy": _sigmoid(250, 25, 2.3, 1.0),            # moves well ahead of it
     })
     ref = result.reference
-    assert ref["metric"] == "in_context_loss" and ref["verdict"] == "sharp drop"
+    assert ref["metric"] == "in_context_loss" and ref["verdict"] == "sharp"
     assert ref["location_ci"][0] < 550 < ref["location_ci"][1] and ref["location_ci"][1] - ref["location_ci"][0] < 1100 / 3
     relation = {t["metric"]: t["relation"] for t in result.timing}
     assert relation == {"repeat_token_accuracy": "with", "first_half_loss": "no transition",
@@ -76,14 +76,17 @@ def test_reference_given_by_the_user_and_refused_when_unknown():
         _analyse(curves, reference="induction:in_context_loss@9")
 
 
-def test_a_falling_loss_is_not_called_worse():
-    """summarize() reads a fall as a change for the worse; for a loss (lower is better) it is a gain."""
-    line = [2.0 - 1.5 * s / 1100 for s in STEPS]
-    result = _analyse({"in_context_loss": line, "repeat_token_accuracy": [1.0 - v / 2 for v in line]})
+def test_curves_are_oriented_by_the_metric_direction():
+    """A loss that falls abruptly is a sharp improvement ('sharp'), an accuracy that falls a 'sharp drop'."""
+    result = _analyse({"in_context_loss": _sigmoid(550, 25, 2.3, 0.2),
+                       "repeat_token_accuracy": _sigmoid(550, 25, 0.95, 0.05)})
     loss = result.transition("models", "induction", "in_context_loss", length=8)
     accuracy = result.transition("models", "induction", "repeat_token_accuracy", length=8)
-    assert "the curve falls with x (an improvement: lower is better)" in loss["notes"]
-    assert not any("gets worse" in n for n in loss["notes"] + accuracy["notes"])
+    assert (loss["verdict"], loss["oriented"]) == ("sharp", "-y")
+    assert (accuracy["verdict"], accuracy["oriented"]) == ("sharp drop", "y")
+    assert "lower is better: fitted on -y, so 'sharp' is a sharp fall of y" in loss["notes"]
+    assert not any("gets worse" in n for n in loss["notes"])
+    assert any("gets worse" in n for n in accuracy["notes"])
 
 
 def test_a_thresholded_step_alone_is_not_called_apparent():

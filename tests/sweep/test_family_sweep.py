@@ -22,7 +22,7 @@ def test_the_sweep_locates_the_induction_phase_change_and_times_every_metric_aga
     assert report["config"]["x"] == "step" and steps == sorted(steps) and len(steps) == len(checkpoints)
     assert report["config"]["values"] == {"induction": [5], "ie": ["all"]}     # the family's defaults
     ref = report["reference"]
-    assert (ref["task"], ref["metric"], ref["verdict"]) == ("induction", "in_context_loss", "sharp drop")
+    assert (ref["task"], ref["metric"], ref["verdict"]) == ("induction", "in_context_loss", "sharp")
     lo, hi = ref["location_ci"]
     first, last = steps[0], steps[-1]
     assert first < lo <= ref["location"] <= hi < last                       # excludes the first and last checkpoints
@@ -33,6 +33,6 @@ def test_the_sweep_locates_the_induction_phase_change_and_times_every_metric_aga
     assert ("induction", "next_token_entropy", '{"length": 5}') in timed
     # The in-context loss reduction (first half minus repeat) is the same fall seen from the other side.
     assert timed[("induction", "icl_loss_reduction", '{"length": 5}')] == "with"
-    assert "reference: induction:in_context_loss at 5 (sharp drop)" in printed
+    assert "reference: induction:in_context_loss at 5 (sharp)" in printed
     for name in ("curves_induction.png", "curves_ie.png", "sweep.csv", "transitions.csv"):
         assert (out / name).is_file()

@@ -573,3 +573,21 @@ def test_shots_axis_in_log2_keeps_plain_number_ticks(folders, tmp_path, monkeypa
     report.plot(result, tmp_path)
     ax = figures["axis_entity-animals.png"].axes[0]
     assert ax.get_xscale() == "log" and isinstance(ax.xaxis.get_major_formatter(), ScalarFormatter)
+
+
+def test_a_checkpoint_rewritten_at_the_same_path_is_new_work(tmp_path):
+    """The store keys units by the weights' files too, so a retrained checkpoint is not served old numbers."""
+    tok = char_tokenizer(bos=True)
+    folder = tmp_path / "ckpt"
+    tiny_gpt2(width=16, seed=0, vocab=len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    kw = dict(tasks=["induction"], values={"induction": [2]}, out=tmp_path / "out", **SMALL)
+    first = run_sweep([str(folder)], loader=CountingLoader(), **kw)
+    same = CountingLoader()
+    run_sweep([str(folder)], loader=same, **kw)
+    assert same.calls == []
+    tiny_gpt2(width=16, seed=1, vocab=len(tok)).save_pretrained(folder)   # retrained in place
+    again = CountingLoader()
+    second = run_sweep([str(folder)], loader=again, **kw)
+    assert again.calls == ["ckpt"]
+    assert first.rows[0]["value"] != second.rows[0]["value"]
