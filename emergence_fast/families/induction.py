@@ -35,14 +35,14 @@ Training data
     form, then falls abruptly. The loss is the mean next-token cross-entropy over every position. Training
     uses AdamW (no weight decay) at a constant learning rate.
 
-Evaluation (recorded in ``family.json`` at each checkpoint; the sweep's ``induction`` task differs, below)
-    A fixed held-out batch of ``[bos] + r + r`` with ``len(r) = half_length`` (inside the training range).
-    *In-context loss*: the mean next-token loss (nats) over the ``L`` positions of the second copy of
-    ``r`` (tokens ``L+1 ... 2L`` of the sequence; its first token is not predictable from the context, so
-    even a perfect induction head leaves about ``log(V) / L`` there). *First-half loss*: the mean loss of
-    predicting ``r``'s own tokens after its first (tokens ``2 ... L``), about ``log V`` at any step.
-    The sweep's ``in_context_loss`` (:mod:`emergence_fast.sweep.tasks`) leaves that unpredictable first
-    token out (``L - 1`` positions), so it is lower than this one once induction heads form.
+Evaluation (recorded in ``family.json`` at each checkpoint; the convention of the sweep's ``induction`` task)
+    A fixed held-out batch of ``[bos] + r + r`` with ``len(r) = half_length`` (inside the training range)
+    and ``r``'s tokens distinct, as in training. *In-context loss*: the mean next-token loss (nats) over
+    the second copy of ``r`` after its first token (tokens ``L+2 ... 2L`` of the sequence): the first
+    token of the copy follows ``r_L``, whose earlier occurrence nothing repeats, so no mechanism can know
+    it, and it is left out. *First-half loss*: the mean loss of predicting ``r``'s own tokens after its
+    first (tokens ``2 ... L``), about ``log V`` at any step. The same definitions as
+    :func:`emergence_fast.sweep.tasks.induction_scores`, on other random draws.
 
 Output layout (:func:`train_family`)
     ``out/step-000000/``, ``out/step-000150/``, ... (zero-padded, so ``out/step-*`` sorts in training order):
@@ -218,8 +218,10 @@ def sample_batch(generator: torch.Generator, n: int, config: dict) -> torch.Tens
 
 
 def eval_batch(generator: torch.Generator, n: int, vocab_size: int, half_length: int) -> torch.Tensor:
-    """``n`` evaluation sequences ``[bos] + r + r`` with ``len(r) = half_length``: int64 ``[n, 1 + 2 * half_length]``."""
-    r = torch.randint(1, vocab_size + 1, (n, half_length), generator=generator)
+    """``n`` evaluation sequences ``[bos] + r + r`` with ``len(r) = half_length`` distinct ordinary tokens
+    (as in training): int64 ``[n, 1 + 2 * half_length]``."""
+    # The first half_length columns of a uniform random permutation per row: distinct, uniform draws.
+    r = torch.rand(n, vocab_size, generator=generator).argsort(dim=1)[:, :half_length] + 1
     return torch.cat([torch.full((n, 1), BOS_ID), r, r], dim=1)
 
 
@@ -239,7 +241,7 @@ def induction_losses(model, ids: torch.Tensor, half_length: int) -> tuple[float,
     Returns
     -------
     (float, float)
-        The mean next-token loss over the ``half_length`` tokens of the second copy, and over ``r``'s
+        The mean next-token loss over the second copy's tokens after its first, and over ``r``'s
         tokens after its first (module docstring, Evaluation).
     """
     half_length = check_int(half_length, "half_length", minimum=2)
@@ -249,7 +251,7 @@ def induction_losses(model, ids: torch.Tensor, half_length: int) -> tuple[float,
     logits = model(ids, attention_mask=torch.ones_like(ids)).logits[:, :-1].float()
     # loss[:, j] is the loss of predicting token j + 1 of the sequence.
     loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-    return float(loss[:, half_length:].mean()), float(loss[:, 1:half_length].mean())
+    return float(loss[:, half_length + 1:].mean()), float(loss[:, 1:half_length].mean())
 
 
 def read_checkpoint_info(folder) -> dict | None:
@@ -427,8 +429,8 @@ def _train(out: Path, config: dict, progress: bool) -> dict:
     return {"family": FAMILY, "config": _as_json(config), "seed": config["seed"], "versions": _versions(),
             "log_vocab_size": math.log(config["vocab_size"]), "bos_id": BOS_ID, "unk_id": unk_id(config["vocab_size"]),
             "eval": {"half_length": config["half_length"], "n_sequences": config["eval_size"],
-                     "sequence": "[bos] + r + r, r uniform over the ordinary tokens",
-                     "in_context_loss": "mean next-token loss (nats) over the half_length tokens of the second copy",
+                     "sequence": "[bos] + r + r, r distinct uniform ordinary tokens",
+                     "in_context_loss": "mean next-token loss (nats) over the second copy's tokens after its first",
                      "first_half_loss": "mean next-token loss (nats) over r's tokens after its first"},
             "seconds": time.perf_counter() - started, "checkpoints": rows}
 
