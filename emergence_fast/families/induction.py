@@ -217,6 +217,12 @@ def sample_batch(generator: torch.Generator, n: int, config: dict) -> torch.Tens
     return tokens.gather(1, torch.where(repeated, position - half, position))
 
 
+def eval_seed(seed: int) -> int:
+    """The seed of the held-out batch's own random stream: the family's seed plus a fixed odd constant
+    (splitmix64's golden-ratio increment), so the held-out batch never changes the training data."""
+    return (seed + 0x9E3779B97F4A7C15) % 2**63
+
+
 def eval_batch(generator: torch.Generator, n: int, vocab_size: int, half_length: int) -> torch.Tensor:
     """``n`` evaluation sequences ``[bos] + r + r`` with ``len(r) = half_length`` distinct ordinary tokens
     (as in training): int64 ``[n, 1 + 2 * half_length]``."""
@@ -393,8 +399,8 @@ def _train(out: Path, config: dict, progress: bool) -> dict:
     model = make_model(config)
     tokenizer = make_tokenizer(config["vocab_size"])
     generator = torch.Generator().manual_seed(config["seed"])
-    # Drawn first, so it depends on the seed alone; no training batch repeats it (fresh draws after).
-    held_out = eval_batch(generator, config["eval_size"], config["vocab_size"], config["half_length"])
+    held_out = eval_batch(torch.Generator().manual_seed(eval_seed(config["seed"])), config["eval_size"],
+                          config["vocab_size"], config["half_length"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config["lr"], weight_decay=0.0)
     saves = set(checkpoint_steps(config["steps"], config["checkpoints"]))
     rows, window = [], []  # window: the training losses of the updates since the previous checkpoint

@@ -108,7 +108,7 @@ def test_checkpoint_info_and_family_json(induction_family):
                         "version": emergence_fast.__version__}
         assert all(math.isfinite(row[key]) for key in ("train_loss", "in_context_loss", "first_half_loss"))
     # The recorded losses are what the saved weights give on the held-out batch (regenerated from the seed).
-    held_out = induction.eval_batch(torch.Generator().manual_seed(config["seed"]), config["eval_size"],
+    held_out = induction.eval_batch(torch.Generator().manual_seed(induction.eval_seed(config["seed"])), config["eval_size"],
                                     config["vocab_size"], config["half_length"])
     last = family["checkpoints"][-1]
     model = transformers.AutoModelForCausalLM.from_pretrained(induction_family / last["path"]).eval()
