@@ -13,5 +13,17 @@ from .report import plot, summary_table, write_report
 from .run import run_sweep
 from .tasks import TASKS, Measurement, SweepMetric, Task
 
-__all__ = ["ModelSpec", "Measurement", "SweepMetric", "SweepResult", "TASKS", "Task", "checkpoint_step", "parse_model",
-           "plot", "run_sweep", "summary_table", "write_report"]
+__all__ = [
+           "TASKS",
+           "Measurement",
+           "ModelSpec",
+           "SweepMetric",
+           "SweepResult",
+           "Task",
+           "checkpoint_step",
+           "parse_model",
+           "plot",
+           "run_sweep",
+           "summary_table",
+           "write_report",
+]

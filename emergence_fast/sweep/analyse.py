@@ -269,7 +269,7 @@ def _timing(transitions, ref):
         return None, []
     task, value, metric = ref
     reference = next((t for t in transitions if t["direction"] == "models" and t["task"] == task
-                      and t["metric"] == metric and list(t["at"].values())[0] == value), None)
+                      and t["metric"] == metric and next(iter(t["at"].values())) == value), None)
     out = []
     if reference is None:
         return {"task": task, "value": value, "metric": metric, "found": False}, out

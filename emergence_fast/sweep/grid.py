@@ -127,7 +127,7 @@ def check_cached(spec: ModelSpec) -> None:
         raise ValueError(f"models: {spec.source!r} is neither an existing folder nor a Hugging Face id: {exc}") from None
     if not isinstance(found, str):
         at = "" if spec.revision is None else f" at revision {spec.revision!r}"
-        raise ValueError(f"models: {spec.source!r}{at} is not in the local Hugging Face cache (no config.json), and "
+        raise ValueError(f"models: {spec.source!r}{at} is not in the local Hugging Face cache (no config.json), and "  # noqa: TRY004 (a cache miss, not a wrong type)
                          f"emergence_fast never downloads at run time; check the id and the revision")
 
 

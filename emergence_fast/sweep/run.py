@@ -223,7 +223,7 @@ def run_sweep(models, tasks=None, *, values=None, x: str = "auto", x_values=None
             from ..mirage.live import load_agreed
 
             bar.set_postfix_str(f"loading {spec.label}")
-            model, tokenizer = load_agreed(lambda _: loader(spec), spec.label, world)
+            model, tokenizer = load_agreed(lambda _, spec=spec: loader(spec), spec.label, world)
             loads.append(spec.label)
             info = model_info(model, tokenizer)
             for task in pending:

@@ -41,8 +41,8 @@ tokenizer), so differences along the model axis are paired.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
