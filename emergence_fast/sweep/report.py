@@ -109,8 +109,7 @@ def _panels(plt, n: int, height: float):
 
 def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
     """``axis_<task>.png``: every metric along the task's own axis, one line per model (in x order)."""
-    from matplotlib.ticker import MaxNLocator
-
+    ticker = require("matplotlib.ticker", "plotting a sweep")
     fig, axes = _panels(plt, len(metrics), 3.2)
     for ax, metric in zip(axes, metrics):
         for model in sorted(result.models, key=lambda m: m["x"]):
@@ -124,9 +123,9 @@ def _axis_figure(plt, result, name, task, rows, metrics, out) -> Path:
         ax.set_title(f"{metric} ({task['metrics'][metric]['kind']})", fontsize=9)
         if task["axis"] == "shots" and min(r["axis_value"] for r in rows) >= 1:
             ax.set_xscale("log", base=2)  # as the fits along shots (analyse module)
-            ax.xaxis.set_major_formatter(require("matplotlib.ticker", "plotting a sweep").ScalarFormatter())
+            ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
         else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # shots, lengths and blocks are counts
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # shots, lengths and blocks are counts
         unit = task["axis_unit"]
         ax.set_xlabel(task["axis"] if unit == task["axis"] else f"{task['axis']} ({unit})")
         ax.set_ylabel(task["metrics"][metric]["unit"])
