@@ -77,9 +77,11 @@ class UnitStore:
 
     def _drop_cut_line(self) -> None:
         """Remove a last line without its newline (a write a kill cut short), which was never a unit."""
-        if not self.path.is_file():
+        if not self.path.is_file() or self.path.stat().st_size == 0:
             return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+        with open(self.path, "r+b") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":  # the usual case: one byte read, not the whole store per unit
+                return
+            f.seek(0)
+            f.truncate(f.read().rfind(b"\n") + 1)
